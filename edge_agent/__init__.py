@@ -1,0 +1,3 @@
+"""edge-agent: site agent for smart equipment lockers and armoury cabinets."""
+
+__version__ = "0.1.0"

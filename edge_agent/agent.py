@@ -1,0 +1,576 @@
+"""The long-running agent: owns ports, discovery, supervision, the store and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.bus import SerialBus
+from edge_agent.config import SiteConfig, vendor_settings
+from edge_agent.contract import (
+    BusProbe,
+    Candidate,
+    CompartmentState,
+    DeviceDriver,
+    DeviceState,
+    DriverContext,
+    MdnsMatcher,
+    MdnsService,
+    SerialSettings,
+    UsbMatcher,
+)
+from edge_agent.discovery.mdns import MdnsBrowser
+from edge_agent.discovery.serialports import matching, usb_ports
+from edge_agent.errors import (
+    DeviceUnavailable,
+    DriverError,
+    EdgeAgentError,
+    PluginError,
+    StoreUnavailable,
+)
+from edge_agent.events import EventHub
+from edge_agent.plugins import PluginHost
+from edge_agent.store import AuditLog, AuditRecord, StateStore
+from edge_agent.supervisor import DeviceSupervisor, Link, Timing, full_jitter
+
+log = logging.getLogger(__name__)
+
+
+def comp_json(c: CompartmentState) -> dict[str, Any]:
+    return {"index": c.index, "door": c.door.value, "item": c.item.value, "fault": c.fault,
+            "tag": c.tag}
+
+
+class Device:
+    """Registry entry plus live supervision of one device."""
+
+    def __init__(self, candidate: Candidate, now: float) -> None:
+        self.id = candidate.identity
+        self.candidate = candidate
+        self.first_seen = now
+        self.last_seen = now
+        self.adopted = False
+        self.ignored: str | None = None
+        self.supervisor: DeviceSupervisor | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.error: str = ""
+        self.compartments: list[dict[str, Any]] = []
+
+    @property
+    def link(self) -> str:
+        if self.supervisor is not None:
+            return self.supervisor.status.link.value
+        if self.ignored:
+            return "ignored"
+        return "error" if self.error else "discovered"
+
+    def registry_doc(self) -> dict[str, Any]:
+        c = self.candidate
+        return {
+            "id": self.id, "plugin": c.plugin, "vendor": c.vendor, "model": c.model,
+            "source": c.source, "address": c.address, "bus_id": c.bus_id,
+            "properties": dict(c.properties), "first_seen": self.first_seen,
+            "last_seen": self.last_seen, "adopted": self.adopted, "ignored": self.ignored,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.registry_doc()
+        doc["link"] = self.link
+        doc["error"] = self.error
+        doc["compartments"] = self.compartments
+        if self.supervisor is not None:
+            sup = self.supervisor.to_json()
+            doc["since"] = sup["since"]
+            doc["reason"] = sup["reason"]
+            doc["counters"] = sup["counters"]
+            info = self.supervisor.status.info
+            doc["info"] = asdict(info) if info else None
+        return doc
+
+
+class Agent:
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        state_dir: Path,
+        socket_path: Path,
+        config_path: str = "",
+        extra_plugins: dict[str, object] | None = None,
+        load_entry_points: bool = True,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.socket_path = socket_path
+        self.boot_id = uuid.uuid4().hex[:16]
+        self.started = time.time()
+        a = config.agent
+        self.timing = Timing(a.poll_interval, a.command_timeout, a.offline_after,
+                             a.backoff_initial, a.backoff_max)
+        self.plugins = PluginHost(hook_timeout=config.plugins.hook_timeout,
+                                  disabled=config.plugins.disabled)
+        self._extra_plugins = extra_plugins or {}
+        self._load_entry_points = load_entry_points
+        self.audit = AuditLog(state_dir / "audit", boot_id=self.boot_id)
+        self.alarms: dict[str, dict[str, Any]] = {}
+        self.store = StateStore(state_dir, on_corrupt=self._store_corrupt)
+        self.hub = EventHub()
+        self.devices: dict[str, Device] = {}
+        self.buses: dict[str, SerialBus] = {}
+        self.bus_info: dict[str, dict[str, Any]] = {}
+        self.inbox: dict[str, dict[str, Any]] = {}
+        self.mdns: MdnsBrowser | None = None
+        self._mdns_matchers: dict[str, list[tuple[str, MdnsMatcher]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock_fd: int | None = None
+        self._api: Any = None
+        self._stopping = asyncio.Event()
+        self._saved_registry: dict[str, dict[str, Any]] = {}
+        self._saved_comps: dict[str, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ tasks
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a task and keep a reference to it until it ends; log if it dies."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task %s died: %r", name, t.exception(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # ------------------------------------------------------------------ start/stop
+
+    def _take_lock(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise EdgeAgentError(
+                f"another edge-agent already runs on state directory {self.state_dir}"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _store_corrupt(self, path: Path, aside: Path, reason: str) -> None:
+        self.alarms[f"store:{path.name}"] = {
+            "id": f"store:{path.name}", "severity": "critical", "since": time.time(),
+            "message": f"{path.name} did not parse ({reason}); moved aside to {aside.name}. "
+                       "Device registry rebuilt from discovery; ignore decisions are lost.",
+        }
+
+    async def start(self) -> None:
+        from edge_agent.api.server import ApiServer
+
+        loop = asyncio.get_running_loop()
+        self._take_lock()
+        await loop.run_in_executor(None, self.audit.open)
+        self.audit.subscribers.append(self._audit_committed)
+        await self.store.open()
+        devices, comps = await self.store.load()
+        self._saved_registry = {d["id"]: d for d in devices}
+        self._saved_comps = comps
+        if self._load_entry_points:
+            await loop.run_in_executor(None, self.plugins.load_entry_points)
+        for name, obj in self._extra_plugins.items():
+            self.plugins.register(obj, name)
+        self._api = ApiServer(self)
+        await self._api.start(self.socket_path)
+        if self.audit.recovered is not None:
+            r = self.audit.recovered
+            await self.record("audit_recovered", details={
+                "segment": r.segment, "bytes_dropped": r.bytes_dropped, "last_seq": r.last_seq,
+                "note": "torn tail after a crash was cut off"})
+        await self.record("agent_started", details={
+            "version": __version__, "site": self.config.site.id, "pid": os.getpid(),
+            "plugins": self.plugins.loaded()})
+        for saved in self._saved_registry.values():
+            if saved.get("ignored"):
+                cand = Candidate(
+                    identity=saved["id"], plugin=saved["plugin"], source=saved["source"],
+                    vendor=saved["vendor"], model=saved["model"], address=saved["address"],
+                    bus_id=saved.get("bus_id"), properties=saved.get("properties", {}))
+                dev = Device(cand, saved.get("first_seen", time.time()))
+                dev.ignored = saved["ignored"]
+                self.devices[dev.id] = dev
+        await self._start_discovery()
+        log.info("agent up: site %s, socket %s, state %s", self.config.site.id,
+                 self.socket_path, self.state_dir)
+
+    async def run_forever(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for dev in self.devices.values():
+            if dev.supervisor:
+                dev.supervisor.stop()
+        if self.mdns is not None:
+            await self.mdns.close()
+        if self._api is not None:
+            await self._api.stop()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for dev in self.devices.values():
+            if dev.supervisor:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(dev.supervisor.driver.close(), 1)
+        for bus in self.buses.values():
+            await bus.close()
+        with contextlib.suppress(Exception):
+            await self.record("agent_stopped")
+        await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
+        await self.store.close()
+        self.plugins.shutdown()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ events
+
+    async def record(self, action: str, **fields: Any) -> AuditRecord:
+        """Append an event to the audit log and wait until it is durable."""
+        return await self.audit.append({"action": action, **fields})
+
+    def record_soon(self, action: str, **fields: Any) -> None:
+        """Append an event without waiting (device observations on the poll path)."""
+        fut = self.audit.append_nowait({"action": action, **fields})
+
+        def done(f: asyncio.Future[AuditRecord]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.debug("audit append of %s failed: %s", action, f.exception())
+
+        fut.add_done_callback(done)
+
+    def _audit_committed(self, rec: AuditRecord) -> None:
+        self.hub.publish("audit", rec)
+
+    def _device_changed(self, dev: Device) -> None:
+        self.hub.publish("device", dev.to_json())
+
+    # ------------------------------------------------------------------ discovery
+
+    async def _start_discovery(self) -> None:
+        probes: dict[str, list[BusProbe]] = await self.plugins.call_each("edge_agent_bus_probes")
+        for bus_cfg in self.config.buses:
+            chosen = [
+                (name, p) for name, plist in probes.items() for p in plist
+                if bus_cfg.protocol is None or p.protocol == bus_cfg.protocol
+            ]
+            if not chosen:
+                why = (f"no loaded plugin has a bus probe for protocol {bus_cfg.protocol!r}"
+                       if bus_cfg.protocol else "no loaded plugin has a bus probe")
+                self.inbox[f"bus:{bus_cfg.id}"] = {"id": f"bus:{bus_cfg.id}", "what":
+                                                   f"bus {bus_cfg.id} ({bus_cfg.port})",
+                                                   "why": why, "since": time.time()}
+                log.error("bus %s: %s", bus_cfg.id, why)
+                continue
+            self.spawn(self._bus_loop(bus_cfg.id, bus_cfg.port, chosen, bus_cfg.baudrate),
+                       f"bus:{bus_cfg.id}")
+        for static in self.config.devices:
+            cand = Candidate(identity=static.identity, plugin=static.plugin, source="static",
+                             vendor="", model=static.model, address=static.address,
+                             properties=static.properties)
+            await self.offer(cand)
+        if self.config.discovery.serial.usb_autodetect:
+            usb: dict[str, list[UsbMatcher]] = await self.plugins.call_each(
+                "edge_agent_usb_matchers")
+            self.spawn(self._usb_loop(usb, probes), "usb-discovery")
+        if self.config.discovery.mdns.enabled:
+            await self._start_mdns()
+
+    async def _bus_loop(self, bus_id: str, port: str, probes: list[tuple[str, BusProbe]],
+                        baudrate: int | None) -> None:
+        first = probes[0][1].settings
+        settings = SerialSettings(baudrate or first.baudrate, first.bytesize, first.parity,
+                                  first.stopbits)
+        bus = SerialBus(bus_id, port, settings)
+        self.buses[bus_id] = bus
+        info = self.bus_info.setdefault(bus_id, {"id": bus_id, "port": port,
+                                                 "settings": settings.describe(),
+                                                 "answering": [], "last_probe": None,
+                                                 "error": ""})
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await bus.open()
+            except DriverError as exc:
+                if not info["error"]:
+                    log.error("bus %s: %s; retrying with backoff", bus_id, exc)
+                info["error"] = str(exc)
+                await asyncio.sleep(full_jitter(attempt, self.timing.backoff_initial,
+                                                self.timing.backoff_max, _rng))
+                attempt += 1
+                continue
+            if info["error"]:
+                log.warning("bus %s: port open again", bus_id)
+            info["error"] = ""
+            attempt = 0
+            answering: list[str] = []
+            for plugin, probe in probes:
+                settings_map = self._settings(plugin)
+                try:
+                    found = await asyncio.wait_for(probe.probe(bus, settings_map),
+                                                   max(10.0, self.timing.call_timeout * 8))
+                except DriverError as exc:
+                    info["error"] = str(exc)
+                    continue
+                except Exception as exc:
+                    self.plugins.isolate(plugin, f"bus probe raised {exc!r}")
+                    continue
+                for cand in found:
+                    answering.append(cand.address)
+                    await self.offer(cand, bus=bus)
+            info["answering"] = answering
+            info["last_probe"] = time.time()
+            await self._wait_stop(self.config.agent.probe_interval)
+
+    async def _wait_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _usb_loop(self, usb: dict[str, list[UsbMatcher]],
+                        probes: dict[str, list[BusProbe]]) -> None:
+        matchers = [(name, m) for name, ms in usb.items() for m in ms]
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            ports = await loop.run_in_executor(None, usb_ports)
+            for port, plugins in matching(ports, matchers):
+                if port.bus_id in self.buses:
+                    continue
+                chosen = [(n, p) for n in plugins for p in probes.get(n, [])]
+                if chosen:
+                    log.info("USB adapter %04x:%04x at %s: probing for %s", port.vid,
+                             port.pid, port.stable, ", ".join(plugins))
+                    self.buses[port.bus_id] = SerialBus(port.bus_id, port.stable,
+                                                        chosen[0][1].settings)
+                    self.spawn(self._bus_loop(port.bus_id, port.stable, chosen, None),
+                               f"bus:{port.bus_id}")
+            await self._wait_stop(10.0)
+
+    async def _start_mdns(self) -> None:
+        matchers: dict[str, list[MdnsMatcher]] = await self.plugins.call_each(
+            "edge_agent_mdns_matchers")
+        for name, ms in matchers.items():
+            for m in ms:
+                self._mdns_matchers.setdefault(m.service_type, []).append((name, m))
+        if not self._mdns_matchers:
+            return
+        self.mdns = MdnsBrowser(self.config.discovery.mdns.interfaces,
+                                list(self._mdns_matchers), self._on_mdns, self._mdns_problem)
+        try:
+            await self.mdns.start()
+        except OSError as exc:
+            log.error("mDNS: cannot browse on %s: %s", self.config.discovery.mdns.interfaces,
+                      exc)
+            self.alarms["mdns"] = {"id": "mdns", "severity": "warning", "since": time.time(),
+                                   "message": f"mDNS discovery unavailable: {exc}"}
+            self.mdns = None
+
+    def _mdns_problem(self, name: str, service_type: str, why: str) -> None:
+        key = f"mdns:{name}"
+        if key not in self.inbox:
+            log.warning("mDNS: %s: %s", name, why)
+        self.inbox[key] = {"id": key, "what": f"mDNS {name}", "why": why, "since": time.time()}
+
+    async def _on_mdns(self, svc: MdnsService) -> None:
+        reasons = []
+        for plugin, matcher in self._mdns_matchers.get(svc.service_type, []):
+            why = matcher.match(svc.properties)
+            if why is not None:
+                reasons.append(f"{plugin}: {why}")
+                continue
+            try:
+                cand = await self.plugins.call_one(plugin, "edge_agent_mdns_candidate",
+                                                   service=svc)
+            except PluginError as exc:
+                reasons.append(str(exc))
+                continue
+            if isinstance(cand, Candidate):
+                self.inbox.pop(f"mdns:{svc.name}", None)
+                await self.offer(cand)
+                return
+            reasons.append(f"{plugin}: declined the service")
+        self._mdns_problem(svc.name, svc.service_type, "; ".join(reasons) or "no plugin matched")
+
+    def _settings(self, plugin: str) -> dict[str, Any]:
+        schema = None
+        with contextlib.suppress(PluginError):
+            schema = self.plugins.call_one_sync(plugin, "edge_agent_settings_schema")
+        return vendor_settings(self.config, plugin, schema)
+
+    # ------------------------------------------------------------------ devices
+
+    async def offer(self, cand: Candidate, *, bus: SerialBus | None = None) -> Device:
+        """Take a discovered candidate: register it, and supervise it if adopted."""
+        now = time.time()
+        dev = self.devices.get(cand.identity)
+        if dev is not None:
+            dev.last_seen = now
+            if dev.candidate.address != cand.address:
+                log.info("device %s moved: %s -> %s", dev.id, dev.candidate.address,
+                         cand.address)
+                self.record_soon("device_address_changed", device=dev.id, details={
+                    "old": dev.candidate.address, "new": cand.address})
+                dev.candidate = cand
+                self.store.save_device(dev.registry_doc())
+            if dev.supervisor is not None or dev.ignored:
+                return dev
+        else:
+            dev = Device(cand, now)
+            saved = self._saved_registry.get(cand.identity)
+            if saved:
+                dev.first_seen = saved.get("first_seen", now)
+                dev.adopted = bool(saved.get("adopted"))
+                dev.compartments = self._saved_comps.get(cand.identity, [])
+            self.devices[dev.id] = dev
+            self.record_soon("device_discovered", device=dev.id, details={
+                "plugin": cand.plugin, "source": cand.source, "address": cand.address,
+                "model": cand.model})
+        if not dev.adopted and self.config.agent.auto_adopt:
+            dev.adopted = True
+        self.store.save_device(dev.registry_doc())
+        if dev.adopted:
+            await self._supervise(dev, bus)
+        self._device_changed(dev)
+        return dev
+
+    async def _supervise(self, dev: Device, bus: SerialBus | None) -> None:
+        ctx = DriverContext(settings=self._settings(dev.candidate.plugin), bus=bus,
+                            timeout=self.timing.call_timeout)
+        try:
+            driver = await self.plugins.call_one(dev.candidate.plugin,
+                                                 "edge_agent_create_driver",
+                                                 candidate=dev.candidate, context=ctx)
+        except PluginError as exc:
+            dev.error = str(exc)
+            return
+        if driver is None or not isinstance(driver, DeviceDriver):
+            dev.error = (f"plugin {dev.candidate.plugin} returned no usable driver "
+                         f"({type(driver).__name__})")
+            log.error("device %s: %s", dev.id, dev.error)
+            return
+        dev.error = ""
+        sup = DeviceSupervisor(dev.id, dev.candidate.plugin, driver, self.timing,
+                               on_link=self._on_link, on_state=self._on_state,
+                               on_plugin_fault=self._plugin_fault)
+        dev.supervisor = sup
+        dev.task = self.spawn(sup.run(), f"device:{dev.id}")
+
+    def _plugin_fault(self, plugin: str, detail: str) -> None:
+        self.plugins.isolate(plugin, detail)
+
+    def _on_link(self, sup: DeviceSupervisor, old: Link, new: Link, reason: str) -> None:
+        dev = self.devices[sup.device_id]
+        if new is not Link.CONNECTING:
+            self.record_soon(f"device_{new.value}", device=dev.id,
+                             details={"from": old.value, "reason": reason})
+        self._device_changed(dev)
+
+    def _on_state(self, sup: DeviceSupervisor, state: DeviceState) -> None:
+        dev = self.devices[sup.device_id]
+        new = [comp_json(c) for c in state.compartments]
+        old = {c["index"]: c for c in dev.compartments}
+        for c in new:
+            before = old.get(c["index"])
+            if before is None:
+                continue
+            if before["door"] != c["door"] and c["door"] != "unknown":
+                self.record_soon("door_opened" if c["door"] == "open" else "door_closed",
+                                 device=dev.id, compartment=c["index"])
+            if before["item"] != c["item"] and c["item"] != "unknown":
+                self.record_soon("item_returned" if c["item"] == "present" else "item_removed",
+                                 device=dev.id, compartment=c["index"], item=c.get("tag"))
+        dev.compartments = new
+        self.store.save_compartments(dev.id, new)
+        self._device_changed(dev)
+
+    # ------------------------------------------------------------------ commands
+
+    def device(self, device_id: str) -> Device:
+        dev = self.devices.get(device_id)
+        if dev is None:
+            raise DeviceUnavailable(f"no device {device_id!r}; see 'edge-agent devices'")
+        return dev
+
+    async def unlock(self, device_id: str, compartment: int, *, actor: str, reason: str
+                     ) -> dict[str, Any]:
+        """Unlock one compartment. Audited before and after; fails closed on store trouble."""
+        dev = self.device(device_id)
+        if dev.supervisor is None:
+            raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+        if self.audit.error:
+            raise StoreUnavailable(f"{self.audit.error}: commands that move equipment are "
+                                   "refused until the audit log can be written")
+        fields = {"device": device_id, "compartment": compartment, "actor": actor,
+                  "reason": reason}
+        request = await self.record("unlock_requested", **fields)
+        try:
+            state = await dev.supervisor.unlock(compartment)
+        except EdgeAgentError as exc:
+            await self.record("unlock", outcome="failed",
+                              details={"error": str(exc), "request_seq": request["seq"]},
+                              **fields)
+            raise
+        comp = next((comp_json(c) for c in state.compartments if c.index == compartment), None)
+        done = await self.record("unlock", outcome="ok",
+                                 details={"request_seq": request["seq"], "compartment_state":
+                                          comp}, **fields)
+        return {"device": device_id, "compartment": compartment, "state": comp,
+                "audit_seq": done["seq"]}
+
+    # ------------------------------------------------------------------ views
+
+    def status(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for dev in self.devices.values():
+            counts[dev.link] = counts.get(dev.link, 0) + 1
+        return {
+            "site": {"id": self.config.site.id, "name": self.config.site.name},
+            "agent": {"version": __version__, "pid": os.getpid(), "boot_id": self.boot_id,
+                      "started": self.started, "uptime": time.time() - self.started,
+                      "state_dir": str(self.state_dir), "socket": str(self.socket_path),
+                      "config": self.config_path},
+            "devices": {"total": len(self.devices), **counts},
+            "audit": {"last_seq": self.audit.last_seq, "error": self.audit.error,
+                      "commits": self.audit.commits,
+                      "damaged_lines": self.audit.damaged_lines},
+            "store": {"error": self.store.last_error},
+            "alarms": list(self.alarms.values()),
+            "inbox": len(self.inbox),
+            "buses": list(self.bus_info.values()),
+            "mdns": self.mdns.to_json() if self.mdns else None,
+            "plugins": {n: r.status for n, r in self.plugins.records.items()},
+            "health": self._health(),
+        }
+
+    def _health(self) -> str:
+        if self.audit.error or any(a["severity"] == "critical" for a in self.alarms.values()):
+            return "degraded"
+        return "ok"
+
+
+_rng = random.Random()

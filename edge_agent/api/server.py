@@ -1,0 +1,228 @@
+"""The agent's control API, served on a Unix socket (like the Docker engine's).
+
+``curl --unix-socket /run/edge-agent/agent.sock http://agent/v1/devices`` works. The
+caller's OS user comes from the socket's peer credentials (``SO_PEERCRED``), which the
+caller cannot forge; every command is audited with it.
+
+Routes (all JSON):
+
+* ``GET  /v1/status``                     site, agent health, counts, alarms, buses
+* ``GET  /v1/devices``                    every device with its compartments
+* ``GET  /v1/devices/{id}``               one device
+* ``GET  /v1/devices/{id}/wire``          the last frames on the device's bus
+* ``POST /v1/devices/{id}/unlock``        body ``{"compartment": N, "reason": "..."}``
+* ``GET  /v1/events``                     audit records; ``?limit=&device=&action=&after_seq=``
+* ``GET  /v1/events/stream``              server-sent events: ``audit`` and ``device``
+* ``GET  /v1/plugins``                    loaded, refused and isolated plugins
+* ``GET  /v1/inbox``                      discovered but not adopted, with why
+
+Errors are ``{"error": "...", "hint": "..."}`` with 400 (bad request), 404 (unknown),
+409 (device offline), 503 (store unavailable: fail closed), 504 (device timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from edge_agent.errors import (
+    DeviceTimeout,
+    DeviceUnavailable,
+    DriverError,
+    StoreUnavailable,
+    Unsupported,
+)
+
+log = logging.getLogger(__name__)
+AGENT_KEY = web.AppKey("agent", object)
+
+
+def peer_user(request: web.Request) -> tuple[str, int | None]:
+    """OS user name and uid of the process at the other end of the Unix socket."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return "unknown", None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return "unknown", None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return f"uid:{uid}", uid
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+def _error(status: int, message: str, hint: str = "") -> web.Response:
+    return _json({"error": message, "hint": hint}, status=status)
+
+
+class ApiServer:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.app = web.Application()
+        self.app[AGENT_KEY] = agent
+        r = self.app.router
+        r.add_get("/v1/status", self.status)
+        r.add_get("/v1/devices", self.devices)
+        r.add_get("/v1/devices/{id}", self.device)
+        r.add_get("/v1/devices/{id}/wire", self.wire)
+        r.add_post("/v1/devices/{id}/unlock", self.unlock)
+        r.add_get("/v1/events", self.events)
+        r.add_get("/v1/events/stream", self.stream)
+        r.add_get("/v1/plugins", self.plugins)
+        r.add_get("/v1/inbox", self.inbox)
+        self.runner: web.AppRunner | None = None
+        self._streams: set[web.StreamResponse] = set()
+
+    async def start(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            # A socket left by a crashed agent: the state-dir lock says we own it now.
+            path.unlink()
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.UnixSite(self.runner, str(path))
+        await site.start()
+        os.chmod(path, 0o660)
+
+    async def stop(self) -> None:
+        for resp in list(self._streams):
+            with contextlib.suppress(Exception):
+                await resp.write_eof()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # ------------------------------------------------------------------ handlers
+
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(self.agent.status())
+
+    async def devices(self, request: web.Request) -> web.Response:
+        return _json([d.to_json() for d in sorted(self.agent.devices.values(),
+                                                   key=lambda d: d.id)])
+
+    def _dev(self, request: web.Request) -> Any:
+        dev_id = request.match_info["id"]
+        try:
+            return self.agent.device(dev_id)
+        except DeviceUnavailable as exc:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": str(exc), "hint": "list devices with "
+                                 "'edge-agent devices'"}),
+                content_type="application/json") from exc
+
+    async def device(self, request: web.Request) -> web.Response:
+        return _json(self._dev(request).to_json())
+
+    async def wire(self, request: web.Request) -> web.Response:
+        dev = self._dev(request)
+        bus = self.agent.buses.get(dev.candidate.bus_id or "")
+        if bus is None:
+            return _json({"bus": None, "frames": []})
+        frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note}
+                  for w in bus.wire_snapshot(int(request.query.get("limit", "100")))]
+        return _json({"bus": bus.bus_id, "address": bus.address,
+                      "settings": bus.settings.describe(),
+                      "counters": bus.counters.to_json(), "frames": frames})
+
+    async def unlock(self, request: web.Request) -> web.Response:
+        dev = self._dev(request)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body is not JSON", 'send {"compartment": N, "reason": "..."}')
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        comp = body.get("compartment")
+        reason = body.get("reason")
+        if not isinstance(comp, int) or isinstance(comp, bool) or comp < 1:
+            return _error(400, "compartment must be a positive integer")
+        if not isinstance(reason, str) or not reason.strip():
+            return _error(400, "a reason is required", "say why, e.g. --reason 'jammed door'")
+        user, _uid = peer_user(request)
+        try:
+            result = await self.agent.unlock(dev.id, comp, actor=user, reason=reason.strip())
+        except StoreUnavailable as exc:
+            return _error(503, str(exc), "free disk space on the state directory's filesystem")
+        except DeviceUnavailable as exc:
+            return _error(409, str(exc), "check the device with 'edge-agent devices'")
+        except DeviceTimeout as exc:
+            return _error(504, str(exc), "the device did not answer; check its wiring/power")
+        except Unsupported as exc:
+            return _error(400, str(exc))
+        except DriverError as exc:
+            return _error(502, str(exc))
+        result["actor"] = user
+        return _json(result)
+
+    async def events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = min(int(q.get("limit", "100")), 100_000)
+            after = int(q.get("after_seq", "0"))
+        except ValueError:
+            return _error(400, "limit and after_seq must be integers")
+        device, action = q.get("device"), q.get("action")
+
+        def want(rec: dict[str, Any]) -> bool:
+            return (rec.get("seq", 0) > after and (device is None or rec.get("device") == device)
+                    and (action is None or rec.get("action") == action))
+
+        recent = list(self.agent.audit.recent)
+        hits = [r for r in recent if want(r)]
+        if len(hits) < limit and recent and recent[0]["seq"] > after + 1:
+            # Older than the in-memory window: read the log off the event loop.
+            def scan() -> list[dict[str, Any]]:
+                return [r for r in self.agent.audit.iter_records() if want(r)]
+
+            hits = await asyncio.get_running_loop().run_in_executor(None, scan)
+        return _json(hits[-limit:])
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        sub = self.agent.hub.subscribe()
+        self._streams.add(resp)
+        try:
+            await resp.write(b": edge-agent event stream\n\n")
+            while True:
+                try:
+                    kind, data = await asyncio.wait_for(sub.queue.get(), 15)
+                except TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                payload = json.dumps(data, default=str)
+                await resp.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+                if kind == "overflow":
+                    break
+        except ConnectionResetError:
+            pass
+        finally:
+            sub.close()
+            self._streams.discard(resp)
+        return resp
+
+    async def plugins(self, request: web.Request) -> web.Response:
+        return _json([r.to_json() for r in sorted(self.agent.plugins.records.values(),
+                                                   key=lambda r: r.name)])
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        return _json(sorted(self.agent.inbox.values(), key=lambda e: e["id"]))

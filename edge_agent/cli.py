@@ -1,0 +1,395 @@
+"""``edge-agent`` command line.
+
+Exit codes: 0 success, 1 runtime failure (agent unreachable, device offline),
+2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.client import AgentClient, default_socket
+from edge_agent.config import SiteConfig, check_vendor_settings, load_site_config
+from edge_agent.errors import ClientError, ConfigError, EdgeAgentError
+from edge_agent.plugins import PluginHost
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(EdgeAgentError):
+    pass
+
+
+def _print_err(msg: str) -> None:
+    print(f"edge-agent: {msg}", file=sys.stderr)
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def _load_config(path: str) -> SiteConfig:
+    return load_site_config(path)
+
+
+def default_state_dir(config: SiteConfig) -> Path:
+    if config.agent.state_dir:
+        return Path(config.agent.state_dir)
+    if os.geteuid() == 0:
+        return Path("/var/lib/edge-agent")
+    base = os.environ.get("XDG_STATE_HOME", str(Path.home() / ".local" / "state"))
+    return Path(base) / "edge-agent" / config.site.id
+
+
+# ---------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+
+    config = _load_config(args.site)
+    setup_logging(args.log_level or config.agent.log_level)
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(config)
+    sock = Path(args.socket or config.agent.socket or os.environ.get("EDGE_AGENT_SOCKET")
+                or state_dir / "agent.sock")
+
+    async def main() -> None:
+        agent = Agent(config, state_dir=state_dir, socket_path=sock, config_path=args.site)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.request_stop)
+        try:
+            await agent.start()
+            print(f"edge-agent {__version__}: site {config.site.id} running; "
+                  f"API on {sock}", flush=True)
+            await agent.run_forever()
+        finally:
+            await agent.stop()
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- simulate
+
+
+def start_simulators(config: SiteConfig) -> list[Any]:
+    host = PluginHost()
+    host.load_entry_points()
+    sims = []
+    try:
+        for i, sc in enumerate(config.simulators):
+            if sc.plugin not in host.loaded():
+                raise ConfigError("", [f"simulators[{i}]: no loaded plugin {sc.plugin!r}"])
+            try:
+                sim = host.call_one_sync(sc.plugin, "edge_agent_simulator",
+                                         options=sc.options())
+            except EdgeAgentError as exc:
+                raise ConfigError("", [f"simulators[{i}] ({sc.plugin}): {exc.__cause__ or exc}"]
+                                  ) from exc
+            if sim is None:
+                raise ConfigError("", [f"simulators[{i}]: plugin {sc.plugin} has no simulator"])
+            sim.start()
+            sims.append(sim)
+    except BaseException:
+        for s in sims:
+            s.stop()
+        raise
+    return sims
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    config = _load_config(args.site)
+    setup_logging("warning")
+    sims = start_simulators(config)
+    for s in sims:
+        for line in s.describe():
+            print(f"simulating {line}", flush=True)
+    print("ready", flush=True)
+    stop = {"now": False}
+
+    def handler(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        for s in sims:
+            s.stop()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- clients
+
+
+def _client_call(args: argparse.Namespace, fn: Callable[[AgentClient], Any]) -> Any:
+    async def go() -> Any:
+        async with AgentClient(args.socket or default_socket()) as c:
+            return await fn(c)
+
+    return asyncio.run(go())
+
+
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+
+
+def _comp_summary(comps: list[dict[str, Any]]) -> str:
+    if not comps:
+        return "-"
+    opened = sum(1 for c in comps if c["door"] == "open")
+    items = sum(1 for c in comps if c["item"] == "present")
+    return f"{len(comps)} comps, {opened} open, {items} with item"
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    devices = _client_call(args, lambda c: c.get("/v1/devices"))
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return EXIT_OK
+    if not devices:
+        print("no devices discovered yet")
+        return EXIT_OK
+    rows = [(d["id"], d["vendor"] or d["plugin"], d["model"], d["link"], d["address"],
+             _fmt_time(d["last_seen"]), _comp_summary(d["compartments"])) for d in devices]
+    print(_table(rows, ["DEVICE", "VENDOR", "MODEL", "STATE", "ADDRESS", "SEEN", "COMPARTMENTS"]))
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    if args.follow:
+        async def follow(c: AgentClient) -> None:
+            async for kind, data in c.stream():
+                if kind == "audit" and (not args.device or data.get("device") == args.device):
+                    print(json.dumps(data) if args.json else _event_line(data), flush=True)
+
+        try:
+            _client_call(args, follow)
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    events = _client_call(args, lambda c: c.get("/v1/events", limit=args.limit,
+                                                device=args.device, action=args.type))
+    if args.json:
+        print(json.dumps(events, indent=2))
+    else:
+        for e in events:
+            print(_event_line(e))
+    return EXIT_OK
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    parts = [f"#{e['seq']}", e["ts"], e["action"]]
+    if e.get("device"):
+        parts.append(e["device"] + (f"/{e['compartment']}" if e.get("compartment") else ""))
+    parts.append(f"by {e['actor']}")
+    if e.get("reason"):
+        parts.append(f"reason={e['reason']!r}")
+    if e.get("outcome") and e["outcome"] != "ok":
+        parts.append(f"outcome={e['outcome']}")
+    return " ".join(parts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _client_call(args, lambda c: c.get("/v1/status"))
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return EXIT_OK
+    d = st["devices"]
+    print(f"site     {st['site']['id']} {st['site']['name']}")
+    print(f"agent    {st['agent']['version']} pid {st['agent']['pid']} health {st['health']} "
+          f"up {st['agent']['uptime']:.0f}s")
+    counts = ", ".join(f"{k} {v}" for k, v in d.items() if k != "total")
+    print(f"devices  {d['total']} ({counts or 'none'})")
+    print(f"audit    last seq {st['audit']['last_seq']}"
+          + (f"  ERROR: {st['audit']['error']}" if st["audit"]["error"] else ""))
+    for b in st["buses"]:
+        print(f"bus      {b['id']} {b['port']} {b['settings']} answering: "
+              f"{len(b['answering'])}" + (f"  ERROR: {b['error']}" if b["error"] else ""))
+    for a in st["alarms"]:
+        print(f"ALARM    [{a['severity']}] {a['message']}")
+    if st["inbox"]:
+        print(f"inbox    {st['inbox']} discovered item(s) not adopted")
+    return EXIT_OK
+
+
+def _local_plugins() -> list[dict[str, Any]]:
+    host = PluginHost()
+    host.load_entry_points()
+    try:
+        return [r.to_json() for r in sorted(host.records.values(), key=lambda r: r.name)]
+    finally:
+        host.shutdown()
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    note = ""
+    if args.local:
+        plugins = _local_plugins()
+    else:
+        try:
+            plugins = _client_call(args, lambda c: c.get("/v1/plugins"))
+        except ClientError as exc:
+            if args.socket:
+                raise
+            plugins = _local_plugins()
+            note = f"(agent not reachable: {exc}; showing plugins installed here)"
+    if args.json:
+        print(json.dumps(plugins, indent=2))
+        return EXIT_OK
+    if note:
+        print(note, file=sys.stderr)
+    rows = [(p["name"], p["status"], p["version"] or "-", p["contract"] or "-",
+             p["vendor"] or "-", p["reason"] or p["description"] or "") for p in plugins]
+    print(_table(rows, ["PLUGIN", "STATUS", "VERSION", "CONTRACT", "VENDOR", "NOTE"]))
+    return EXIT_OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the compartment is being opened")
+    result = _client_call(args, lambda c: c.post(
+        f"/v1/devices/{args.device}/unlock",
+        {"compartment": args.compartment, "reason": args.reason}))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        st = result.get("state") or {}
+        print(f"unlocked {result['device']} compartment {result['compartment']} "
+              f"(door {st.get('door', '?')}, item {st.get('item', '?')}); "
+              f"audit #{result['audit_seq']} by {result['actor']}")
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = args.file
+    config = _load_config(path)
+    host = PluginHost()
+    host.load_entry_points()
+    schemas = {n: host.call_one_sync(n, "edge_agent_settings_schema") for n in host.loaded()}
+    source = Path(path).read_text(encoding="utf-8")
+    problems = check_vendor_settings(config, path, source, schemas)
+    for i, sc in enumerate(config.simulators):
+        if sc.plugin not in schemas:
+            problems.append(f"{path}: simulators[{i}].plugin: no loaded plugin {sc.plugin!r}")
+    for i, dev in enumerate(config.devices):
+        if dev.plugin not in schemas:
+            problems.append(f"{path}: devices[{i}].plugin: no loaded plugin {dev.plugin!r}")
+    host.shutdown()
+    if problems:
+        raise ConfigError(path, problems)
+    print(f"{path}: OK (site {config.site.id}: {len(config.buses)} bus(es), "
+          f"{len(config.devices)} static device(s), mDNS "
+          f"{'on ' + ','.join(config.discovery.mdns.interfaces) if config.discovery.mdns.enabled else 'off'})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def client(name: str, help_: str, fn: Callable[[argparse.Namespace], int]
+               ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--socket", help="agent API socket (default $EDGE_AGENT_SOCKET or "
+                        f"{default_socket()})")
+        sp.add_argument("--json", action="store_true", help="print JSON")
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = sub.add_parser("run", help="run the agent (long-running)")
+    sp.add_argument("--site", required=True, help="site config TOML")
+    sp.add_argument("--state-dir", help="where the store and audit log live")
+    sp.add_argument("--socket", help="API socket path (default STATE_DIR/agent.sock)")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("demo", help="simulated site + agent + dashboard")
+    sp.add_argument("--site", help="site config (default site_configs/demo.toml)")
+    sp.add_argument("--headless", action="store_true", help="no dashboard: print what was found")
+    sp.add_argument("--seconds", type=float, default=8.0, help="headless run time")
+    sp.add_argument("--json", action="store_true", help="headless output as JSON")
+    sp.set_defaults(func=lambda a: __import__("edge_agent.demo", fromlist=["x"]).cmd_demo(a))
+
+    sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config")
+    sp.add_argument("--site", required=True)
+    sp.set_defaults(func=cmd_simulate)
+
+    client("devices", "list devices", cmd_devices)
+    sp = client("events", "audit events", cmd_events)
+    sp.add_argument("--device")
+    sp.add_argument("--type", help="action, e.g. unlock, door_opened")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("-f", "--follow", action="store_true", help="follow live events")
+    client("status", "agent and site health", cmd_status)
+    sp = client("plugins", "loaded and refused plugins", cmd_plugins)
+    sp.add_argument("--local", action="store_true", help="list plugins installed here, "
+                    "without asking the agent")
+    sp = client("unlock", "unlock one compartment", cmd_unlock)
+    sp.add_argument("device")
+    sp.add_argument("compartment", type=int)
+    sp.add_argument("--reason", required=True)
+
+    sp = sub.add_parser("config", help="site config tools")
+    csub = sp.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cp = csub.add_parser("check", help="validate a site config")
+    cp.add_argument("file")
+    cp.set_defaults(func=cmd_config_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        _print_err("config is not valid; nothing was started")
+        return EXIT_USAGE
+    except UsageError as exc:
+        _print_err(str(exc))
+        return EXIT_USAGE
+    except ClientError as exc:
+        _print_err(str(exc))
+        return EXIT_USAGE if exc.status == 400 else EXIT_RUNTIME
+    except EdgeAgentError as exc:
+        _print_err(str(exc))
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

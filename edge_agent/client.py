@@ -1,0 +1,103 @@
+"""Client for the agent's Unix-socket API, used by the CLI, the dashboard and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge_agent.errors import ClientError
+
+DEFAULT_SOCKET = "/run/edge-agent/agent.sock"
+
+
+def default_socket() -> str:
+    return os.environ.get("EDGE_AGENT_SOCKET", DEFAULT_SOCKET)
+
+
+class AgentClient:
+    """``async with AgentClient(path) as c: await c.get("/v1/devices")``."""
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None,
+                 *, timeout: float = 10.0) -> None:
+        self.socket_path = str(socket_path or default_socket())
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AgentClient:
+        connector = aiohttp.UnixConnector(path=self.socket_path)
+        self._session = aiohttp.ClientSession(
+            connector=connector, base_url="http://agent",
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _unreachable(self, exc: Exception) -> ClientError:
+        if not Path(self.socket_path).exists():
+            why = "no socket there"
+        else:
+            why = str(exc) or type(exc).__name__
+        return ClientError(
+            f"cannot reach the agent at {self.socket_path} ({why}). Is 'edge-agent run' "
+            "running? Pass --socket PATH or set EDGE_AGENT_SOCKET."
+        )
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      params: dict[str, str] | None = None) -> Any:
+        assert self._session is not None, "use 'async with AgentClient(...)'"
+        try:
+            async with self._session.request(
+                method, path, json=body, params=params,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                text = await resp.text()
+                try:
+                    data = json.loads(text) if text else None
+                except json.JSONDecodeError:
+                    data = {"error": text}
+                if resp.status >= 400:
+                    msg = data.get("error", text) if isinstance(data, dict) else text
+                    hint = data.get("hint", "") if isinstance(data, dict) else ""
+                    raise ClientError(f"{msg}" + (f" ({hint})" if hint else ""),
+                                      status=resp.status)
+                return data
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError,
+                TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self.request("GET", path, params={k: str(v) for k, v in params.items()
+                                                       if v is not None})
+
+    async def post(self, path: str, body: Any) -> Any:
+        return await self.request("POST", path, body)
+
+    async def stream(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(kind, data)`` from the live event stream until it ends."""
+        assert self._session is not None
+        try:
+            async with self._session.get("/v1/events/stream",
+                                         timeout=aiohttp.ClientTimeout(total=None,
+                                                                       sock_read=40)) as resp:
+                kind, data_lines = "message", []
+                async for raw in resp.content:
+                    line = raw.decode().rstrip("\n")
+                    if not line:
+                        if data_lines:
+                            yield kind, json.loads("\n".join(data_lines))
+                        kind, data_lines = "message", []
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        data_lines.append(line[6:])
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc

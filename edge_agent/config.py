@@ -1,0 +1,295 @@
+"""Site configuration: one TOML file per site, validated by a pydantic schema.
+
+Every error names the file, the line and the key path, for example::
+
+    site_configs/bad.toml:14: buses[1].baudrate: Input should be a valid integer
+
+String values may use ``${VAR}`` or ``${VAR:-default}`` to take a value from the
+environment (the demo uses it to place simulated ports in a private run directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_agent.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    name: str = ""
+
+
+class AgentSection(_Strict):
+    state_dir: str | None = None
+    socket: str | None = None
+    poll_interval: float = Field(1.0, gt=0, le=3600)
+    command_timeout: float = Field(2.0, gt=0, le=120)
+    offline_after: int = Field(3, ge=1, le=100)
+    backoff_initial: float = Field(0.5, gt=0, le=600)
+    backoff_max: float = Field(30.0, gt=0, le=3600)
+    probe_interval: float = Field(30.0, gt=0, le=86400)
+    auto_adopt: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MdnsSection(_Strict):
+    enabled: bool = False
+    interfaces: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+    @field_validator("interfaces")
+    @classmethod
+    def _not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one interface address (e.g. '127.0.0.1')")
+        return v
+
+
+class SerialDiscoverySection(_Strict):
+    usb_autodetect: bool = False
+    """Probe every USB-serial port whose VID:PID a plugin lists."""
+
+
+class DiscoverySection(_Strict):
+    mdns: MdnsSection = Field(default_factory=MdnsSection)
+    serial: SerialDiscoverySection = Field(default_factory=SerialDiscoverySection)
+
+
+class BusConfig(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    """Stable name of the bus; devices on it are keyed by it, never by the tty."""
+    port: str
+    """A device path (``/dev/serial/by-id/...``) or a pyserial URL (``socket://h:5000``,
+    ``rfc2217://h:2217``)."""
+    protocol: str | None = None
+    """Only run bus probes of this protocol (default: every plugin's probes)."""
+    baudrate: int | None = Field(None, ge=300, le=4_000_000)
+
+
+class StaticDevice(_Strict):
+    plugin: str
+    identity: str
+    model: str = ""
+    address: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginsSection(_Strict):
+    disabled: list[str] = Field(default_factory=list)
+    hook_timeout: float = Field(5.0, gt=0, le=120)
+
+
+class SimulatorConfig(BaseModel):
+    """A simulated piece of hardware; keys other than ``plugin`` go to the plugin."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    plugin: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SiteConfig(_Strict):
+    site: SiteSection
+    agent: AgentSection = Field(default_factory=AgentSection)
+    discovery: DiscoverySection = Field(default_factory=DiscoverySection)
+    buses: list[BusConfig] = Field(default_factory=list)
+    devices: list[StaticDevice] = Field(default_factory=list)
+    plugins: PluginsSection = Field(default_factory=PluginsSection)
+    vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    simulators: list[SimulatorConfig] = Field(default_factory=list)
+
+    @field_validator("buses")
+    @classmethod
+    def _unique_bus_ids(cls, v: list[BusConfig]) -> list[BusConfig]:
+        seen: set[str] = set()
+        for bus in v:
+            if bus.id in seen:
+                raise ValueError(f"bus id {bus.id!r} is used twice")
+            seen.add(bus.id)
+        return v
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, missing: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = os.environ.get(name)
+            if got is None:
+                if default is None:
+                    missing.append(name)
+                    return m.group(0)
+                return default
+            return got
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, missing) for v in value]
+    return value
+
+
+def key_lines(source: str) -> dict[tuple[str | int, ...], int]:
+    """Map key paths to the 1-based line that defines them.
+
+    Covers tables, arrays of tables and (dotted) keys, which is how site configs are
+    written. Used only to point error messages at a line.
+    """
+    lines: dict[tuple[str | int, ...], int] = {}
+    current: tuple[str | int, ...] = ()
+    counts: dict[tuple[str | int, ...], int] = {}
+    key_re = re.compile(r'^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=')
+
+    def split(dotted: str) -> tuple[str, ...]:
+        return tuple(p.strip().strip('"') for p in dotted.split("."))
+
+    for no, raw in enumerate(source.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[["):
+            name = split(line[2 : line.index("]]")])
+            base: tuple[str | int, ...] = tuple(name)
+            idx = counts.get(base, 0)
+            counts[base] = idx + 1
+            current = (*base, idx)
+            lines.setdefault(base, no)
+            lines[current] = no
+            continue
+        if line.startswith("["):
+            current = tuple(split(line[1 : line.index("]")]))
+            lines.setdefault(current, no)
+            continue
+        m = key_re.match(raw)
+        if m:
+            path = (*current, *split(m.group(1)))
+            lines.setdefault(path, no)
+    return lines
+
+
+def _line_for(loc: Sequence[str | int], lines: Mapping[tuple[str | int, ...], int]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        got = lines.get(tuple(loc[:n]))
+        if got is not None:
+            return got
+    return None
+
+
+def _fmt_loc(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
+    """Parse and validate a site config held in ``source``; raise :class:`ConfigError`."""
+    try:
+        raw = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends with "(at line N, column M)".
+        m = re.search(r"at line (\d+)", str(exc))
+        where = f"{path}:{m.group(1)}" if m else path
+        raise ConfigError(path, [f"{where}: not valid TOML: {exc}"]) from exc
+    missing: list[str] = []
+    expanded = _expand(raw, missing)
+    lines = key_lines(source)
+    if missing:
+        raise ConfigError(
+            path,
+            [f"{path}: environment variable ${{{name}}} is not set" for name in sorted(set(missing))],
+        )
+    try:
+        return SiteConfig.model_validate(expanded)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if isinstance(p, (str, int))]
+            line = _line_for(loc, lines)
+            where = f"{path}:{line}" if line else path
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see site_configs/example.toml)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(f"{where}: {_fmt_loc(loc)}: {msg}")
+        raise ConfigError(path, problems) from exc
+
+
+def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read and validate a site config file; raise :class:`ConfigError` on any problem."""
+    p = Path(path)
+    try:
+        source = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(str(p), [f"{p}: no such file"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"{p}: cannot read: {exc}"]) from exc
+    return parse_site_config(source, str(p))
+
+
+def check_vendor_settings(
+    config: SiteConfig,
+    path: str,
+    source: str | None,
+    schemas: Mapping[str, Mapping[str, Any] | None],
+) -> list[str]:
+    """Validate ``[vendor.<plugin>]`` tables against the plugins' declared settings."""
+    lines = key_lines(source) if source else {}
+    problems: list[str] = []
+    for plugin, table in config.vendor.items():
+        if plugin not in schemas:
+            line = _line_for(("vendor", plugin), lines)
+            where = f"{path}:{line}" if line else path
+            problems.append(f"{where}: vendor.{plugin}: no loaded plugin is called {plugin!r}")
+            continue
+        schema = schemas[plugin] or {}
+        for key, value in table.items():
+            line = _line_for(("vendor", plugin, key), lines)
+            where = f"{path}:{line}" if line else path
+            if key not in schema:
+                known = ", ".join(sorted(schema)) or "none"
+                problems.append(
+                    f"{where}: vendor.{plugin}.{key}: unknown key (plugin accepts: {known})"
+                )
+                continue
+            typ = schema[key][0]
+            ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+            if typ is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                problems.append(
+                    f"{where}: vendor.{plugin}.{key}: expected {typ.__name__}, "
+                    f"got {type(value).__name__}"
+                )
+    return problems
+
+
+def vendor_settings(
+    config: SiteConfig, plugin: str, schema: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The plugin's settings: declared defaults overlaid with the site's table."""
+    out = {key: spec[1] for key, spec in (schema or {}).items()}
+    out.update(config.vendor.get(plugin, {}))
+    return out

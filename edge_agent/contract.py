@@ -1,0 +1,265 @@
+"""Types shared between the core and vendor plugins.
+
+These are the values that cross the plugin boundary. Hook signatures live in
+:mod:`edge_agent.hookspecs`; this module holds what those hooks take and return.
+Everything here is plain data (frozen dataclasses) or a :class:`typing.Protocol`, so a
+plugin never imports core internals.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+CONTRACT_VERSION = "1.0"
+"""Version of the plugin contract this core implements (``MAJOR.MINOR``).
+
+A plugin declares the version it was written against in :class:`PluginInfo`. The core
+accepts a plugin whose major version equals its own and whose minor version is not
+newer than its own; anything else is refused with a reason shown by
+``edge-agent plugins``.
+"""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Who a plugin is. Returned by ``edge_agent_plugin_info``."""
+
+    name: str
+    vendor: str
+    version: str
+    contract: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    """Line settings of a serial bus (pyserial names)."""
+
+    baudrate: int = 19200
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+
+    def describe(self) -> str:
+        stop = int(self.stopbits) if float(self.stopbits).is_integer() else self.stopbits
+        return f"{self.baudrate} {self.bytesize}{self.parity}{stop}"
+
+
+@dataclass(frozen=True)
+class MdnsMatcher:
+    """An mDNS/DNS-SD service a plugin can drive.
+
+    ``service_type`` is a full DNS-SD type such as ``"_kerong-gw._tcp.local."``.
+    ``txt`` lists TXT keys that must be present; a value of ``"*"`` accepts any value,
+    any other value must match exactly (case-insensitive).
+    """
+
+    service_type: str
+    txt: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def match(self, properties: Mapping[str, str]) -> str | None:
+        """Return ``None`` on a match, else which TXT field failed and why."""
+        for key, want in self.txt.items():
+            got = properties.get(key)
+            if got is None:
+                return f"TXT key {key!r} missing"
+            if want != "*" and got.lower() != want.lower():
+                return f"TXT {key}={got!r}, expected {want!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class UsbMatcher:
+    """A USB-serial adapter worth probing. VID:PID alone never identifies a device:
+    a matching port is only *probed* with the plugin's bus probes."""
+
+    vid: int
+    pid: int
+    description: str = ""
+
+    def describe(self) -> str:
+        return f"{self.vid:04x}:{self.pid:04x} {self.description}".strip()
+
+
+class FrameDecoder(Protocol):
+    """Incremental decoder for one wire protocol.
+
+    ``feed`` takes any bytes (garbage included), keeps what may be the start of a frame,
+    and returns every complete, valid frame found. It must never raise on bad input and
+    must cap its own buffer.
+    """
+
+    def feed(self, data: bytes) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class WireRecord:
+    """One chunk seen on a wire, kept for diagnostics."""
+
+    t: float  # time.time()
+    direction: str  # "tx" or "rx"
+    data: bytes
+    note: str = ""
+
+
+class BusLink(Protocol):
+    """The core's handle on one physical bus, given to bus probes and bus drivers.
+
+    The core owns the port and serialises every transaction on a bus: a call to
+    :meth:`transact` runs alone on the wire from the request to the reply.
+    """
+
+    @property
+    def bus_id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    async def transact(
+        self,
+        request: bytes,
+        decoder: FrameDecoder,
+        match: Callable[[Any], bool],
+        timeout: float,
+        *,
+        expect_reply: bool = True,
+    ) -> Any | None:
+        """Send ``request`` and return the first decoded frame for which ``match`` is
+        true, or ``None`` if none came within ``timeout`` seconds (or if
+        ``expect_reply`` is false). Raises :class:`edge_agent.errors.TransportError`
+        if the port itself fails."""
+        ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Something discovery found that a plugin says it can drive.
+
+    ``identity`` is the hardware identity: vendor plus serial number, or vendor plus
+    bus plus board address. Never an IP address or a tty name: a renamed port or a new
+    IP address must update the same device.
+    """
+
+    identity: str
+    plugin: str
+    source: str  # "bus-probe", "mdns", "static", "usb"
+    vendor: str
+    model: str
+    address: str  # human-readable transport address (URL, tty, host:port)
+    bus_id: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BusProbe:
+    """How a plugin finds its boards on a serial bus.
+
+    ``probe`` is awaited with the bus link and the plugin's site settings; it returns a
+    candidate per board that answered. It is called again periodically to find boards
+    added later.
+    """
+
+    protocol: str
+    settings: SerialSettings
+    probe: Callable[[BusLink, Mapping[str, Any]], Awaitable[list[Candidate]]]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MdnsService:
+    """A resolved DNS-SD service as the core hands it to plugins."""
+
+    service_type: str
+    name: str
+    addresses: tuple[str, ...]
+    port: int
+    properties: Mapping[str, str]
+    interface: str
+
+
+class Door(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    UNKNOWN = "unknown"
+
+
+class Item(enum.StrEnum):
+    PRESENT = "present"
+    ABSENT = "absent"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CompartmentState:
+    """State of one compartment (or slot). ``index`` is 1-based, as printed on the door."""
+
+    index: int
+    door: Door
+    item: Item
+    fault: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a driver learns about its device when it connects."""
+
+    vendor: str
+    model: str
+    compartments: int
+    serial: str | None = None
+    firmware: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """One reading of a device. ``compartments`` is ordered by index."""
+
+    compartments: tuple[CompartmentState, ...]
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the core gives a plugin when it asks for a driver."""
+
+    settings: Mapping[str, Any]
+    """The site config's ``[vendor.<plugin>]`` table, or empty."""
+    bus: BusLink | None = None
+    """The bus the candidate was found on, for bus devices."""
+    timeout: float = 2.0
+    """Deadline the core applies to each driver call, in seconds."""
+
+
+@runtime_checkable
+class DeviceDriver(Protocol):
+    """Async driver for one device. Every method is awaited under a deadline by the core.
+
+    Drivers raise :class:`edge_agent.errors.DriverError` subclasses; anything else is
+    treated as a plugin fault and isolated to this device.
+    """
+
+    async def connect(self) -> DeviceInfo: ...
+
+    async def read_state(self) -> DeviceState: ...
+
+    async def unlock(self, compartment: int) -> DeviceState: ...
+
+    async def identify(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Simulator(Protocol):
+    """Simulated hardware a plugin ships: speaks the exact wire protocol."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> Iterable[str]: ...

@@ -1,0 +1,163 @@
+"""``edge-agent demo``: a simulated site, a real agent and the dashboard.
+
+The simulator and the agent run as separate processes, exactly as on a site box: the
+agent finds the simulated boards on a pseudo-terminal bus and behind a TCP bridge, and
+the dashboard (or, with ``--headless``, this command) talks to it over its socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.client import AgentClient
+from edge_agent.config import load_site_config
+from edge_agent.errors import ClientError, EdgeAgentError
+
+DEMO_SITE = Path(__file__).resolve().parent.parent / "site_configs" / "demo.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _stop(proc: subprocess.Popen[Any] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _wait_agent(sock: Path, agent: subprocess.Popen[Any], log: Path, timeout: float
+                      ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise EdgeAgentError(f"the agent exited ({agent.returncode}); its log:\n"
+                                 + log.read_text(errors="replace")[-3000:])
+        if sock.exists():
+            try:
+                async with AgentClient(sock, timeout=2) as c:
+                    await c.get("/v1/status")
+                return
+            except ClientError:
+                pass
+        await asyncio.sleep(0.1)
+    raise EdgeAgentError(f"the agent did not answer on {sock} within {timeout:.0f}s")
+
+
+class DemoSite:
+    """Start the simulator and the agent for a site config; stop both on exit."""
+
+    def __init__(self, site: Path, run_dir: Path) -> None:
+        self.site = site
+        self.run_dir = run_dir
+        self.sock = run_dir / "agent.sock"
+        self.agent_log = run_dir / "agent.log"
+        self.sim: subprocess.Popen[str] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        os.environ.setdefault("EDGE_AGENT_RUN_DIR", str(run_dir))
+        os.environ.setdefault("EDGE_AGENT_DEMO_PORT", str(_free_port()))
+        self.env = dict(os.environ)
+
+    def start(self) -> None:
+        load_site_config(self.site)  # exit 2 with file/line before anything starts
+        cli = [sys.executable, "-m", "edge_agent.cli"]
+        self.sim = subprocess.Popen(cli + ["simulate", "--site", str(self.site)],
+                                    env=self.env, stdout=subprocess.PIPE, text=True)
+        assert self.sim.stdout is not None
+        deadline = time.monotonic() + 15
+        self.simulated: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.sim.stdout.readline()
+            if not line:
+                raise EdgeAgentError("the simulator exited before it was ready")
+            if line.strip() == "ready":
+                break
+            self.simulated.append(line.strip())
+        with open(self.agent_log, "wb") as logf:
+            self.agent = subprocess.Popen(
+                cli + ["run", "--site", str(self.site), "--state-dir",
+                       str(self.run_dir / "state"), "--socket", str(self.sock)],
+                env=self.env, stdout=logf, stderr=subprocess.STDOUT)
+        asyncio.run(_wait_agent(self.sock, self.agent, self.agent_log, 15))
+
+    def stop(self) -> None:
+        _stop(self.agent)
+        _stop(self.sim)
+
+
+async def _snapshot(sock: Path) -> dict[str, Any]:
+    async with AgentClient(sock) as c:
+        return {"status": await c.get("/v1/status"), "devices": await c.get("/v1/devices")}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    site = Path(args.site) if args.site else DEMO_SITE
+    run_dir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    demo = DemoSite(site, run_dir)
+    try:
+        demo.start()
+        if args.headless:
+            time.sleep(max(0.0, args.seconds))
+            snap = asyncio.run(_snapshot(demo.sock))
+            _print_headless(snap, demo.simulated, as_json=args.json)
+        else:
+            from tui.app import DashboardApp
+
+            print(f"agent API on {demo.sock} (another terminal: EDGE_AGENT_SOCKET={demo.sock} "
+                  "edge-agent devices)", flush=True)
+            DashboardApp(str(demo.sock), title=f"edge-agent demo: {site.name}").run()
+    finally:
+        demo.stop()
+        if os.environ.get("EDGE_AGENT_KEEP_DEMO"):
+            print(f"demo files kept in {run_dir}", file=sys.stderr)
+        else:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(run_dir)
+    return 0
+
+
+def _print_headless(snap: dict[str, Any], simulated: list[str], *, as_json: bool) -> None:
+    devices = snap["devices"]
+    if as_json:
+        print(json.dumps({
+            "site": snap["status"]["site"],
+            "health": snap["status"]["health"],
+            "simulated": simulated,
+            "buses": snap["status"]["buses"],
+            "devices": [{k: d.get(k) for k in ("id", "plugin", "vendor", "model", "source",
+                                               "address", "bus_id", "link", "compartments")}
+                        for d in devices],
+        }, indent=2))
+        return
+    st = snap["status"]
+    print(f"site {st['site']['id']} ({st['site']['name']}): health {st['health']}")
+    for line in simulated:
+        print(f"  {line}")
+    print(f"discovered {len(devices)} device(s):")
+    for d in devices:
+        comps = d["compartments"]
+        opened = [c["index"] for c in comps if c["door"] == "open"]
+        items = sum(1 for c in comps if c["item"] == "present")
+        print(f"  {d['id']:<24} {d['model']:<8} {d['link']:<8} {d['address']:<40} "
+              f"{items}/{len(comps)} items, open: {opened or 'none'}")

@@ -1,0 +1,1 @@
+"""Discovery sources: mDNS/DNS-SD, USB-serial ports and RS-485 bus probes."""

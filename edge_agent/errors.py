@@ -1,0 +1,70 @@
+"""Exception hierarchy of edge-agent.
+
+Everything the agent raises on purpose derives from :class:`EdgeAgentError`.
+Library exceptions (pyserial, aiohttp, TinyDB, zeroconf, pydantic) are mapped to one
+of these at the boundary where they are caught, with ``raise ... from`` so the original
+cause stays in the traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAgentError(Exception):
+    """Root of every error edge-agent raises on purpose."""
+
+
+class ConfigError(EdgeAgentError):
+    """A site config file is unreadable, is not TOML, or does not match the schema.
+
+    ``problems`` holds one human-readable line per problem, each naming the file,
+    the line and the key path.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class PluginError(EdgeAgentError):
+    """A vendor plugin could not be loaded, was refused, or misbehaved."""
+
+
+class DriverError(EdgeAgentError):
+    """A device driver call failed. Raised by drivers; the supervisor handles it."""
+
+
+class TransportError(DriverError):
+    """The port, socket or bus under a device could not be opened or failed."""
+
+
+class DeviceTimeout(DriverError):
+    """A device did not answer within its deadline."""
+
+
+class ProtocolError(DriverError):
+    """A device answered, but not with what the protocol allows."""
+
+
+class Unsupported(DriverError):
+    """The device cannot do what was asked (for example it has no identify LED)."""
+
+
+class DeviceUnavailable(EdgeAgentError):
+    """A command targeted a device that is unknown, offline or not adopted."""
+
+
+class StoreError(EdgeAgentError):
+    """The state store or the audit log could not be read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The audit log cannot take writes (disk full, I/O error): commands fail closed."""
+
+
+class ClientError(EdgeAgentError):
+    """A command-line or dashboard client could not reach or use the agent's API."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)

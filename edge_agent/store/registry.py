@@ -1,0 +1,204 @@
+"""Device registry and latest compartment state, in TinyDB behind an atomic storage.
+
+TinyDB's own ``JSONStorage`` rewrites the file in place and can leave an unparseable or
+silently truncated file after a crash (field notes). :class:`AtomicJSONStorage` keeps
+the document in memory and replaces the file atomically on ``flush``: write a temporary
+file, fsync it, ``os.replace`` it over the old one, fsync the directory. All of it runs
+on one store thread, off the event loop, and only when something changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from edge_agent.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class CorruptStoreFile(StoreError):
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class AtomicJSONStorage(Storage):  # type: ignore[misc]
+    """TinyDB storage: reads once, buffers writes, persists atomically on :meth:`flush`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._data: dict[str, Any] | None = None
+        self.dirty = False
+        if self.path.exists():
+            raw = self.path.read_bytes()
+            if raw.strip():
+                try:
+                    data = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise CorruptStoreFile(self.path, f"does not parse: {exc}") from exc
+                if not isinstance(data, dict):
+                    raise CorruptStoreFile(self.path, "top level is not an object")
+                self._data = data
+
+    def read(self) -> dict[str, Any] | None:
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.dirty = True
+
+    def flush(self) -> bool:
+        if not self.dirty or self._data is None:
+            return False
+        payload = json.dumps(self._data, sort_keys=True, separators=(",", ":")).encode()
+        atomic_write(self.path, payload)
+        self.dirty = False
+        return True
+
+    def close(self) -> None:
+        self.flush()
+
+
+class StateStore:
+    """Registry of devices and their latest compartment state.
+
+    Mutations are queued to the store thread and flushed together after a short delay,
+    so a burst of changes costs one atomic file replacement.
+    """
+
+    FILE = "registry.json"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        flush_delay: float = 0.2,
+        on_corrupt: Callable[[Path, Path, str], None] | None = None,
+    ) -> None:
+        self.path = state_dir / self.FILE
+        self.flush_delay = flush_delay
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="state-store"
+        )
+        self._db: TinyDB | None = None
+        self._storage: AtomicJSONStorage | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._on_corrupt = on_corrupt
+        self.moved_aside: Path | None = None
+        self.last_error: str | None = None
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+        except CorruptStoreFile as exc:
+            # Never silently reset: keep the bad file for inspection and start clean.
+            aside = self.path.with_name(
+                f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            )
+            os.replace(self.path, aside)
+            self.moved_aside = aside
+            log.error("state store %s is corrupt (%s); moved aside to %s", self.path,
+                      exc.reason, aside)
+            if self._on_corrupt:
+                self._on_corrupt(self.path, aside, exc.reason)
+            self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+        self._storage = self._db.storage
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._open_sync)
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def load(self) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        def read() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+            assert self._db is not None
+            devices = [dict(d) for d in self._db.table("devices").all()]
+            comps = {
+                d["id"]: list(d["compartments"]) for d in self._db.table("compartments").all()
+            }
+            return devices, comps
+
+        result: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] = await self._run(
+            read
+        )
+        return result
+
+    def _upsert(self, table: str, doc: dict[str, Any]) -> None:
+        assert self._db is not None
+        self._db.table(table).upsert(doc, Query().id == doc["id"])
+
+    def save_device(self, doc: dict[str, Any]) -> None:
+        """Queue a device record (keyed by ``doc['id']``) for the next flush."""
+        self._pool.submit(self._upsert, "devices", dict(doc))
+        self._schedule_flush()
+
+    def save_compartments(self, device_id: str, compartments: list[dict[str, Any]]) -> None:
+        self._pool.submit(
+            self._upsert, "compartments", {"id": device_id, "compartments": compartments}
+        )
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._delayed_flush())
+
+    async def _delayed_flush(self) -> None:
+        await asyncio.sleep(self.flush_delay)
+        await self.flush()
+
+    def _flush_sync(self) -> None:
+        if self._storage is None:
+            return
+        try:
+            self._storage.flush()
+            self.last_error = None
+        except OSError as exc:
+            # The buffered state is still in memory and dirty: the next flush retries.
+            self.last_error = f"cannot write {self.path}: {exc}"
+            log.error("%s", self.last_error)
+
+    async def flush(self) -> None:
+        await self._run(self._flush_sync)
+
+    async def close(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+        await self.flush()
+        self._pool.shutdown(wait=True)

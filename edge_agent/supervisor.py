@@ -1,0 +1,243 @@
+"""Per-device supervision: connect, poll, degrade, go offline, reconnect with backoff.
+
+States: ``discovered -> connecting -> online <-> degraded -> offline -> connecting ...``.
+A device's outage is logged once when it starts and once when it ends, however long it
+lasts. Every driver call runs under a deadline; a driver that raises something other than
+:class:`DriverError`, or hangs, is a plugin fault that degrades this device only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from edge_agent.contract import DeviceDriver, DeviceInfo, DeviceState
+from edge_agent.errors import DeviceTimeout, DeviceUnavailable, DriverError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Link(enum.StrEnum):
+    DISCOVERED = "discovered"
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+@dataclass
+class Counters:
+    polls: int = 0
+    poll_failures: int = 0
+    timeouts: int = 0
+    reconnects: int = 0
+    plugin_faults: int = 0
+    last_poll_ms: float | None = None
+
+
+@dataclass
+class Timing:
+    poll_interval: float = 1.0
+    call_timeout: float = 2.0
+    offline_after: int = 3
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+def full_jitter(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
+    """AWS "full jitter": uniform in [0, min(cap, initial * 2**attempt)]."""
+    return rng.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
+
+
+@dataclass
+class Supervised:
+    """What the supervisor reports upward; the agent turns it into events and store writes."""
+
+    link: Link = Link.DISCOVERED
+    since: float = field(default_factory=time.time)
+    reason: str = ""
+    info: DeviceInfo | None = None
+    state: DeviceState | None = None
+    counters: Counters = field(default_factory=Counters)
+
+
+class DeviceSupervisor:
+    def __init__(
+        self,
+        device_id: str,
+        plugin: str,
+        driver: DeviceDriver,
+        timing: Timing,
+        *,
+        on_link: Callable[[DeviceSupervisor, Link, Link, str], None],
+        on_state: Callable[[DeviceSupervisor, DeviceState], None],
+        on_plugin_fault: Callable[[str, str], None],
+        seed: int | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.plugin = plugin
+        self.driver = driver
+        self.timing = timing
+        self.status = Supervised()
+        self._on_link = on_link
+        self._on_state = on_state
+        self._on_plugin_fault = on_plugin_fault
+        self._rng = random.Random(seed)
+        self._stop = asyncio.Event()
+        self._poll_now = asyncio.Event()
+        self._outage_started: float | None = None
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _call(self, what: str, coro: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(coro, self.timing.call_timeout)
+        except TimeoutError as exc:
+            self.status.counters.timeouts += 1
+            raise DeviceTimeout(
+                f"{what} took longer than {self.timing.call_timeout:g}s"
+            ) from exc
+        except DriverError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not a DriverError: a bug in the plugin. Isolate it to this device.
+            self.status.counters.plugin_faults += 1
+            detail = f"{what} raised {type(exc).__name__}: {exc}"
+            self._on_plugin_fault(self.plugin, detail)
+            raise DriverError(f"plugin fault: {detail}") from exc
+
+    def _set(self, link: Link, reason: str = "") -> None:
+        old = self.status.link
+        if old == link:
+            self.status.reason = reason or self.status.reason
+            return
+        self.status.link = link
+        self.status.since = time.time()
+        self.status.reason = reason
+        now = time.monotonic()
+        if link in (Link.DEGRADED, Link.OFFLINE) and self._outage_started is None:
+            self._outage_started = now
+            level = logging.WARNING if link is Link.DEGRADED else logging.ERROR
+            log.log(level, "device %s %s: %s", self.device_id, link.value, reason)
+        elif link is Link.OFFLINE and old is Link.DEGRADED:
+            log.error("device %s offline: %s; reconnecting with backoff", self.device_id, reason)
+        elif link is Link.ONLINE and self._outage_started is not None:
+            log.warning(
+                "device %s recovered after %.1fs", self.device_id, now - self._outage_started
+            )
+            self._outage_started = None
+        elif link is Link.ONLINE:
+            log.info("device %s online", self.device_id)
+        self._on_link(self, old, link, reason)
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            if self.status.link is Link.DISCOVERED:
+                self._set(Link.CONNECTING)
+            try:
+                info = await self._call("connect", self.driver.connect())
+            except DriverError as exc:
+                self._set(Link.OFFLINE, str(exc))
+                await self._sleep(full_jitter(
+                    attempt, self.timing.backoff_initial, self.timing.backoff_max, self._rng
+                ))
+                attempt += 1
+                self.status.counters.reconnects += 1
+                continue
+            attempt = 0
+            self.status.info = info
+            self._set(Link.ONLINE)
+            await self._poll_loop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.driver.close(), self.timing.call_timeout)
+            if not self._stop.is_set():
+                await self._sleep(full_jitter(
+                    0, self.timing.backoff_initial, self.timing.backoff_max, self._rng
+                ))
+
+    async def _poll_loop(self) -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            started = loop.time()
+            try:
+                state = await self._call("read_state", self.driver.read_state())
+            except DriverError as exc:
+                failures += 1
+                self.status.counters.poll_failures += 1
+                if failures >= self.timing.offline_after:
+                    self._set(Link.OFFLINE, str(exc))
+                    return
+                self._set(Link.DEGRADED, str(exc))
+            else:
+                failures = 0
+                self.status.counters.polls += 1
+                self.status.counters.last_poll_ms = round((loop.time() - started) * 1000, 2)
+                self._set(Link.ONLINE)
+                self._apply(state)
+            delay = self.timing.poll_interval - (loop.time() - started)
+            await self._sleep(max(0.0, delay), wake_on_poll=True)
+
+    async def _sleep(self, seconds: float, *, wake_on_poll: bool = False) -> None:
+        waiters = [asyncio.ensure_future(self._stop.wait())]
+        if wake_on_poll:
+            self._poll_now.clear()
+            waiters.append(asyncio.ensure_future(self._poll_now.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _apply(self, state: DeviceState) -> None:
+        previous = self.status.state
+        self.status.state = state
+        if previous is None or previous.compartments != state.compartments:
+            self._on_state(self, state)
+
+    def request_poll(self) -> None:
+        self._poll_now.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ----------------------------------------------------------------- commands
+
+    def _require_online(self) -> None:
+        if self.status.link not in (Link.ONLINE, Link.DEGRADED):
+            raise DeviceUnavailable(
+                f"device {self.device_id} is {self.status.link.value}"
+                + (f" ({self.status.reason})" if self.status.reason else "")
+            )
+
+    async def unlock(self, compartment: int) -> DeviceState:
+        self._require_online()
+        state = await self._call(f"unlock {compartment}", self.driver.unlock(compartment))
+        self._apply(state)
+        return state
+
+    async def identify(self) -> None:
+        self._require_online()
+        await self._call("identify", self.driver.identify())
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.status
+        return {
+            "link": s.link.value,
+            "since": s.since,
+            "reason": s.reason,
+            "counters": asdict(s.counters),
+        }

@@ -1,0 +1,3 @@
+"""Kerong KR-CU16 lock board plugin for edge-agent."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,164 @@
+"""Async driver for one KR-CU16 board on a bus owned by the core."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edge_agent.contract import (
+    BusLink,
+    Candidate,
+    CompartmentState,
+    DeviceInfo,
+    DeviceState,
+    Door,
+    Item,
+)
+from edge_agent.errors import DeviceTimeout, DriverError, Unsupported
+
+from edge_agent_kerong import codec
+
+VENDOR = "Kerong"
+MODEL = "KR-CU16"
+PLUGIN = "kerong"
+
+SETTINGS_SCHEMA: dict[str, tuple[type, Any, str]] = {
+    "hook_closed_bit": (
+        int,
+        1,
+        "HOOK bit value that means door closed (1 per three implementations; "
+        "two documents read 1 as unlocked: set 0 for those boards)",
+    ),
+    "unlock_reply": (
+        str,
+        "auto",
+        "whether 0x31 answers: 'auto' waits briefly and copes either way, 'yes', 'no'",
+    ),
+    "probe_timeout_ms": (int, 80, "how long a probe waits for each address 0-15"),
+    "reply_timeout_ms": (int, 300, "how long a status poll waits for its reply"),
+}
+
+
+def identity(bus_id: str, board: int) -> str:
+    return f"{PLUGIN}:{bus_id}:{board}"
+
+
+def _status_matcher(board: int) -> Any:
+    return lambda f: isinstance(f, codec.StatusReply) and f.board == board
+
+
+def to_state(reply: codec.StatusReply, hook_closed_bit: int) -> DeviceState:
+    comps = tuple(
+        CompartmentState(
+            index=i + 1,
+            door=Door.CLOSED if reply.hook(i) == hook_closed_bit else Door.OPEN,
+            item=Item.PRESENT if reply.item(i) else Item.ABSENT,
+        )
+        for i in range(codec.LOCKS)
+    )
+    return DeviceState(comps, {"hooks": f"{reply.hooks:04x}", "ir": f"{reply.ir:04x}"})
+
+
+class KerongBoardDriver:
+    """One board: status polls with 0x30, unlocks with 0x31 followed by a status poll."""
+
+    def __init__(self, bus: BusLink, board: int, settings: Mapping[str, Any]) -> None:
+        self.bus = bus
+        self.board = board
+        self.hook_closed_bit = int(settings.get("hook_closed_bit", 1))
+        self.unlock_reply = str(settings.get("unlock_reply", "auto"))
+        self.reply_timeout = int(settings.get("reply_timeout_ms", 300)) / 1000
+        if self.hook_closed_bit not in (0, 1):
+            raise DriverError("hook_closed_bit must be 0 or 1")
+        if self.unlock_reply not in ("auto", "yes", "no"):
+            raise DriverError("unlock_reply must be 'auto', 'yes' or 'no'")
+        self.decoder = codec.Decoder()
+
+    async def _status(self) -> codec.StatusReply:
+        frame = await self.bus.transact(
+            codec.status_request(self.board),
+            self.decoder,
+            _status_matcher(self.board),
+            self.reply_timeout,
+        )
+        if frame is None:
+            raise DeviceTimeout(
+                f"board {self.board} on bus {self.bus.bus_id} did not answer a status poll "
+                f"within {self.reply_timeout * 1000:.0f} ms"
+            )
+        assert isinstance(frame, codec.StatusReply)
+        return frame
+
+    async def connect(self) -> DeviceInfo:
+        await self._status()
+        return DeviceInfo(
+            vendor=VENDOR,
+            model=MODEL,
+            compartments=codec.LOCKS,
+            details={
+                "bus": self.bus.bus_id,
+                "bus_address": self.bus.address,
+                "board_address": self.board,
+                "hook_closed_bit": self.hook_closed_bit,
+                "hook_meaning": f"HOOK bit {self.hook_closed_bit} = door closed",
+                "unlock_reply": self.unlock_reply,
+            },
+        )
+
+    async def read_state(self) -> DeviceState:
+        return to_state(await self._status(), self.hook_closed_bit)
+
+    async def unlock(self, compartment: int) -> DeviceState:
+        if not 1 <= compartment <= codec.LOCKS:
+            raise DriverError(f"compartment {compartment} out of range 1-{codec.LOCKS}")
+        if self.unlock_reply == "no":
+            await self.bus.transact(
+                codec.unlock_request(self.board, compartment - 1),
+                self.decoder,
+                _status_matcher(self.board),
+                0,
+                expect_reply=False,
+            )
+        else:
+            # Some boards answer 0x31 with a status frame, some stay silent. Waiting a
+            # little for the answer keeps it from landing on the next poll either way.
+            wait = self.reply_timeout if self.unlock_reply == "yes" else 0.15
+            await self.bus.transact(
+                codec.unlock_request(self.board, compartment - 1),
+                self.decoder,
+                _status_matcher(self.board),
+                wait,
+            )
+        # Robust clients confirm with a status poll rather than trusting the reply.
+        return await self.read_state()
+
+    async def identify(self) -> None:
+        raise Unsupported("the KR-CU16 has no identify indicator; unlock a spare compartment")
+
+    async def close(self) -> None:
+        return None
+
+
+async def probe_bus(bus: BusLink, settings: Mapping[str, Any]) -> list[Candidate]:
+    """Ask addresses 0-15 for their status; every board that answers is a candidate."""
+    timeout = int(settings.get("probe_timeout_ms", 80)) / 1000
+    found: list[Candidate] = []
+    decoder = codec.Decoder()
+    for board in range(codec.BOARDS):
+        frame = await bus.transact(
+            codec.status_request(board), decoder, _status_matcher(board), timeout
+        )
+        if frame is not None:
+            found.append(
+                Candidate(
+                    identity=identity(bus.bus_id, board),
+                    plugin=PLUGIN,
+                    source="bus-probe",
+                    vendor=VENDOR,
+                    model=MODEL,
+                    address=f"{bus.address} board {board}",
+                    bus_id=bus.bus_id,
+                    properties={"board": board},
+                )
+            )
+    return found

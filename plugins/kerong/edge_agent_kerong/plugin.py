@@ -1,0 +1,74 @@
+"""Hook implementations of the Kerong KR-CU16 plugin (entry point ``kerong``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edge_agent.contract import (
+    BusProbe,
+    Candidate,
+    DriverContext,
+    PluginInfo,
+    SerialSettings,
+    UsbMatcher,
+)
+from edge_agent.hookspecs import hookimpl
+
+from edge_agent_kerong import __version__
+from edge_agent_kerong.driver import PLUGIN, SETTINGS_SCHEMA, KerongBoardDriver, probe_bus
+from edge_agent_kerong.simulator import KerongSimulator
+
+
+@hookimpl
+def edge_agent_plugin_info() -> PluginInfo:
+    return PluginInfo(
+        name=PLUGIN,
+        vendor="Kerong",
+        version=__version__,
+        contract="1.0",
+        description="KR-CU16 16-lock boards on RS-485 (19200 8N1) or a TCP bridge",
+    )
+
+
+@hookimpl
+def edge_agent_usb_matchers() -> list[UsbMatcher]:
+    # The adapters RS-485 buses are usually on (protocols.md section 6). A match only
+    # means "probe this port": the boards are identified by answering a status poll.
+    return [
+        UsbMatcher(0x0403, 0x6001, "FTDI FT232"),
+        UsbMatcher(0x1A86, 0x7523, "WCH CH340"),
+        UsbMatcher(0x10C4, 0xEA60, "Silicon Labs CP210x"),
+        UsbMatcher(0x067B, 0x2303, "Prolific PL2303"),
+    ]
+
+
+@hookimpl
+def edge_agent_bus_probes() -> list[BusProbe]:
+    return [
+        BusProbe(
+            protocol="kerong-cu16",
+            settings=SerialSettings(19200, 8, "N", 1),
+            probe=probe_bus,
+            description="status poll (0x30) of board addresses 0-15",
+        )
+    ]
+
+
+@hookimpl
+def edge_agent_create_driver(
+    candidate: Candidate, context: DriverContext
+) -> KerongBoardDriver | None:
+    if context.bus is None:
+        return None
+    return KerongBoardDriver(context.bus, int(candidate.properties["board"]), context.settings)
+
+
+@hookimpl
+def edge_agent_settings_schema() -> Mapping[str, Any]:
+    return SETTINGS_SCHEMA
+
+
+@hookimpl
+def edge_agent_simulator(options: Mapping[str, Any]) -> KerongSimulator:
+    return KerongSimulator.from_options(options)

@@ -1,0 +1,1 @@
+"""Technician dashboard (Textual) for edge-agent."""
