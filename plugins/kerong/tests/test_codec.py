@@ -1,0 +1,98 @@
+"""KR-CU16 codec against recorded frames, and the parser's behaviour on garbage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from edge_agent_kerong import codec
+
+FRAMES = json.loads((Path(__file__).parent / "data" / "frames.json").read_text())
+
+
+def test_requests_match_recorded_frames() -> None:
+    for r in FRAMES["requests"]:
+        cmd = codec.CMD_UNLOCK if r["cmd"] == "unlock" else codec.CMD_STATUS
+        got = codec.encode_request(r["board"], r["lock_index"], cmd)
+        assert got == bytes.fromhex(r["hex"]), r["what"]
+
+
+def test_replies_decode_to_recorded_values() -> None:
+    for r in FRAMES["replies"]:
+        frames = codec.decode_all(bytes.fromhex(r["hex"]))
+        assert frames == [codec.StatusReply(r["board"], r["hooks"], r["ir"])], r["what"]
+        assert frames[0].raw == bytes.fromhex(r["hex"])
+
+
+def test_bit_zero_is_lowest_lock() -> None:
+    reply = codec.decode_all(bytes.fromhex("02 20 35 fe ff 01 80 03 d8"))[0]
+    assert isinstance(reply, codec.StatusReply)
+    assert reply.hook(0) == 0 and reply.hook(1) == 1
+    assert reply.item(0) and reply.item(15) and not reply.item(1)
+
+
+def test_bad_checksum_is_dropped_and_counted() -> None:
+    d = codec.Decoder()
+    bad = bytearray(bytes.fromhex("02 00 35 ff ff 00 00 03 38"))
+    bad[-1] ^= 0x01
+    good = bytes.fromhex("02 00 30 03 35")
+    assert d.feed(bytes(bad) + good) == [codec.Request(0, 0, codec.CMD_STATUS)]
+    assert d.checksum_errors == 1
+
+
+def test_split_frames_across_feeds() -> None:
+    d = codec.Decoder()
+    raw = bytes.fromhex("02 00 35 ff ff 00 00 03 38")
+    out = []
+    for b in raw:
+        out += d.feed(bytes([b]))
+    assert out == [codec.StatusReply(0, 0xFFFF, 0)]
+
+
+garbage = st.binary(max_size=200).map(
+    # Sprinkle fake frame starts and plausible command bytes into the noise.
+    lambda b: bytes(x if i % 5 else codec.STX for i, x in enumerate(b))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(g1=garbage, g2=garbage, board=st.integers(0, 15), hooks=st.integers(0, 0xFFFF),
+       ir=st.integers(0, 0xFFFF))
+def test_resync_garbage_frame_garbage_yields_exactly_the_frame(
+    g1: bytes, g2: bytes, board: int, hooks: int, ir: int
+) -> None:
+    assume(not codec.decode_all(g1) and not codec.decode_all(g2))
+    frame = codec.encode_status(board, hooks, ir)
+    assert codec.Decoder().feed(g1 + frame + g2) == [codec.StatusReply(board, hooks, ir)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=4096), chunks=st.lists(st.integers(1, 64), max_size=50))
+def test_never_raises_and_caps_buffer(data: bytes, chunks: list[int]) -> None:
+    d = codec.Decoder(max_buffer=256)
+    pos = 0
+    for n in chunks or [len(data)]:
+        d.feed(data[pos : pos + n])
+        pos += n
+        assert len(d._buf) <= 256
+    d.feed(data[pos:])
+    assert len(d._buf) <= 256
+
+
+def test_resync_is_linear_on_64k_of_noise() -> None:
+    noise = bytes([codec.STX, 0x00, codec.REPLY_STATUS]) * (64 * 1024 // 3)
+    frame = codec.encode_status(3, 0x1234, 0x00FF)
+    d = codec.Decoder()
+    started = time.perf_counter()
+    found = []
+    for i in range(0, len(noise), 4096):
+        found += d.feed(noise[i : i + 4096])
+    found += d.feed(frame)
+    elapsed = time.perf_counter() - started
+    assert found == [codec.StatusReply(3, 0x1234, 0x00FF)]
+    # Generous bound: the quadratic resync this guards against took tens of seconds.
+    assert elapsed < 2.0
