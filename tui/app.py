@@ -69,7 +69,6 @@ class DashboardApp(App[None]):
         self._pending: dict[str, dict[str, Any]] = {}
         self.selected: str | None = None
         self.connected = False
-        self._worker_task: asyncio.Task[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,7 +87,7 @@ class DashboardApp(App[None]):
         comps = self.query_one("#compartments", DataTable)
         for col in ("#", "door", "item", "tag", "fault"):
             comps.add_column(col, key=col)
-        self._worker_task = asyncio.get_running_loop().create_task(self._follow())
+        self.run_worker(self._follow(), exclusive=True, group="link", name="agent-link")
         self.set_interval(self.flush_interval, self._flush)
 
     # ------------------------------------------------------------ agent link
@@ -188,7 +187,6 @@ class DashboardApp(App[None]):
         if self.selected in self.devices:
             self._show_compartments(self.devices[self.selected])
 
-    async def action_refresh(self) -> None:
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-        self._worker_task = asyncio.get_running_loop().create_task(self._follow())
+    def action_refresh(self) -> None:
+        # An exclusive worker replaces (cancels) the running link: reload from scratch.
+        self.run_worker(self._follow(), exclusive=True, group="link", name="agent-link")
