@@ -303,9 +303,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     host.shutdown()
     if problems:
         raise ConfigError(path, problems)
+    mdns = config.discovery.mdns
     print(f"{path}: OK (site {config.site.id}: {len(config.buses)} bus(es), "
           f"{len(config.devices)} static device(s), mDNS "
-          f"{'on ' + ','.join(config.discovery.mdns.interfaces) if config.discovery.mdns.enabled else 'off'})")
+          f"{'on ' + ','.join(mdns.interfaces) if mdns.enabled else 'off'})")
     return EXIT_OK
 
 
@@ -313,7 +314,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0] if __doc__ else "")
+    p = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Site agent for smart equipment lockers and armoury cabinets.",
+        epilog="Exit codes: 0 success, 1 runtime failure, 2 usage or config error.")
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

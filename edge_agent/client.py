@@ -87,13 +87,13 @@ class AgentClient:
             async with self._session.get("/v1/events/stream",
                                          timeout=aiohttp.ClientTimeout(total=None,
                                                                        sock_read=40)) as resp:
-                kind, data_lines = "message", []
+                kind, data_lines = "message", list[str]()
                 async for raw in resp.content:
                     line = raw.decode().rstrip("\n")
                     if not line:
                         if data_lines:
                             yield kind, json.loads("\n".join(data_lines))
-                        kind, data_lines = "message", []
+                        kind, data_lines = "message", list[str]()
                     elif line.startswith("event: "):
                         kind = line[7:]
                     elif line.startswith("data: "):

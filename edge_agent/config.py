@@ -156,7 +156,8 @@ def key_lines(source: str) -> dict[tuple[str | int, ...], int]:
     lines: dict[tuple[str | int, ...], int] = {}
     current: tuple[str | int, ...] = ()
     counts: dict[tuple[str | int, ...], int] = {}
-    key_re = re.compile(r'^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=')
+    part = r'(?:[A-Za-z0-9_-]+|"[^"]*")'
+    key_re = re.compile(rf"^\s*({part}(?:\s*\.\s*{part})*)\s*=")
 
     def split(dotted: str) -> tuple[str, ...]:
         return tuple(p.strip().strip('"') for p in dotted.split("."))
@@ -218,7 +219,8 @@ def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
     if missing:
         raise ConfigError(
             path,
-            [f"{path}: environment variable ${{{name}}} is not set" for name in sorted(set(missing))],
+            [f"{path}: environment variable ${{{name}}} is not set"
+             for name in sorted(set(missing))],
         )
     try:
         return SiteConfig.model_validate(expanded)

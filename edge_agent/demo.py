@@ -52,9 +52,10 @@ async def _wait_agent(sock: Path, agent: subprocess.Popen[Any], log: Path, timeo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if agent.poll() is not None:
+            tail = await asyncio.to_thread(log.read_text, errors="replace")
             raise EdgeAgentError(f"the agent exited ({agent.returncode}); its log:\n"
-                                 + log.read_text(errors="replace")[-3000:])
-        if sock.exists():
+                                 + tail[-3000:])
+        if await asyncio.to_thread(sock.exists):
             try:
                 async with AgentClient(sock, timeout=2) as c:
                     await c.get("/v1/status")
@@ -82,7 +83,7 @@ class DemoSite:
     def start(self) -> None:
         load_site_config(self.site)  # exit 2 with file/line before anything starts
         cli = [sys.executable, "-m", "edge_agent.cli"]
-        self.sim = subprocess.Popen(cli + ["simulate", "--site", str(self.site)],
+        self.sim = subprocess.Popen([*cli, "simulate", "--site", str(self.site)],
                                     env=self.env, stdout=subprocess.PIPE, text=True)
         assert self.sim.stdout is not None
         deadline = time.monotonic() + 15
@@ -96,8 +97,8 @@ class DemoSite:
             self.simulated.append(line.strip())
         with open(self.agent_log, "wb") as logf:
             self.agent = subprocess.Popen(
-                cli + ["run", "--site", str(self.site), "--state-dir",
-                       str(self.run_dir / "state"), "--socket", str(self.sock)],
+                [*cli, "run", "--site", str(self.site), "--state-dir",
+                 str(self.run_dir / "state"), "--socket", str(self.sock)],
                 env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         asyncio.run(_wait_agent(self.sock, self.agent, self.agent_log, 15))
 

@@ -3,13 +3,11 @@ from __future__ import annotations
 # Import hypothesis before any Textual app runs: its pytest plugin otherwise imports it at
 # the terminal summary, and CPython 3.11's AST compiler then fails with "AST constructor
 # recursion depth mismatch" (the recursion depth left behind by Textual's app run).
-
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import hypothesis.internal.observability  # noqa: F401
 import pytest
-
 from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus, TcpEndpoint
 
 

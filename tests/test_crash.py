@@ -4,6 +4,7 @@ parses and no event the API acknowledged is missing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -68,14 +69,14 @@ def _check_files(state: Path) -> list[dict[str, Any]]:
         records += [json.loads(line) for line in data.splitlines()]
     seqs = [r["seq"] for r in records]
     assert seqs == list(range(1, len(seqs) + 1)), "audit sequence has gaps or repeats"
-    for prev, rec in zip(records, records[1:], strict=False):
+    for prev, rec in itertools.pairwise(records):
         assert rec["prev"] == prev["hash"], f"chain broken at {rec['seq']}"
     return records
 
 
 async def test_kill_9_while_writing_loses_no_acknowledged_event(kerong_bus, tmp_path: Path
                                                                 ) -> None:
-    sim, pty = kerong_bus({0: 0}, pace=False, turnaround_ms=0.2)
+    _sim, pty = kerong_bus({0: 0}, pace=False, turnaround_ms=0.2)
     cfg = tmp_path / "site.toml"
     cfg.write_text(site_toml({"bus": pty.port}, poll=0.05,
                              extra='[vendor.kerong]\nunlock_reply = "yes"\n'))

@@ -37,7 +37,7 @@ async def test_garbage_and_silence_degrade_one_bus_only(kerong_bus, tmp_path: Pa
                                                         ) -> None:
     caplog.set_level(logging.INFO)
     bad_sim, bad = kerong_bus({0: 0x00FF})
-    good_sim, good = kerong_bus({1: 0x0F00}, tcp=True)
+    _good_sim, good = kerong_bus({1: 0x0F00}, tcp=True)
     toml = site_toml({"bad": bad.port, "good": good.port}, poll=0.1)
     async with running_agent(toml, tmp_path / "s") as (agent, client):
         await wait_until(lambda: all(agent.devices.get(d) and agent.devices[d].link == "online"
@@ -118,7 +118,7 @@ def make_plugin(name: str, mode: str) -> Any:
 
 async def test_plugins_that_raise_or_hang_do_not_stall_others(kerong_bus, tmp_path: Path
                                                               ) -> None:
-    sim, pty = kerong_bus({0: 1})
+    _sim, pty = kerong_bus({0: 1})
     devices = "".join(
         f'[[devices]]\nplugin = "{m}"\nidentity = "{m}:1"\naddress = "test"\n'
         for m in ("raise", "hang", "hook-raise", "hook-hang")

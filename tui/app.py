@@ -88,7 +88,7 @@ class DashboardApp(App[None]):
         for col in ("#", "door", "item", "tag", "fault"):
             comps.add_column(col, key=col)
         self.run_worker(self._follow(), exclusive=True, group="link", name="agent-link")
-        self.set_interval(self.flush_interval, self._flush)
+        self.set_interval(self.flush_interval, self._flush_pending)
 
     # ------------------------------------------------------------ agent link
 
@@ -146,7 +146,7 @@ class DashboardApp(App[None]):
 
     # ------------------------------------------------------------ table updates
 
-    def _flush(self) -> None:
+    def _flush_pending(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}

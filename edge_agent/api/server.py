@@ -90,11 +90,15 @@ class ApiServer:
         self.runner: web.AppRunner | None = None
         self._streams: set[web.StreamResponse] = set()
 
-    async def start(self, path: Path) -> None:
+    @staticmethod
+    def _prepare(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             # A socket left by a crashed agent: the state-dir lock says we own it now.
             path.unlink()
+
+    async def start(self, path: Path) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare, path)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0)
         await self.runner.setup()

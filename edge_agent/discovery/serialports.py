@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from serial.tools import list_ports
 
@@ -47,7 +48,7 @@ def by_id_names(directory: Path = BY_ID) -> dict[str, str]:
     return out
 
 
-def usb_ports(ports: Iterable[object] | None = None, by_id: dict[str, str] | None = None
+def usb_ports(ports: Iterable[Any] | None = None, by_id: dict[str, str] | None = None
               ) -> list[UsbPort]:
     """USB-serial ports now present (``ports`` defaults to pyserial's listing)."""
     listing = list_ports.comports() if ports is None else ports
@@ -57,7 +58,7 @@ def usb_ports(ports: Iterable[object] | None = None, by_id: dict[str, str] | Non
         vid, pid = getattr(p, "vid", None), getattr(p, "pid", None)
         if vid is None or pid is None:
             continue
-        device = str(getattr(p, "device"))
+        device = str(p.device)
         out.append(
             UsbPort(
                 device=device,

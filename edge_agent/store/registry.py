@@ -55,7 +55,7 @@ class CorruptStoreFile(StoreError):
         super().__init__(f"{path}: {reason}")
 
 
-class AtomicJSONStorage(Storage):  # type: ignore[misc]
+class AtomicJSONStorage(Storage):
     """TinyDB storage: reads once, buffers writes, persists atomically on :meth:`flush`."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -136,7 +136,9 @@ class StateStore:
             if self._on_corrupt:
                 self._on_corrupt(self.path, aside, exc.reason)
             self._db = TinyDB(self.path, storage=AtomicJSONStorage)
-        self._storage = self._db.storage
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)
+        self._storage = storage
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._open_sync)

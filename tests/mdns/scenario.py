@@ -18,9 +18,9 @@ from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 sys.path.insert(0, str(Path(__file__).parent))
-import edgetest_plugin  # noqa: E402
+import edgetest_plugin
 
-from edge_agent.testing import running_agent, wait_until  # noqa: E402
+from edge_agent.testing import running_agent, wait_until
 
 STATE = {"compartments": [{"door": "closed", "item": "present"}] * 3
          + [{"door": "open", "item": "absent"}]}

@@ -15,7 +15,6 @@ from edge_agent.contract import (
     Item,
 )
 from edge_agent.errors import DeviceTimeout, DriverError, Unsupported
-
 from edge_agent_kerong import codec
 
 VENDOR = "Kerong"

@@ -14,7 +14,6 @@ from edge_agent.contract import (
     UsbMatcher,
 )
 from edge_agent.hookspecs import hookimpl
-
 from edge_agent_kerong import __version__
 from edge_agent_kerong.driver import PLUGIN, SETTINGS_SCHEMA, KerongBoardDriver, probe_bus
 from edge_agent_kerong.simulator import KerongSimulator

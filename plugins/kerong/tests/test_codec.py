@@ -6,10 +6,9 @@ import json
 import time
 from pathlib import Path
 
+from edge_agent_kerong import codec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-from edge_agent_kerong import codec
 
 FRAMES = json.loads((Path(__file__).parent / "data" / "frames.json").read_text())
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from edge_agent_kerong import codec
+from edge_agent_kerong.driver import KerongBoardDriver, probe_bus
+from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus, TcpEndpoint
 
 from edge_agent.bus import SerialBus
 from edge_agent.contract import Door, Item, SerialSettings
 from edge_agent.errors import DeviceTimeout, TransportError
-from edge_agent_kerong import codec
-from edge_agent_kerong.driver import KerongBoardDriver, probe_bus
-from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus, TcpEndpoint
 
 SETTINGS = SerialSettings(19200)
 
@@ -27,7 +27,7 @@ def sim() -> Iterator[tuple[SimBus, PtyEndpoint]]:
 
 async def test_probe_finds_exactly_the_boards_on_the_bus(sim: tuple[SimBus, PtyEndpoint]
                                                          ) -> None:
-    bus_sim, ep = sim
+    _bus_sim, ep = sim
     bus = SerialBus("bank-a", ep.port, SETTINGS)
     try:
         found = await probe_bus(bus, {})
