@@ -2,9 +2,9 @@
 
 A :class:`SerialBus` holds the pyserial port (a tty or a pyserial URL such as
 ``socket://host:5000`` or ``rfc2217://host:2217``) and runs every transaction, request
-to reply, on one dedicated thread. Transactions are therefore serialised on the wire and
-blocking serial I/O never runs on the event loop. The last frames on the wire are kept
-in a ring buffer for diagnostics.
+to reply, on one dedicated thread, in the order they were asked for. Transactions are
+therefore serialised on the wire and blocking serial I/O never runs on the event loop.
+The last frames on the wire are kept in a ring buffer for diagnostics.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class SerialBus:
         self._url = url
         self.settings = settings
         self._port: Any = None
-        self._lock = asyncio.Lock()
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"bus-{bus_id}"
         )
@@ -121,6 +120,8 @@ class SerialBus:
         assert port is not None
         started = time.monotonic()
         deadline = started + timeout
+        if port.timeout != _READ_SLICE:
+            port.timeout = _READ_SLICE
         try:
             # Late replies to an earlier, timed-out request must not be taken for ours.
             stale = port.read(port.in_waiting) if port.in_waiting else b""
@@ -137,7 +138,10 @@ class SerialBus:
                     self.counters.timeouts += 1
                     self._record("rx", b"", f"timeout after {timeout * 1000:.0f} ms")
                     return None
-                port.timeout = min(_READ_SLICE, remaining)
+                if remaining < _READ_SLICE:
+                    # pyserial reconfigures the port when its timeout changes (termios
+                    # calls), so it is only shortened for the last slice before a deadline.
+                    port.timeout = remaining
                 waiting = port.in_waiting
                 chunk = port.read(waiting if waiting else 1)
                 if not chunk:
@@ -159,9 +163,7 @@ class SerialBus:
     # -------------------------------------------------------------- loop side
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            await loop.run_in_executor(self._thread, self._open_sync)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._open_sync)
 
     async def transact(
         self,
@@ -175,16 +177,16 @@ class SerialBus:
         """Run one request/reply exchange alone on the bus (see :class:`BusLink`)."""
         if self.closed:
             raise TransportError(f"bus {self._bus_id} is closed")
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            if self._port is None:
-                self.counters.reopens += 1
-            # The thread enforces the deadline itself; shielding keeps the lock held
-            # until the wire is really free even if our caller is cancelled.
-            fut = loop.run_in_executor(
-                self._thread, self._transact_sync, request, decoder, match, timeout, expect_reply
-            )
-            return await asyncio.shield(fut)
+        if self._port is None:
+            self.counters.reopens += 1
+        # The single bus thread runs jobs in submission order, one at a time, so the wire
+        # is serialised without a lock on the loop, and the next queued transaction starts
+        # the moment the previous one ends (no event-loop round trip in between). A caller
+        # cancelled while its job is still queued takes the job out of the queue; a job
+        # already on the wire runs to its own deadline.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._transact_sync, request, decoder, match, timeout, expect_reply
+        )
 
     def wire_snapshot(self, limit: int = 100) -> list[WireRecord]:
         with self._wire_lock:
@@ -192,7 +194,5 @@ class SerialBus:
 
     async def close(self) -> None:
         self.closed = True
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            await loop.run_in_executor(self._thread, self._close_sync)
-        self._thread.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_sync)
+        self._thread.shutdown(wait=False, cancel_futures=True)

@@ -52,6 +52,11 @@ class Timing:
     backoff_max: float = 30.0
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def full_jitter(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
     """AWS "full jitter": uniform in [0, min(cap, initial * 2**attempt)]."""
     return rng.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
@@ -91,15 +96,18 @@ class DeviceSupervisor:
         self._on_state = on_state
         self._on_plugin_fault = on_plugin_fault
         self._rng = random.Random(seed)
-        self._stop = asyncio.Event()
-        self._poll_now = asyncio.Event()
+        self._stopping = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._waiter_polls = False
         self._outage_started: float | None = None
 
     # ----------------------------------------------------------------- helpers
 
     async def _call(self, what: str, coro: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(coro, self.timing.call_timeout)
+            # asyncio.timeout() bounds the call without wrapping it in another task.
+            async with asyncio.timeout(self.timing.call_timeout):
+                return await coro
         except TimeoutError as exc:
             self.status.counters.timeouts += 1
             raise DeviceTimeout(
@@ -144,7 +152,7 @@ class DeviceSupervisor:
 
     async def run(self) -> None:
         attempt = 0
-        while not self._stop.is_set():
+        while not self._stopping:
             if self.status.link is Link.DISCOVERED:
                 self._set(Link.CONNECTING)
             try:
@@ -163,7 +171,7 @@ class DeviceSupervisor:
             await self._poll_loop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.driver.close(), self.timing.call_timeout)
-            if not self._stop.is_set():
+            if not self._stopping:
                 await self._sleep(full_jitter(
                     0, self.timing.backoff_initial, self.timing.backoff_max, self._rng
                 ))
@@ -171,7 +179,7 @@ class DeviceSupervisor:
     async def _poll_loop(self) -> None:
         failures = 0
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
+        while not self._stopping:
             started = loop.time()
             try:
                 state = await self._call("read_state", self.driver.read_state())
@@ -192,15 +200,21 @@ class DeviceSupervisor:
             await self._sleep(max(0.0, delay), wake_on_poll=True)
 
     async def _sleep(self, seconds: float, *, wake_on_poll: bool = False) -> None:
-        waiters = [asyncio.ensure_future(self._stop.wait())]
-        if wake_on_poll:
-            self._poll_now.clear()
-            waiters.append(asyncio.ensure_future(self._poll_now.wait()))
+        """Sleep, waking early on stop() (and on request_poll() if ``wake_on_poll``)."""
+        if self._stopping:
+            return
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiter, self._waiter_polls = fut, wake_on_poll
+        handle = loop.call_later(seconds, _wake, fut)
         try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await fut
         finally:
-            for w in waiters:
-                w.cancel()
+            handle.cancel()
+            self._waiter = None
 
     def _apply(self, state: DeviceState) -> None:
         previous = self.status.state
@@ -209,10 +223,13 @@ class DeviceSupervisor:
             self._on_state(self, state)
 
     def request_poll(self) -> None:
-        self._poll_now.set()
+        if self._waiter is not None and self._waiter_polls:
+            _wake(self._waiter)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     # ----------------------------------------------------------------- commands
 
