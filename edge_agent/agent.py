@@ -333,17 +333,16 @@ class Agent:
             for plugin, probe in probes:
                 settings_map = self._settings(plugin)
                 try:
-                    found = await asyncio.wait_for(probe.probe(bus, settings_map),
-                                                   max(10.0, self.timing.call_timeout * 8))
+                    async with asyncio.timeout(max(10.0, self.timing.call_timeout * 8)):
+                        async for cand in probe.probe(bus, settings_map):
+                            answering.append(cand.address)
+                            await self.offer(cand, bus=bus)
+                except TimeoutError:
+                    info["error"] = f"{plugin} bus probe did not finish in time"
                 except DriverError as exc:
                     info["error"] = str(exc)
-                    continue
                 except Exception as exc:
                     self.plugins.isolate(plugin, f"bus probe raised {exc!r}")
-                    continue
-                for cand in found:
-                    answering.append(cand.address)
-                    await self.offer(cand, bus=bus)
             info["answering"] = answering
             info["last_probe"] = time.time()
             await self._wait_stop(self.config.agent.probe_interval)

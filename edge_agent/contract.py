@@ -9,7 +9,7 @@ plugin never imports core internals.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -158,14 +158,15 @@ class Candidate:
 class BusProbe:
     """How a plugin finds its boards on a serial bus.
 
-    ``probe`` is awaited with the bus link and the plugin's site settings; it returns a
-    candidate per board that answered. It is called again periodically to find boards
-    added later.
+    ``probe`` is called with the bus link and the plugin's site settings and is an
+    async iterator: it yields a candidate for each board *as soon as it answers*, so a
+    board is supervised without waiting for the rest of the address range to time out.
+    It is called again periodically to find boards added later.
     """
 
     protocol: str
     settings: SerialSettings
-    probe: Callable[[BusLink, Mapping[str, Any]], Awaitable[list[Candidate]]]
+    probe: Callable[[BusLink, Mapping[str, Any]], AsyncIterator[Candidate]]
     description: str = ""
 
 

@@ -137,8 +137,10 @@ def edge_agent_bus_probes() -> list[BusProbe]:  # type: ignore[empty-body]
     """List the ways the plugin finds its boards on a serial bus.
 
     Since contract 1.0. The core opens each configured or detected bus with the probe's
-    line settings and awaits ``probe(bus)``, which returns one candidate per board that
-    answered. Probes are repeated periodically to find boards added later.
+    line settings and iterates ``probe(bus, settings)``, an async generator that yields
+    one candidate per board as it answers. Probes are repeated periodically to find
+    boards added later. The bus serialises the probe's transactions with the polls of
+    boards already found.
 
     :returns: a list of :class:`~edge_agent.contract.BusProbe`, possibly empty.
 
@@ -147,6 +149,13 @@ def edge_agent_bus_probes() -> list[BusProbe]:  # type: ignore[empty-body]
         @hookimpl
         def edge_agent_bus_probes():
             return [BusProbe("acme-rs485", SerialSettings(9600), probe=scan_addresses)]
+
+        async def scan_addresses(bus, settings):
+            for address in range(1, 33):
+                reply = await bus.transact(status_request(address), Decoder(),
+                                           lambda f: f.address == address, timeout=0.08)
+                if reply is not None:
+                    yield Candidate(identity=f"acme:{bus.bus_id}:{address}", ...)
     """
 
 

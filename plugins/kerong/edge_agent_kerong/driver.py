@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from edge_agent.contract import (
@@ -138,26 +138,22 @@ class KerongBoardDriver:
         return None
 
 
-async def probe_bus(bus: BusLink, settings: Mapping[str, Any]) -> list[Candidate]:
-    """Ask addresses 0-15 for their status; every board that answers is a candidate."""
+async def probe_bus(bus: BusLink, settings: Mapping[str, Any]) -> AsyncIterator[Candidate]:
+    """Ask addresses 0-15 for their status; yield each board as soon as it answers."""
     timeout = int(settings.get("probe_timeout_ms", 80)) / 1000
-    found: list[Candidate] = []
     decoder = codec.Decoder()
     for board in range(codec.BOARDS):
         frame = await bus.transact(
             codec.status_request(board), decoder, _status_matcher(board), timeout
         )
         if frame is not None:
-            found.append(
-                Candidate(
-                    identity=identity(bus.bus_id, board),
-                    plugin=PLUGIN,
-                    source="bus-probe",
-                    vendor=VENDOR,
-                    model=MODEL,
-                    address=f"{bus.address} board {board}",
-                    bus_id=bus.bus_id,
-                    properties={"board": board},
-                )
+            yield Candidate(
+                identity=identity(bus.bus_id, board),
+                plugin=PLUGIN,
+                source="bus-probe",
+                vendor=VENDOR,
+                model=MODEL,
+                address=f"{bus.address} board {board}",
+                bus_id=bus.bus_id,
+                properties={"board": board},
             )
-    return found

@@ -63,6 +63,7 @@ class SimBus:
         self.lock = threading.RLock()
         self.requests = 0
         self.unlocks: list[tuple[int, int]] = []  # (board, lock index) in order received
+        self.first_answer: dict[int, float] = {}  # board -> time.monotonic() of first reply
         self._rng = random.Random(0x4B52)
         self._pending_close: dict[tuple[int, int], float] = {}
 
@@ -98,6 +99,7 @@ class SimBus:
             if self.faults.silent or b is None or not b.present:
                 return None
             if req.cmd == codec.CMD_STATUS:
+                self.first_answer.setdefault(b.address, time.monotonic())
                 return codec.encode_status(b.address, self.hooks_of(b), b.items)
             if req.cmd == codec.CMD_UNLOCK:
                 self.unlocks.append((req.board, req.lock))

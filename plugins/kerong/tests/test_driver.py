@@ -30,7 +30,7 @@ async def test_probe_finds_exactly_the_boards_on_the_bus(sim: tuple[SimBus, PtyE
     _bus_sim, ep = sim
     bus = SerialBus("bank-a", ep.port, SETTINGS)
     try:
-        found = await probe_bus(bus, {})
+        found = [c async for c in probe_bus(bus, {})]
     finally:
         await bus.close()
     assert [c.identity for c in found] == ["kerong:bank-a:0", "kerong:bank-a:3"]
