@@ -452,9 +452,10 @@ class Agent:
         if not dev.adopted and self.config.agent.auto_adopt:
             dev.adopted = True
         self.store.save_device(dev.registry_doc())
+        # Clients see the device the moment it is registered; its link state follows.
+        self._device_changed(dev)
         if dev.adopted:
             await self._supervise(dev, bus)
-        self._device_changed(dev)
         return dev
 
     async def _supervise(self, dev: Device, bus: SerialBus | None) -> None:
