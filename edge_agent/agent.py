@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.bus import SerialBus
-from edge_agent.config import SiteConfig, vendor_settings
+from edge_agent.config import SiteConfig, check_vendor_settings, vendor_settings
 from edge_agent.contract import (
     BusProbe,
     Candidate,
@@ -33,6 +33,7 @@ from edge_agent.contract import (
 from edge_agent.discovery.mdns import MdnsBrowser
 from edge_agent.discovery.serialports import matching, usb_ports
 from edge_agent.errors import (
+    ConfigError,
     DeviceUnavailable,
     DriverError,
     EdgeAgentError,
@@ -139,6 +140,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._saved_registry: dict[str, dict[str, Any]] = {}
         self._saved_comps: dict[str, list[dict[str, Any]]] = {}
+        self._plugin_settings: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ tasks
 
@@ -182,6 +184,22 @@ class Agent:
         from edge_agent.api.server import ApiServer
 
         loop = asyncio.get_running_loop()
+        # Plugins first: a site config their settings reject stops us before anything
+        # (lock, store, socket) is touched.
+        if self._load_entry_points:
+            await loop.run_in_executor(None, self.plugins.load_entry_points)
+        for name, obj in self._extra_plugins.items():
+            self.plugins.register(obj, name)
+        schemas = await self.plugins.call_each("edge_agent_settings_schema")
+        for name in self.plugins.loaded():
+            schemas.setdefault(name, None)
+        source = await asyncio.to_thread(self._config_source)
+        problems = check_vendor_settings(self.config, self.config_path or "<site config>",
+                                         source, schemas)
+        if problems:
+            raise ConfigError(self.config_path, problems)
+        self._plugin_settings = {name: vendor_settings(self.config, name, schema)
+                                 for name, schema in schemas.items()}
         self._take_lock()
         await loop.run_in_executor(None, self.audit.open)
         self.audit.subscribers.append(self._audit_committed)
@@ -189,10 +207,6 @@ class Agent:
         devices, comps = await self.store.load()
         self._saved_registry = {d["id"]: d for d in devices}
         self._saved_comps = comps
-        if self._load_entry_points:
-            await loop.run_in_executor(None, self.plugins.load_entry_points)
-        for name, obj in self._extra_plugins.items():
-            self.plugins.register(obj, name)
         self._api = ApiServer(self)
         await self._api.start(self.socket_path)
         if self.audit.recovered is not None:
@@ -240,9 +254,10 @@ class Agent:
                     await asyncio.wait_for(dev.supervisor.driver.close(), 1)
         for bus in self.buses.values():
             await bus.close()
-        with contextlib.suppress(Exception):
-            await self.record("agent_stopped")
-        await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
+        if self.audit.is_open:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.record("agent_stopped"), 5)
+            await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
         await self.store.close()
         self.plugins.shutdown()
         if self._lock_fd is not None:
@@ -416,10 +431,15 @@ class Agent:
         self._mdns_problem(svc.name, svc.service_type, "; ".join(reasons) or "no plugin matched")
 
     def _settings(self, plugin: str) -> dict[str, Any]:
-        schema = None
-        with contextlib.suppress(PluginError):
-            schema = self.plugins.call_one_sync(plugin, "edge_agent_settings_schema")
-        return vendor_settings(self.config, plugin, schema)
+        """The plugin's site settings, resolved once at start-up."""
+        return dict(self._plugin_settings.get(plugin, {}))
+
+    def _config_source(self) -> str | None:
+        try:
+            return Path(self.config_path).read_text(encoding="utf-8") if self.config_path \
+                else None
+        except OSError:
+            return None
 
     # ------------------------------------------------------------------ devices
 

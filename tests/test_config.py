@@ -91,3 +91,14 @@ def test_env_expansion_and_missing_variable(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.delenv("EA_TEST_DIR")
     proc = _run(["config", "check", str(cfg)], tmp_path)
     assert proc.returncode == 2 and "${EA_TEST_DIR} is not set" in proc.stderr
+
+
+def test_run_refuses_bad_vendor_settings_before_starting(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(GOOD + '\n[vendor.kerong]\nunlock_reply = 1\n')
+    state, sock = tmp_path / "state", tmp_path / "agent.sock"
+    proc = _run(["run", "--site", str(cfg), "--state-dir", str(state), "--socket", str(sock)],
+                tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{cfg}:16: vendor.kerong.unlock_reply: expected str, got int" in proc.stderr
+    assert not state.exists() and not sock.exists()

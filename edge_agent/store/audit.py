@@ -93,6 +93,10 @@ class AuditLog:
 
     # --------------------------------------------------------------- open/close
 
+    @property
+    def is_open(self) -> bool:
+        return self._thread is not None
+
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob(self.SEGMENT_GLOB))
 
@@ -156,6 +160,8 @@ class AuditLog:
 
     def append_nowait(self, event: dict[str, Any]) -> asyncio.Future[AuditRecord]:
         """Queue an event; the returned future resolves once it is on disk."""
+        if self._thread is None:
+            raise StoreUnavailable("the audit log is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditRecord] = loop.create_future()
         self._queue.put(_Pending(event, fut, loop))
