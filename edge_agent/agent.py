@@ -272,7 +272,7 @@ class Agent:
 
     def record_soon(self, action: str, **fields: Any) -> None:
         """Append an event without waiting (device observations on the poll path)."""
-        fut = self.audit.append_nowait({"action": action, **fields})
+        fut = self.audit.append_nowait({"action": action, **fields}, fail_fast=False)
 
         def done(f: asyncio.Future[AuditRecord]) -> None:
             if not f.cancelled() and f.exception() is not None:

@@ -73,8 +73,8 @@ async def test_unlock_through_api_reaches_right_lock_and_is_audited(kerong_bus, 
         me = getpass.getuser()
         assert result["actor"] == me
         # Durable: the audit record is on disk when the API answers.
-        lines = [json.loads(line) for seg in sorted((tmp_path / "state" / "audit").glob("*.jsonl"))
-                 for line in seg.read_text().splitlines()]
+        segments = sorted((tmp_path / "state" / "audit").glob("audit-*.jsonl"))
+        lines = [json.loads(line) for seg in segments for line in seg.read_text().splitlines()]
         done = next(r for r in lines if r["seq"] == result["audit_seq"])
         assert done["action"] == "unlock" and done["outcome"] == "ok"
         assert done["actor"] == me and done["reason"] == "radio battery swap"

@@ -63,7 +63,7 @@ def _check_files(state: Path) -> list[dict[str, Any]]:
     if registry.exists():
         json.loads(registry.read_text())  # raises if torn
     records = []
-    for seg in sorted((state / "audit").glob("*.jsonl")):
+    for seg in sorted((state / "audit").glob("audit-*.jsonl")):
         data = seg.read_bytes()
         assert not data or data.endswith(b"\n"), f"{seg} has a torn tail after restart"
         records += [json.loads(line) for line in data.splitlines()]

@@ -1,14 +1,24 @@
-"""Append-only, hash-chained audit log in JSON-lines segments.
+"""Append-only, hash-chained, sealed audit log in JSON-lines segments.
 
 Each record carries a sequence number, UTC and monotonic timestamps, the boot id, the
-actor, the action, the device and compartment, the reason, the outcome and the SHA-256
-of the previous record; its own ``hash`` is the SHA-256 of its canonical JSON without
-the ``hash`` key. Records are written by one writer thread that groups whatever is
-queued into one ``write`` + ``fsync`` (group commit); :meth:`AuditLog.append` resolves
-only after the record is on disk, so an acknowledged event survives ``kill -9``.
+actor, the action, the device, compartment and item, the reason, the outcome and the
+SHA-256 of the previous record; its own ``hash`` is the SHA-256 of its canonical JSON
+without the ``hash`` key.
 
-On open, a torn last line (a crash mid-write) is cut off and reported, never treated as
-tampering, and the chain continues from the last whole record.
+* **Durable.** One writer thread groups whatever is queued into one ``write`` + ``fsync``
+  (group commit). :meth:`AuditLog.append` resolves only once the record is on disk.
+* **Crash-safe.** On open, a torn last line (a crash mid-write) is cut off and reported
+  as a crash, never as tampering; the chain continues from the last whole record.
+* **Fail closed on a full disk.** A failed write leaves no partial record. Commands
+  (``fail_fast``) are refused at once; device observations are kept in memory (bounded)
+  and written when the disk takes writes again, which the writer retries by itself.
+* **Sealed.** Every ``checkpoint_every`` records or ``checkpoint_interval`` seconds the
+  head is sealed with a forward-secure key (:mod:`edge_agent.store.seal`).
+* **Indexed.** Each segment has an index of record offsets by device, actor, action and
+  item, and its seq and time range (a ``.idx`` sidecar once the segment is full), so a
+  query reads only the records it returns.
+* **Bounded.** Segments rotate at ``segment_max_bytes``; whole segments older than the
+  retention window are removed, after a horizon record says where the chain resumes.
 """
 
 from __future__ import annotations
@@ -24,16 +34,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import StoreError, StoreUnavailable
+from edge_agent.store.seal import Sealer
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 AuditRecord = dict[str, Any]
+INDEXED = ("device", "actor", "action", "item")
+MAX_RETRY_BUFFER = 100_000
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -45,6 +58,21 @@ def record_hash(record: AuditRecord) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+def utc_iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str) -> str:
+    """Normalise a user-given time (ISO 8601, naive = UTC) to the log's format."""
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise StoreError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-22T03:00)") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
 @dataclass
 class TailRecovery:
     segment: str
@@ -53,10 +81,115 @@ class TailRecovery:
 
 
 @dataclass
+class Query:
+    """Filters for :meth:`AuditLog.query`; ``None`` means any."""
+
+    after_seq: int = 0
+    since: str | None = None  # ISO UTC, inclusive
+    until: str | None = None  # ISO UTC, exclusive
+    device: str | None = None
+    compartment: int | None = None
+    item: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    limit: int | None = 100
+
+    def match(self, rec: AuditRecord) -> bool:
+        if rec.get("seq", 0) <= self.after_seq:
+            return False
+        ts = rec.get("ts", "")
+        if (self.since and ts < self.since) or (self.until and ts >= self.until):
+            return False
+        if self.compartment is not None and rec.get("compartment") != self.compartment:
+            return False
+        return all(getattr(self, k) is None or rec.get(k) == getattr(self, k) for k in INDEXED)
+
+
+@dataclass
+class SegmentIndex:
+    """Where each record of one segment is, by the fields queries filter on."""
+
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_ts: str | None = None
+    last_ts: str | None = None
+    count: int = 0
+    offsets: list[int] = field(default_factory=list)
+    keys: dict[str, dict[str, list[int]]] = field(
+        default_factory=lambda: {k: {} for k in INDEXED})
+
+    def add(self, rec: AuditRecord, offset: int) -> None:
+        if self.first_seq is None:
+            self.first_seq, self.first_ts = rec["seq"], rec["ts"]
+        self.last_seq, self.last_ts = rec["seq"], rec["ts"]
+        self.count += 1
+        self.offsets.append(offset)
+        for k in INDEXED:
+            v = rec.get(k)
+            if v is not None:
+                self.keys[k].setdefault(str(v), []).append(offset)
+
+    def candidates(self, q: Query) -> list[int]:
+        """Offsets that can match ``q`` by its indexed fields (all offsets if none)."""
+        sets = [self.keys[k].get(str(getattr(q, k)), []) for k in INDEXED
+                if getattr(q, k) is not None]
+        if not sets:
+            return self.offsets
+        sets.sort(key=len)
+        result = sets[0]
+        for other in sets[1:]:
+            keep = set(other)
+            result = [o for o in result if o in keep]
+        return result
+
+    def overlaps(self, q: Query) -> bool:
+        if self.count == 0:
+            return False
+        assert self.last_seq is not None and self.last_ts is not None
+        assert self.first_ts is not None
+        if self.last_seq <= q.after_seq:
+            return False
+        if q.since and self.last_ts < q.since:
+            return False
+        return not (q.until and self.first_ts >= q.until)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first_seq": self.first_seq, "last_seq": self.last_seq,
+                "first_ts": self.first_ts, "last_ts": self.last_ts, "count": self.count,
+                "offsets": self.offsets, "keys": self.keys}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SegmentIndex:
+        return cls(d["first_seq"], d["last_seq"], d["first_ts"], d["last_ts"], d["count"],
+                   d["offsets"], d["keys"])
+
+
+@dataclass
 class _Pending:
     event: dict[str, Any]
     future: asyncio.Future[AuditRecord] | None
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None
+    fail_fast: bool = True
+
+
+def _parse_line(raw: bytes) -> AuditRecord | None:
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        rec = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(rec, dict) or "seq" not in rec or "hash" not in rec:
+        return None
+    return rec
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class AuditLog:
@@ -69,27 +202,44 @@ class AuditLog:
         directory: Path,
         *,
         boot_id: str,
-        segment_max_bytes: int = 64 * 1024 * 1024,
+        segment_max_bytes: int = 16 * 1024 * 1024,
         recent: int = 2000,
-        max_batch: int = 512,
+        max_batch: int = 1024,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
+        retention_days: float | None = None,
+        retry_interval: float = 1.0,
     ) -> None:
         self.dir = directory
         self.boot_id = boot_id
         self.segment_max_bytes = segment_max_bytes
         self.max_batch = max_batch
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.retention_days = retention_days
+        self.retry_interval = retry_interval
         self.last_seq = 0
         self.last_hash = GENESIS
         self.recovered: TailRecovery | None = None
         self.recent: collections.deque[AuditRecord] = collections.deque(maxlen=recent)
-        self._fd: int | None = None
-        self._segment: Path | None = None
-        self._size = 0
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.sealer = Sealer(directory)
         self.subscribers: list[Callable[[AuditRecord], None]] = []
         self.error: str | None = None
         self.commits = 0
         self.damaged_lines = 0
+        self.dropped = 0
+        self._fd: int | None = None
+        self._segment: Path | None = None
+        self._size = 0
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._retry: collections.deque[_Pending] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._index_lock = threading.Lock()
+        self._indexes: dict[Path, SegmentIndex] = {}
+        self._sealed_seq = 0
+        self._sealed_at = time.monotonic()
+        self._outage_started: float | None = None
+        self._last_retention = 0.0
 
     # --------------------------------------------------------------- open/close
 
@@ -100,37 +250,111 @@ class AuditLog:
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob(self.SEGMENT_GLOB))
 
+    @staticmethod
+    def index_path(segment: Path) -> Path:
+        return segment.with_suffix(".idx")
+
+    def _scan(self, seg: Path, *, cut_torn: bool) -> tuple[SegmentIndex, list[AuditRecord]]:
+        """Index a segment; with ``cut_torn``, cut a torn last line (crash) off it."""
+        idx = SegmentIndex()
+        tail: collections.deque[AuditRecord] = collections.deque(maxlen=self.recent.maxlen)
+        offset = 0
+        last_ok, last_len, damaged = True, 0, 0
+        with open(seg, "rb") as f:
+            for raw in f:
+                if not last_ok:
+                    damaged += 1
+                rec = _parse_line(raw)
+                last_ok, last_len = rec is not None, len(raw)
+                if rec is not None:
+                    idx.add(rec, offset)
+                    tail.append(rec)
+                offset += len(raw)
+        if damaged:
+            self.damaged_lines += damaged
+            log.error("audit log: %d damaged line(s) in %s; run 'edge-agent audit verify'",
+                      damaged, seg.name)
+        if not last_ok and cut_torn:
+            keep = offset - last_len
+            with open(seg, "r+b") as f:
+                f.truncate(keep)
+                os.fsync(f.fileno())
+            self.recovered = TailRecovery(seg.name, last_len, idx.last_seq or 0)
+            log.warning("audit log: cut a torn tail of %d bytes off %s (crash recovery)",
+                        last_len, seg.name)
+        elif not last_ok:
+            self.damaged_lines += 1
+        return idx, list(tail)
+
+    def _load_index(self, seg: Path) -> SegmentIndex:
+        p = self.index_path(seg)
+        try:
+            idx = SegmentIndex.from_json(json.loads(p.read_text()))
+            if idx.count and idx.offsets:
+                return idx
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        idx, _ = self._scan(seg, cut_torn=False)
+        self._write_index(seg, idx)
+        return idx
+
+    def _write_index(self, seg: Path, idx: SegmentIndex) -> None:
+        p = self.index_path(seg)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_bytes(canonical_json(idx.to_json()))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+
     def open(self) -> None:
-        """Find the chain head, cutting a torn tail off the newest segment. Blocking."""
+        """Find the chain head (cutting a torn tail), load indexes, start the writer."""
         self.dir.mkdir(parents=True, exist_ok=True)
         segs = self.segments()
+        for seg in segs[:-1]:
+            self._indexes[seg] = self._load_index(seg)
+        tail: list[AuditRecord] = []
         if segs:
             last = segs[-1]
-            good_len, records, damaged = _scan_tail(last)
-            if damaged:
-                self.damaged_lines += damaged
-                log.error("audit log: %d damaged line(s) inside %s; run 'edge-agent audit "
-                          "verify'", damaged, last.name)
-            size = last.stat().st_size
-            if good_len < size:
-                last_seq = records[-1]["seq"] if records else 0
-                with open(last, "r+b") as f:
-                    f.truncate(good_len)
-                    f.flush()
-                    os.fsync(f.fileno())
-                self.recovered = TailRecovery(last.name, size - good_len, last_seq)
-                log.warning("audit log: cut a torn tail of %d bytes off %s (crash recovery)",
-                            size - good_len, last.name)
-            if not records and len(segs) > 1:
-                _, records, _ = _scan_tail(segs[-2])
-            if records:
-                self.last_seq = int(records[-1]["seq"])
-                self.last_hash = str(records[-1]["hash"])
-                self.recent.extend(records[-self.recent.maxlen :] if self.recent.maxlen else [])
+            idx, tail = self._scan(last, cut_torn=True)
+            self._indexes[last] = idx
             self._segment = last
+        head = tail[-1] if tail else None
+        if head is None:
+            for seg in reversed(segs[:-1]):
+                head = self._last_record(seg)
+                if head:
+                    break
+        if head is None:
+            horizon = self._horizon()
+            if horizon:
+                self.last_seq, self.last_hash = horizon["first_seq"] - 1, horizon["prev_hash"]
+        else:
+            self.last_seq, self.last_hash = int(head["seq"]), str(head["hash"])
+        self.recent.extend(tail)
+        self.sealer.open(fresh_log=not segs)
+        if self.sealer.problem:
+            log.error("audit log: %s", self.sealer.problem)
+        if self.sealer.last is not None:
+            self._sealed_seq = int(self.sealer.last["seq"])
         self._open_segment()
         self._thread = threading.Thread(target=self._writer, name="audit-writer", daemon=True)
         self._thread.start()
+
+    def _last_record(self, seg: Path) -> AuditRecord | None:
+        idx = self._indexes.get(seg)
+        if idx is None or not idx.offsets:
+            return None
+        with open(seg, "rb") as f:
+            f.seek(idx.offsets[-1])
+            return _parse_line(f.readline())
+
+    def _horizon(self) -> dict[str, Any] | None:
+        p = self.dir / "horizon.json"
+        try:
+            data: dict[str, Any] = json.loads(p.read_text())
+            return data
+        except (OSError, ValueError):
+            return None
 
     def _open_segment(self) -> None:
         if self._fd is not None:
@@ -138,14 +362,14 @@ class AuditLog:
         if self._segment is None or (
             self._segment.exists() and self._segment.stat().st_size >= self.segment_max_bytes
         ):
+            if self._segment is not None and self._segment in self._indexes:
+                self._write_index(self._segment, self._indexes[self._segment])
             self._segment = self.dir / f"audit-{self.last_seq + 1:012d}.jsonl"
+            with self._index_lock:
+                self._indexes[self._segment] = SegmentIndex()
         self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(self.dir)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -158,13 +382,18 @@ class AuditLog:
 
     # --------------------------------------------------------------- appending
 
-    def append_nowait(self, event: dict[str, Any]) -> asyncio.Future[AuditRecord]:
-        """Queue an event; the returned future resolves once it is on disk."""
+    def append_nowait(self, event: dict[str, Any], *, fail_fast: bool = True
+                      ) -> asyncio.Future[AuditRecord]:
+        """Queue an event; the returned future resolves once it is on disk.
+
+        ``fail_fast`` (commands): if the log cannot be written the future fails at once.
+        Otherwise (observations) the event is kept and retried until the disk recovers.
+        """
         if self._thread is None:
             raise StoreUnavailable("the audit log is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditRecord] = loop.create_future()
-        self._queue.put(_Pending(event, fut, loop))
+        self._queue.put(_Pending(event, fut, loop, fail_fast))
         return fut
 
     async def append(self, event: dict[str, Any]) -> AuditRecord:
@@ -175,7 +404,7 @@ class AuditLog:
         now = time.time()
         rec: AuditRecord = {
             "seq": seq,
-            "ts": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": event.get("ts") or utc_iso(now),
             "mono": round(time.monotonic(), 6),
             "boot": self.boot_id,
             "actor": event.get("actor", "agent"),
@@ -193,38 +422,66 @@ class AuditLog:
 
     def _writer(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
+            timeout = self.retry_interval if (self._retry or self.error) else 1.0
+            try:
+                first: _Pending | None = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+                if not (self._retry or self.error):
+                    self._maybe_checkpoint()
+                    self._maybe_retain()
+                    continue
+            else:
+                if first is None:
+                    self._flush_retry_on_close()
+                    self._maybe_checkpoint(force=True)
+                    return
+            batch: list[_Pending] = list(self._retry)
+            self._retry.clear()
+            if self.error is not None:
+                batch.insert(0, _Pending({"action": "audit_log_recovered", "details": {
+                    "outage_seconds": round(time.monotonic() - (self._outage_started or 0), 3),
+                    "kept_observations": len(batch), "dropped_observations": self.dropped,
+                    "error": self.error}}, None, None, fail_fast=False))
+            if first is not None:
+                batch.append(first)
+            stop = False
             while len(batch) < self.max_batch:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._queue.put(None)
+                    stop = True
                     break
                 batch.append(nxt)
+            self._commit(batch)
+            self._maybe_checkpoint()
+            if stop:
+                self._maybe_checkpoint(force=True)
+                return
+
+    def _flush_retry_on_close(self) -> None:
+        if self._retry:
+            batch = list(self._retry)
+            self._retry.clear()
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
         seq, prev = self.last_seq, self.last_hash
-        records: list[AuditRecord] = []
-        lines: list[bytes] = []
+        built: list[tuple[_Pending, AuditRecord, bytes]] = []
         for p in batch:
             try:
                 rec = self._build(p.event, seq + 1, prev)
                 line = canonical_json(rec) + b"\n"
             except (KeyError, TypeError, ValueError) as exc:
                 _resolve(p, exc=StoreError(f"event not recordable: {exc}"))
-                records.append({})
-                lines.append(b"")
                 continue
             seq, prev = rec["seq"], rec["hash"]
-            records.append(rec)
-            lines.append(line)
-        data = b"".join(lines)
+            built.append((p, rec, line))
+        if not built:
+            return
+        data = b"".join(line for _, _, line in built)
         try:
             if self._size >= self.segment_max_bytes:
                 self._open_segment()
@@ -245,28 +502,154 @@ class AuditLog:
                     pass
                 raise
         except OSError as exc:
-            msg = f"audit log write failed: {exc.strerror or exc}"
-            if self.error is None:
-                log.error("%s; commands that move equipment are refused until it recovers", msg)
-            self.error = msg
-            for p, rec in zip(batch, records, strict=True):
-                if rec:
-                    _resolve(p, exc=StoreUnavailable(msg))
+            self._write_failed(exc, built)
             return
         if self.error is not None:
-            log.warning("audit log writable again")
+            log.warning("audit log writable again after %.1fs",
+                        time.monotonic() - (self._outage_started or time.monotonic()))
             self.error = None
+            self._outage_started = None
+            self.dropped = 0
+        offset = self._size
         self._size += len(data)
         self.last_seq, self.last_hash = seq, prev
         self.commits += 1
-        for p, rec in zip(batch, records, strict=True):
-            if rec:
-                self.recent.append(rec)
-                _resolve(p, rec=rec)
+        idx = self._indexes[self._segment] if self._segment else None
+        with self._index_lock:
+            for _, rec, line in built:
+                if idx is not None:
+                    idx.add(rec, offset)
+                offset += len(line)
+        for p, rec, _ in built:
+            self.recent.append(rec)
+            _resolve(p, rec=rec)
+            if p.loop is not None:
                 for sub in list(self.subscribers):
                     p.loop.call_soon_threadsafe(sub, rec)
 
+    def _write_failed(self, exc: OSError, built: list[tuple[_Pending, AuditRecord, bytes]]
+                      ) -> None:
+        msg = f"audit log write failed: {exc.strerror or exc}"
+        if self.error is None:
+            self._outage_started = time.monotonic()
+            log.error("%s; commands that move equipment are refused until it recovers", msg)
+        self.error = msg
+        for p, _rec, _ in built:
+            if p.fail_fast:
+                _resolve(p, exc=StoreUnavailable(msg))
+            elif p.event.get("action") == "audit_log_recovered":
+                continue  # made again, with fresh figures, on the next attempt
+            elif len(self._retry) < MAX_RETRY_BUFFER:
+                self._retry.append(p)
+            else:
+                self.dropped += 1
+                _resolve(p, exc=StoreUnavailable(msg))
+
+    # --------------------------------------------------------------- sealing
+
+    def _maybe_checkpoint(self, *, force: bool = False) -> None:
+        if not self.sealer.enabled or self.error or self.last_seq <= self._sealed_seq:
+            return
+        due = (self.last_seq - self._sealed_seq >= self.checkpoint_every
+               or time.monotonic() - self._sealed_at >= self.checkpoint_interval)
+        if not (due or force):
+            return
+        try:
+            self.sealer.seal(self.last_seq, self.last_hash, self.boot_id)
+        except (OSError, StoreError) as exc:
+            log.error("audit log: checkpoint failed: %s", exc)
+            return
+        self._sealed_seq = self.last_seq
+        self._sealed_at = time.monotonic()
+
+    # --------------------------------------------------------------- retention
+
+    def _maybe_retain(self) -> None:
+        if self.retention_days is None or time.monotonic() - self._last_retention < 3600:
+            return
+        self._last_retention = time.monotonic()
+        self.apply_retention(time.time())
+
+    def apply_retention(self, now: float) -> list[str]:
+        """Remove whole full segments whose newest record is older than the window.
+
+        Never removes the active segment or any record inside the window. Writes the
+        horizon (where the chain resumes) before deleting, and audits the removal.
+        """
+        if self.retention_days is None:
+            return []
+        cutoff = utc_iso(now - self.retention_days * 86400)
+        removed: list[str] = []
+        for seg in self.segments()[:-1]:
+            idx = self._indexes.get(seg)
+            if idx is None or idx.last_ts is None or idx.last_ts >= cutoff:
+                break  # segments are in time order: the rest are newer
+            after = self._last_record(seg)
+            if after is None:
+                break
+            tmp = self.dir / ".horizon.json.tmp"
+            tmp.write_text(json.dumps({"first_seq": idx.last_seq + 1 if idx.last_seq else 1,
+                                       "prev_hash": after["hash"], "cutoff": cutoff,
+                                       "removed_through": seg.name}))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / "horizon.json")
+            with self._index_lock:
+                self._indexes.pop(seg, None)
+            self.index_path(seg).unlink(missing_ok=True)
+            seg.unlink()
+            removed.append(seg.name)
+        if removed:
+            _fsync_dir(self.dir)
+            self._queue.put(_Pending({"action": "audit_retention", "details": {
+                "removed": removed, "cutoff": cutoff,
+                "retention_days": self.retention_days}}, None, None, fail_fast=False))
+        return removed
+
     # --------------------------------------------------------------- reading
+
+    def _snapshot(self) -> list[tuple[Path, SegmentIndex]]:
+        with self._index_lock:
+            return sorted(self._indexes.items())
+
+    def query(self, q: Query) -> list[AuditRecord]:
+        """Records matching ``q``, oldest first; the newest ``q.limit`` if limited.
+
+        Reads only the index and the records it points at (blocking: run off the loop).
+        """
+        out: list[AuditRecord] = []
+        for seg, idx in reversed(self._snapshot()):
+            if not idx.overlaps(q):
+                continue
+            # Offsets are added to an index only after their records are on disk, so
+            # every offset seen here points at a whole record.
+            offsets = idx.candidates(q)
+            found: list[AuditRecord] = []
+            with open(seg, "rb") as f:
+                for off in reversed(offsets):
+                    f.seek(off)
+                    rec = _parse_line(f.readline())
+                    if rec is not None and q.match(rec):
+                        found.append(rec)
+                        if q.limit is not None and len(out) + len(found) >= q.limit:
+                            break
+            out.extend(found)
+            if q.limit is not None and len(out) >= q.limit:
+                break
+        out.reverse()
+        return out
+
+    def iter_query(self, q: Query) -> Iterator[AuditRecord]:
+        """Every record matching ``q``, oldest first, unbounded (for export)."""
+        for seg, idx in self._snapshot():
+            if not idx.overlaps(q):
+                continue
+            with open(seg, "rb") as f:
+                for off in list(idx.candidates(q)):
+                    f.seek(off)
+                    rec = _parse_line(f.readline())
+                    if rec is not None and q.match(rec):
+                        yield rec
 
     def iter_records(self) -> Iterator[AuditRecord]:
         """Every whole record, oldest first (blocking; run off the event loop)."""
@@ -279,8 +662,8 @@ class AuditLog:
 
 
 def _resolve(p: _Pending, *, rec: AuditRecord | None = None, exc: Exception | None = None) -> None:
-    fut = p.future
-    if fut is None:
+    fut, loop = p.future, p.loop
+    if fut is None or loop is None:
         return
 
     def set_result() -> None:
@@ -291,43 +674,4 @@ def _resolve(p: _Pending, *, rec: AuditRecord | None = None, exc: Exception | No
         else:
             fut.set_result(rec or {})
 
-    p.loop.call_soon_threadsafe(set_result)
-
-
-def _scan_tail(path: Path) -> tuple[int, list[AuditRecord], int]:
-    """Scan a segment.
-
-    Returns the byte length to keep (everything but a torn last line), the newest whole
-    records, and how many damaged lines stand *before* the last one. Only the last line
-    can be torn by a crash; damage elsewhere is kept for ``audit verify`` to report and is
-    never cut away.
-    """
-    records: collections.deque[AuditRecord] = collections.deque(maxlen=2000)
-    damaged = 0
-    size = 0
-    last_ok = True
-    last_len = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if not last_ok:
-                damaged += 1
-            size += len(raw)
-            last_len = len(raw)
-            rec = _parse_line(raw)
-            last_ok = rec is not None
-            if rec is not None:
-                records.append(rec)
-    keep = size if last_ok else size - last_len
-    return keep, list(records), damaged
-
-
-def _parse_line(raw: bytes) -> AuditRecord | None:
-    if not raw.endswith(b"\n"):
-        return None
-    try:
-        rec = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(rec, dict) or "seq" not in rec or "hash" not in rec:
-        return None
-    return rec
+    loop.call_soon_threadsafe(set_result)
