@@ -124,7 +124,12 @@ class Agent:
                                   disabled=config.plugins.disabled)
         self._extra_plugins = extra_plugins or {}
         self._load_entry_points = load_entry_points
-        self.audit = AuditLog(state_dir / "audit", boot_id=self.boot_id)
+        au = config.audit
+        self.audit = AuditLog(state_dir / "audit", boot_id=self.boot_id,
+                              segment_max_bytes=int(au.segment_max_mb * 1024 * 1024),
+                              checkpoint_every=au.checkpoint_every,
+                              checkpoint_interval=au.checkpoint_interval,
+                              retention_days=au.retention_days)
         self.alarms: dict[str, dict[str, Any]] = {}
         self.store = StateStore(state_dir, on_corrupt=self._store_corrupt)
         self.hub = EventHub()
@@ -203,6 +208,7 @@ class Agent:
         self._take_lock()
         await loop.run_in_executor(None, self.audit.open)
         self.audit.subscribers.append(self._audit_committed)
+        self._audit_alarms()
         await self.store.open()
         devices, comps = await self.store.load()
         self._saved_registry = {d["id"]: d for d in devices}
@@ -576,6 +582,8 @@ class Agent:
                       "config": self.config_path},
             "devices": {"total": len(self.devices), **counts},
             "audit": {"last_seq": self.audit.last_seq, "error": self.audit.error,
+                      "sealed_seq": self.audit.sealer.last["seq"] if self.audit.sealer.last
+                      else None,
                       "commits": self.audit.commits,
                       "damaged_lines": self.audit.damaged_lines},
             "store": {"error": self.store.last_error},
@@ -591,6 +599,17 @@ class Agent:
         if self.audit.error or any(a["severity"] == "critical" for a in self.alarms.values()):
             return "degraded"
         return "ok"
+
+    def _audit_alarms(self) -> None:
+        now = time.time()
+        if self.audit.damaged_lines:
+            self.alarms["audit:damaged"] = {
+                "id": "audit:damaged", "severity": "critical", "since": now,
+                "message": f"{self.audit.damaged_lines} damaged line(s) in the audit log: "
+                           "run 'edge-agent audit verify'"}
+        if self.audit.sealer.problem:
+            self.alarms["audit:seal"] = {"id": "audit:seal", "severity": "critical",
+                                         "since": now, "message": self.audit.sealer.problem}
 
 
 _rng = random.Random()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -181,6 +182,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _event_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "action": args.type, "since": args.since,
+            "until": args.until, "compartment": args.compartment, "item": args.item,
+            "actor": args.actor}
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     if args.follow:
         async def follow(c: AgentClient) -> None:
@@ -193,13 +200,86 @@ def cmd_events(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         return EXIT_OK
+    if args.format:
+        with contextlib.ExitStack() as stack:
+            out = (stack.enter_context(open(args.output, "wb")) if args.output
+                   else sys.stdout.buffer)
+            n = _client_call(args, lambda c: c.download(
+                "/v1/events/export", out, format=args.format, **_event_params(args)))
+        if args.output:
+            print(f"wrote {n} bytes to {args.output}", file=sys.stderr)
+        return EXIT_OK
     events = _client_call(args, lambda c: c.get("/v1/events", limit=args.limit,
-                                                device=args.device, action=args.type))
+                                                **_event_params(args)))
     if args.json:
         print(json.dumps(events, indent=2))
     else:
         for e in events:
             print(_event_line(e))
+    return EXIT_OK
+
+
+def _audit_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir:
+        state = Path(args.state_dir)
+    elif args.site:
+        state = default_state_dir(_load_config(args.site))
+    else:
+        raise UsageError("name the state directory: --state-dir DIR (or --site FILE)")
+    audit = state / "audit"
+    if not audit.is_dir():
+        raise UsageError(f"no audit log in {state} (expected {audit}/)")
+    return audit
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from edge_agent.store.verify import load_key, verify
+
+    audit = _audit_dir(args)
+    key_path = Path(args.key) if args.key else audit / "verify.key"
+    key = None
+    if key_path.exists():
+        try:
+            key = load_key(key_path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"cannot read the verify key {key_path}: {exc}") from exc
+    elif args.key:
+        raise UsageError(f"no such key file: {args.key}")
+    exported = None
+    if args.checkpoint:
+        try:
+            exported = json.loads(Path(args.checkpoint).read_text().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError) as exc:
+            raise UsageError(f"cannot read checkpoint {args.checkpoint}: {exc}") from exc
+    report = verify(audit, key=key, exported=exported)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        span = (f"records {report.first_seq}-{report.last_seq}" if report.records
+                else "no records")
+        print(f"{audit}: {report.records} {span}, {report.checkpoints} checkpoint(s), "
+              f"MACs {'checked' if report.macs_checked else 'NOT checked'}")
+        for f in report.findings:
+            where = f" at seq {f.seq}" if f.seq is not None else ""
+            print(f"  {f.kind.upper()}{where}: {f.message}")
+        if report.tampered:
+            print(f"TAMPERING DETECTED: first bad sequence number {report.first_bad_seq}")
+        else:
+            print("OK: chain intact" + (" (crash recovery noted above)"
+                                        if any(f.kind == "crash" for f in report.findings)
+                                        else ""))
+    return EXIT_RUNTIME if report.tampered else EXIT_OK
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from edge_agent.store.seal import read_checkpoints
+
+    audit = _audit_dir(args)
+    cps, _ = read_checkpoints(audit / "checkpoints.jsonl")
+    valid = [c for c in cps if "epoch" in c]
+    if not valid:
+        raise EdgeAgentError(f"no checkpoint in {audit} yet (one is made every minute)")
+    print(json.dumps(valid[-1], sort_keys=True))
     return EXIT_OK
 
 
@@ -349,10 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_simulate)
 
     client("devices", "list devices", cmd_devices)
-    sp = client("events", "audit events", cmd_events)
+    sp = client("events", "audit events: query, export, follow", cmd_events)
     sp.add_argument("--device")
+    sp.add_argument("--compartment", type=int)
+    sp.add_argument("--item", help="item or tag id")
+    sp.add_argument("--actor", help="OS user, 'agent' or a device")
     sp.add_argument("--type", help="action, e.g. unlock, door_opened")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--since", help="ISO 8601 time (UTC if no offset), inclusive")
+    sp.add_argument("--until", help="ISO 8601 time, exclusive")
+    sp.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
+    sp.add_argument("--format", choices=["jsonl", "csv"], help="export every match")
+    sp.add_argument("--output", help="with --format: write to this file")
     sp.add_argument("-f", "--follow", action="store_true", help="follow live events")
     client("status", "agent and site health", cmd_status)
     sp = client("plugins", "loaded and refused plugins", cmd_plugins)
@@ -362,6 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("device")
     sp.add_argument("compartment", type=int)
     sp.add_argument("--reason", required=True)
+
+    sp = sub.add_parser("audit", help="audit log tools (read the state directory directly)")
+    asub = sp.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ap = asub.add_parser("verify", help="check the hash chain and sealed checkpoints; "
+                         "exit 0 clean, 1 tampering, 2 usage")
+    ap.add_argument("--state-dir")
+    ap.add_argument("--site", help="site config (to find its state directory)")
+    ap.add_argument("--key", help="the exported verify.key (default: STATE/audit/verify.key)")
+    ap.add_argument("--checkpoint", help="a checkpoint exported off the box")
+    ap.add_argument("--json", action="store_true")
+    ap.set_defaults(func=cmd_audit_verify)
+    ap = asub.add_parser("checkpoint", help="print the newest sealed checkpoint, to export")
+    ap.add_argument("--state-dir")
+    ap.add_argument("--site")
+    ap.set_defaults(func=cmd_audit_checkpoint)
 
     sp = sub.add_parser("config", help="site config tools")
     csub = sp.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -80,6 +80,25 @@ class AgentClient:
     async def post(self, path: str, body: Any) -> Any:
         return await self.request("POST", path, body)
 
+    async def download(self, path: str, out: Any, **params: Any) -> int:
+        """Copy a streamed response body into the binary file ``out``; return bytes."""
+        assert self._session is not None
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        try:
+            async with self._session.get(path, params=query,
+                                         timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                if resp.status >= 400:
+                    data = await resp.json(content_type=None)
+                    raise ClientError(str(data.get("error")), status=resp.status)
+                n = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    out.write(chunk)
+                    n += len(chunk)
+                return n
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError,
+                TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
     async def stream(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yield ``(kind, data)`` from the live event stream until it ends."""
         assert self._session is not None

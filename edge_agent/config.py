@@ -90,6 +90,16 @@ class PluginsSection(_Strict):
     hook_timeout: float = Field(5.0, gt=0, le=120)
 
 
+class AuditSection(_Strict):
+    retention_days: float | None = Field(400.0, gt=0)
+    """Whole audit segments older than this are removed (None: keep for ever)."""
+    segment_max_mb: float = Field(16.0, gt=0, le=4096)
+    checkpoint_every: int = Field(1000, ge=1)
+    """Seal the chain head after this many records ..."""
+    checkpoint_interval: float = Field(60.0, gt=0)
+    """... or after this many seconds, whichever comes first."""
+
+
 class SimulatorConfig(BaseModel):
     """A simulated piece of hardware; keys other than ``plugin`` go to the plugin."""
 
@@ -107,6 +117,7 @@ class SiteConfig(_Strict):
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[StaticDevice] = Field(default_factory=list)
     plugins: PluginsSection = Field(default_factory=PluginsSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
     vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
     simulators: list[SimulatorConfig] = Field(default_factory=list)
 

@@ -11,7 +11,9 @@ Routes (all JSON):
 * ``GET  /v1/devices/{id}``               one device
 * ``GET  /v1/devices/{id}/wire``          the last frames on the device's bus
 * ``POST /v1/devices/{id}/unlock``        body ``{"compartment": N, "reason": "..."}``
-* ``GET  /v1/events``                     audit records; ``?limit=&device=&action=&after_seq=``
+* ``GET  /v1/events``                     audit records, from the index: ``?limit=&after_seq=
+  &since=&until=&device=&compartment=&item=&actor=&action=``
+* ``GET  /v1/events/export``              every match, streamed: ``&format=jsonl|csv``
 * ``GET  /v1/events/stream``              server-sent events: ``audit`` and ``device``
 * ``GET  /v1/plugins``                    loaded, refused and isolated plugins
 * ``GET  /v1/inbox``                      discovered but not adopted, with why
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
+import itertools
 import json
 import logging
 import os
@@ -39,9 +44,28 @@ from edge_agent.errors import (
     DeviceTimeout,
     DeviceUnavailable,
     DriverError,
+    StoreError,
     StoreUnavailable,
     Unsupported,
 )
+from edge_agent.store.audit import Query, canonical_json, parse_time
+
+CSV_FIELDS = ["seq", "ts", "actor", "action", "device", "compartment", "item", "reason",
+              "outcome", "boot", "details", "prev", "hash"]
+
+
+def csv_line(values: list[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue().encode()
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
 
 log = logging.getLogger(__name__)
 AGENT_KEY = web.AppKey("agent", object)
@@ -85,6 +109,7 @@ class ApiServer:
         r.add_post("/v1/devices/{id}/unlock", self.unlock)
         r.add_get("/v1/events", self.events)
         r.add_get("/v1/events/stream", self.stream)
+        r.add_get("/v1/events/export", self.export)
         r.add_get("/v1/plugins", self.plugins)
         r.add_get("/v1/inbox", self.inbox)
         self.runner: web.AppRunner | None = None
@@ -176,28 +201,63 @@ class ApiServer:
         result["actor"] = user
         return _json(result)
 
-    async def events(self, request: web.Request) -> web.Response:
+    @staticmethod
+    def _query(request: web.Request, default_limit: int | None) -> Query:
         q = request.query
         try:
-            limit = min(int(q.get("limit", "100")), 100_000)
-            after = int(q.get("after_seq", "0"))
-        except ValueError:
-            return _error(400, "limit and after_seq must be integers")
-        device, action = q.get("device"), q.get("action")
+            limit = int(q["limit"]) if "limit" in q else default_limit
+            return Query(
+                after_seq=int(q.get("after_seq", "0")),
+                since=parse_time(q["since"]) if q.get("since") else None,
+                until=parse_time(q["until"]) if q.get("until") else None,
+                device=q.get("device"), item=q.get("item"), actor=q.get("actor"),
+                action=q.get("action") or q.get("type"),
+                compartment=int(q["compartment"]) if q.get("compartment") else None,
+                limit=min(limit, 100_000) if limit is not None else None)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"bad query: {exc}", "hint": "limit, after_seq "
+                                 "and compartment are integers; times are ISO 8601"}),
+                content_type="application/json") from exc
+        except StoreError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": str(exc), "hint": ""}),
+                                     content_type="application/json") from exc
 
-        def want(rec: dict[str, Any]) -> bool:
-            return (rec.get("seq", 0) > after and (device is None or rec.get("device") == device)
-                    and (action is None or rec.get("action") == action))
+    async def events(self, request: web.Request) -> web.Response:
+        query = self._query(request, 100)
+        hits = await asyncio.get_running_loop().run_in_executor(
+            None, self.agent.audit.query, query)
+        return _json(hits)
 
-        recent = list(self.agent.audit.recent)
-        hits = [r for r in recent if want(r)]
-        if len(hits) < limit and recent and recent[0]["seq"] > after + 1:
-            # Older than the in-memory window: read the log off the event loop.
-            def scan() -> list[dict[str, Any]]:
-                return [r for r in self.agent.audit.iter_records() if want(r)]
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """Stream every matching record as JSON lines or CSV (``?format=csv``)."""
+        query = self._query(request, None)
+        fmt = request.query.get("format", "jsonl")
+        if fmt not in ("jsonl", "csv"):
+            return _error(400, "format must be jsonl or csv")
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/csv" if fmt == "csv" else "application/x-ndjson"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        it = self.agent.audit.iter_query(query)
+        if fmt == "csv":
+            await resp.write(csv_line(CSV_FIELDS))
 
-            hits = await asyncio.get_running_loop().run_in_executor(None, scan)
-        return _json(hits[-limit:])
+        def chunk() -> list[dict[str, Any]]:
+            return list(itertools.islice(it, 2000))
+
+        while True:
+            recs = await loop.run_in_executor(None, chunk)
+            if not recs:
+                break
+            if fmt == "csv":
+                data = b"".join(csv_line([_csv_value(r.get(f)) for f in CSV_FIELDS])
+                                for r in recs)
+            else:
+                data = b"".join(canonical_json(r) + b"\n" for r in recs)
+            await resp.write(data)
+        await resp.write_eof()
+        return resp
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
