@@ -1,0 +1,118 @@
+"""Audit log behaviour: torn-tail recovery recorded, indexed queries and export,
+retention that never drops an event inside the window."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from helpers import site_toml
+
+from edge_agent.store.audit import AuditLog, Query, utc_iso
+from edge_agent.store.verify import verify
+from edge_agent.testing import running_agent, wait_until
+
+
+async def test_torn_tail_is_cut_and_recorded_as_recovery(kerong_bus, tmp_path: Path) -> None:
+    _sim, pty = kerong_bus({0: 0})
+    state = tmp_path / "state"
+    async with running_agent(site_toml({"bank": pty.port}), state) as (agent, _c):
+        await wait_until(lambda: "kerong:bank:0" in agent.devices)
+    seg = sorted((state / "audit").glob("audit-*.jsonl"))[-1]
+    whole = seg.read_bytes()
+    with open(seg, "ab") as f:
+        f.write(b'{"seq":999,"ts":"2026-11-22T0')  # killed mid-write
+    assert verify(state / "audit").findings[0].kind == "crash"
+    async with running_agent(site_toml({"bank": pty.port}), state) as (agent, client):
+        evs = await client.get("/v1/events", action="audit_recovered")
+        assert len(evs) == 1
+        assert evs[0]["details"]["bytes_dropped"] == len(b'{"seq":999,"ts":"2026-11-22T0')
+    assert seg.read_bytes().startswith(whole)
+    report = verify(state / "audit")
+    assert not report.tampered and not [f for f in report.findings if f.kind == "crash"]
+
+
+async def _fill(log: AuditLog, n: int, *, t0: float, step: float) -> None:
+    for start in range(0, n, 500):
+        await asyncio.gather(*(log.append({
+            "action": ("unlock", "door_opened", "item_removed")[i % 3],
+            "device": f"dev-{i % 50}", "compartment": i % 16 + 1,
+            "actor": "alice" if i % 10 == 0 else "agent", "item": f"tag-{i % 100}",
+            "ts": utc_iso(t0 + i * step)}) for i in range(start, min(n, start + 500))))
+
+
+async def test_indexed_queries_match_a_full_scan(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit", boot_id="t", segment_max_bytes=200_000)
+    await asyncio.to_thread(log.open)
+    t0 = time.time() - 86400
+    await _fill(log, 6000, t0=t0, step=10)
+    everything = list(log.iter_records())
+    assert len(list((tmp_path / "audit").glob("audit-*.jsonl"))) > 3
+    queries = [
+        Query(device="dev-7", limit=None),
+        Query(device="dev-7", compartment=8, limit=None),
+        Query(actor="alice", action="unlock", limit=None),
+        Query(item="tag-42", limit=None),
+        Query(since=utc_iso(t0 + 20_000), until=utc_iso(t0 + 30_000), limit=None),
+        Query(device="dev-3", since=utc_iso(t0 + 40_000), limit=None),
+    ]
+    for q in queries:
+        want = [r for r in everything if q.match(r)]
+        got = await asyncio.to_thread(log.query, q)
+        assert got == want, q
+        assert list(log.iter_query(q)) == want
+        assert want
+    newest = await asyncio.to_thread(log.query, Query(device="dev-7", limit=5))
+    assert newest == [r for r in everything if r["device"] == "dev-7"][-5:]
+    await asyncio.to_thread(log.close)
+    # Reopened: sealed segments answer from their .idx sidecars.
+    log2 = AuditLog(tmp_path / "audit", boot_id="t2", segment_max_bytes=200_000)
+    await asyncio.to_thread(log2.open)
+    assert await asyncio.to_thread(log2.query, queries[0]) == [
+        r for r in everything if queries[0].match(r)]
+    await asyncio.to_thread(log2.close)
+
+
+async def test_retention_drops_only_whole_segments_outside_the_window(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit", boot_id="t", segment_max_bytes=100_000,
+                   retention_days=30)
+    await asyncio.to_thread(log.open)
+    now = time.time()
+    await _fill(log, 4000, t0=now - 60 * 86400, step=60 * 86400 / 4000)  # 60 days
+    before = list(log.iter_records())
+    removed = await asyncio.to_thread(log.apply_retention, now)
+    assert removed
+    await asyncio.to_thread(log.close)
+    after = [r for r in AuditLog(tmp_path / "audit", boot_id="x").iter_records()]
+    cutoff = utc_iso(now - 30 * 86400)
+    kept_window = [r for r in before if r["ts"] >= cutoff]
+    assert all(r in after for r in kept_window), "an event inside the window was dropped"
+    assert len(after) < len(before)
+    assert after[-1]["action"] == "audit_retention"
+    report = verify(tmp_path / "audit")
+    assert not report.tampered, [f.message for f in report.findings]
+
+
+async def test_export_csv_and_jsonl_through_the_api(kerong_bus, tmp_path: Path) -> None:
+    sim, pty = kerong_bus({0: 0})
+    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
+        await wait_until(lambda: "kerong:bank:0" in agent.devices
+                         and agent.devices["kerong:bank:0"].link == "online")
+        for n in (1, 2, 3):
+            await client.post("/v1/devices/kerong:bank:0/unlock",
+                              {"compartment": n, "reason": f"r,{n}"})
+        buf = io.BytesIO()
+        await client.download("/v1/events/export", buf, format="csv", action="unlock")
+        rows = list(csv.DictReader(io.StringIO(buf.getvalue().decode())))
+        assert [r["reason"] for r in rows] == ["r,1", "r,2", "r,3"]
+        assert all(r["compartment"] in ("1", "2", "3") for r in rows)
+        buf = io.BytesIO()
+        await client.download("/v1/events/export", buf, format="jsonl",
+                              device="kerong:bank:0", compartment=2)
+        recs = [json.loads(line) for line in buf.getvalue().splitlines()]
+        assert {r["action"] for r in recs} >= {"unlock_requested", "unlock"}
+        assert all(r["compartment"] == 2 for r in recs)
