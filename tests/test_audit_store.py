@@ -98,7 +98,7 @@ async def test_retention_drops_only_whole_segments_outside_the_window(tmp_path: 
 
 
 async def test_export_csv_and_jsonl_through_the_api(kerong_bus, tmp_path: Path) -> None:
-    sim, pty = kerong_bus({0: 0})
+    _sim, pty = kerong_bus({0: 0})
     async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
         await wait_until(lambda: "kerong:bank:0" in agent.devices
                          and agent.devices["kerong:bank:0"].link == "online")

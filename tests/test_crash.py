@@ -74,28 +74,32 @@ def _check_files(state: Path) -> list[dict[str, Any]]:
     return records
 
 
-async def test_kill_9_while_writing_loses_no_acknowledged_event(kerong_bus, tmp_path: Path
-                                                                ) -> None:
-    _sim, pty = kerong_bus({0: 0}, pace=False, turnaround_ms=0.2)
-    cfg = tmp_path / "site.toml"
-    cfg.write_text(site_toml({"bus": pty.port}, poll=0.05,
-                             extra='[vendor.kerong]\nunlock_reply = "yes"\n'))
-    state = tmp_path / "state"
-    rng = random.Random(1234)
+def _agent(cfg: Path, state: Path, sock: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg), "--state-dir",
+         str(state), "--socket", str(sock), "--log-level", "warning"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def kill_cycles(cfg: Path, state: Path, iterations: int, seed: int,
+                      max_delay: float = 1.2) -> dict[str, Any]:
+    """Start the agent, hammer it with unlocks, kill -9 it at a random moment; repeat.
+
+    Then a clean start, and a check of every file and every acknowledged event. Returns
+    the figures; raises AssertionError on any loss or unparseable file. Shared with
+    bench/crash_soak.py, which runs many more iterations.
+    """
+    rng = random.Random(seed)
     acked: list[dict[str, Any]] = []
-    recoveries = 0
     with short_tempdir() as d:
         sock = d / "agent.sock"
-        for _ in range(ITERATIONS):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg),
-                 "--state-dir", str(state), "--socket", str(sock), "--log-level", "warning"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(iterations):
+            proc = _agent(cfg, state, sock)
             try:
                 await _wait_socket(sock, proc)
                 stop = asyncio.Event()
                 workers = [asyncio.create_task(_hammer(sock, acked, stop, w)) for w in range(6)]
-                await asyncio.sleep(rng.uniform(0.3, 1.2))
+                await asyncio.sleep(rng.uniform(0.05, max_delay))
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 stop.set()
@@ -104,13 +108,9 @@ async def test_kill_9_while_writing_loses_no_acknowledged_event(kerong_bus, tmp_
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            records = _check_files(state)
-            recoveries += sum(1 for r in records if r["action"] == "audit_recovered")
+            _check_files(state)  # parses after every kill, before any recovery
         # One clean start at the end cuts any torn tail and records the recovery.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg), "--state-dir",
-             str(state), "--socket", str(sock), "--log-level", "warning"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = _agent(cfg, state, sock)
         try:
             await _wait_socket(sock, proc)
         finally:
@@ -118,10 +118,22 @@ async def test_kill_9_while_writing_loses_no_acknowledged_event(kerong_bus, tmp_
             assert proc.wait(15) == 0
     records = _check_files(state)
     by_seq = {r["seq"]: r for r in records}
-    assert len(acked) > 50, "the test did not produce enough acknowledged writes"
     for a in acked:
         rec = by_seq.get(a["seq"])
         assert rec is not None, f"acknowledged event {a['seq']} missing after kill -9"
         assert rec["action"] == "unlock" and rec["reason"] == a["reason"]
-    starts = [r for r in records if r["action"] == "agent_started"]
-    assert len(starts) == ITERATIONS + 1
+    return {"iterations": iterations, "acknowledged": len(acked), "records": len(records),
+            "starts": sum(1 for r in records if r["action"] == "agent_started"),
+            "torn_tails_recovered": sum(1 for r in records
+                                        if r["action"] == "audit_recovered")}
+
+
+async def test_kill_9_while_writing_loses_no_acknowledged_event(kerong_bus, tmp_path: Path
+                                                                ) -> None:
+    _sim, pty = kerong_bus({0: 0}, pace=False, turnaround_ms=0.2)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site_toml({"bus": pty.port}, poll=0.05,
+                             extra='[vendor.kerong]\nunlock_reply = "yes"\n'))
+    result = await kill_cycles(cfg, tmp_path / "state", ITERATIONS, seed=1234)
+    assert result["acknowledged"] > 50, "the test did not produce enough acknowledged writes"
+    assert result["starts"] == ITERATIONS + 1

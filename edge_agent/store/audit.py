@@ -23,6 +23,7 @@ without the ``hash`` key.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import datetime as dt
@@ -33,7 +34,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,10 @@ class SegmentIndex:
     first_ts: str | None = None
     last_ts: str | None = None
     count: int = 0
-    offsets: list[int] = field(default_factory=list)
-    keys: dict[str, dict[str, list[int]]] = field(
+    # array('q') holds offsets as machine integers: a year of records costs megabytes,
+    # not the hundreds a list of Python ints would.
+    offsets: array.array[int] = field(default_factory=lambda: array.array("q"))
+    keys: dict[str, dict[str, array.array[int]]] = field(
         default_factory=lambda: {k: {} for k in INDEXED})
 
     def add(self, rec: AuditRecord, offset: int) -> None:
@@ -134,12 +137,15 @@ class SegmentIndex:
         for k in INDEXED:
             v = rec.get(k)
             if v is not None:
-                self.keys[k].setdefault(str(v), []).append(offset)
+                bucket = self.keys[k].get(str(v))
+                if bucket is None:
+                    bucket = self.keys[k][str(v)] = array.array("q")
+                bucket.append(offset)
 
-    def candidates(self, q: Query) -> list[int]:
+    def candidates(self, q: Query) -> Sequence[int]:
         """Offsets that can match ``q`` by its indexed fields (all offsets if none)."""
-        sets = [self.keys[k].get(str(getattr(q, k)), []) for k in INDEXED
-                if getattr(q, k) is not None]
+        sets: list[Sequence[int]] = [self.keys[k].get(str(getattr(q, k)), array.array("q"))
+                                     for k in INDEXED if getattr(q, k) is not None]
         if not sets:
             return self.offsets
         sets.sort(key=len)
@@ -163,12 +169,16 @@ class SegmentIndex:
     def to_json(self) -> dict[str, Any]:
         return {"first_seq": self.first_seq, "last_seq": self.last_seq,
                 "first_ts": self.first_ts, "last_ts": self.last_ts, "count": self.count,
-                "offsets": self.offsets, "keys": self.keys}
+                "offsets": self.offsets.tolist(),
+                "keys": {k: {v: a.tolist() for v, a in d.items()}
+                         for k, d in self.keys.items()}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SegmentIndex:
         return cls(d["first_seq"], d["last_seq"], d["first_ts"], d["last_ts"], d["count"],
-                   d["offsets"], d["keys"])
+                   array.array("q", d["offsets"]),
+                   {k: {v: array.array("q", a) for v, a in vals.items()}
+                    for k, vals in d["keys"].items()})
 
 
 @dataclass

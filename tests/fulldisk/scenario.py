@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import os
 import sys
 from pathlib import Path
 
+from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus
+
 from edge_agent.errors import ClientError
 from edge_agent.testing import running_agent, wait_until
-from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus
 
 
 def fill(path: Path) -> int:
