@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tinydb import TinyDB
 
-from edge_agent.store.audit import AuditLog, canonical_json
+from edge_agent.store.audit import AuditLog, Query, canonical_json
 
 CONCURRENCY = 64
 
@@ -56,6 +56,12 @@ def bare_loop(path: Path, records: list[bytes], batch: int) -> float:
     return (time.perf_counter() - t0) / len(records)
 
 
+async def timed_query(log: AuditLog, q: Query) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    hits = await asyncio.to_thread(log.query, q)
+    return time.perf_counter() - t0, len(hits)
+
+
 async def fill_fast(log: AuditLog, upto: int, start: int) -> None:
     """Grow the log to ``upto`` records with large batches (setup, not measured)."""
     i = start
@@ -71,6 +77,8 @@ async def main(big: int, sample: int) -> None:
         log = AuditLog(root / "audit", boot_id="bench", checkpoint_every=1000)
         await asyncio.to_thread(log.open)
         await fill_fast(log, 1000, 0)
+        q = Query(device="kerong:bank-a:3", limit=100)
+        q_early = await timed_query(log, q)
         commits_before = log.commits
         early = await append_many(log, 1000, sample)
         avg_batch = sample / max(1, log.commits - commits_before)
@@ -89,6 +97,9 @@ async def main(big: int, sample: int) -> None:
         await asyncio.sleep(1.0)
         late = await append_many(log, big + sample, sample)
         late_bare = bare_loop(root / "bare3.jsonl", recs, 1)
+        q_late = await timed_query(log, q)
+        q_range = await timed_query(log, Query(device="kerong:bank-a:3", limit=None,
+                                               after_seq=big // 2, until=None))
         await asyncio.to_thread(log.close)
         size = sum(p.stat().st_size for p in (root / "audit").glob("audit-*.jsonl"))
 
@@ -115,6 +126,9 @@ async def main(big: int, sample: int) -> None:
     print(f"bare write+fsync per record, then      {late_bare * 1e6:9.1f} us/event (the disk "
           f"itself, same moment)")
     print(f"cost ratio {big:,} / 1,000             {late / early:9.2f}  (target <= 1.2)")
+    print(f"query one device, newest 100, at 1k    {q_early[0] * 1e3:9.2f} ms")
+    print(f"query one device, newest 100, at {big:,} {q_late[0] * 1e3:9.2f} ms")
+    print(f"query one device, second half ({q_range[1]:,} hits) {q_range[0] * 1e3:9.1f} ms")
     print(f"TinyDB default insert at 20,000 events     {tiny * 1e3:9.1f} ms/insert")
     print(f"speed-up over TinyDB                       {tiny / early:9.0f}x")
 

@@ -526,10 +526,11 @@ class Agent:
                 continue
             if before["door"] != c["door"] and c["door"] != "unknown":
                 self.record_soon("door_opened" if c["door"] == "open" else "door_closed",
-                                 device=dev.id, compartment=c["index"])
+                                 device=dev.id, compartment=c["index"], actor=dev.id)
             if before["item"] != c["item"] and c["item"] != "unknown":
                 self.record_soon("item_returned" if c["item"] == "present" else "item_removed",
-                                 device=dev.id, compartment=c["index"], item=c.get("tag"))
+                                 device=dev.id, compartment=c["index"], item=c.get("tag"),
+                                 actor=dev.id)
         dev.compartments = new
         self.store.save_compartments(dev.id, new)
         self._device_changed(dev)
