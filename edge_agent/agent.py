@@ -67,6 +67,8 @@ class Device:
         self.task: asyncio.Task[None] | None = None
         self.error: str = ""
         self.compartments: list[dict[str, Any]] = []
+        self.bus: SerialBus | None = None
+        self.out_of_service: dict[str, dict[str, Any]] = {}  # compartment -> why/who
 
     @property
     def link(self) -> str:
@@ -83,6 +85,7 @@ class Device:
             "source": c.source, "address": c.address, "bus_id": c.bus_id,
             "properties": dict(c.properties), "first_seen": self.first_seen,
             "last_seen": self.last_seen, "adopted": self.adopted, "ignored": self.ignored,
+            "out_of_service": self.out_of_service,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +149,7 @@ class Agent:
         self._saved_registry: dict[str, dict[str, Any]] = {}
         self._saved_comps: dict[str, list[dict[str, Any]]] = {}
         self._plugin_settings: dict[str, dict[str, Any]] = {}
+        self._ignored: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ tasks
 
@@ -211,6 +215,7 @@ class Agent:
         self._audit_alarms()
         await self.store.open()
         devices, comps = await self.store.load()
+        self._ignored = {d["id"]: d for d in await self.store.load_ignored()}
         self._saved_registry = {d["id"]: d for d in devices}
         self._saved_comps = comps
         self._api = ApiServer(self)
@@ -470,11 +475,14 @@ class Agent:
             if saved:
                 dev.first_seen = saved.get("first_seen", now)
                 dev.adopted = bool(saved.get("adopted"))
+                dev.out_of_service = dict(saved.get("out_of_service") or {})
                 dev.compartments = self._saved_comps.get(cand.identity, [])
             self.devices[dev.id] = dev
             self.record_soon("device_discovered", device=dev.id, details={
                 "plugin": cand.plugin, "source": cand.source, "address": cand.address,
                 "model": cand.model})
+        if bus is not None:
+            dev.bus = bus
         if not dev.adopted and self.config.agent.auto_adopt:
             dev.adopted = True
         self.store.save_device(dev.registry_doc())
@@ -552,6 +560,10 @@ class Agent:
         if self.audit.error:
             raise StoreUnavailable(f"{self.audit.error}: commands that move equipment are "
                                    "refused until the audit log can be written")
+        oos = dev.out_of_service.get(str(compartment))
+        if oos:
+            raise DeviceUnavailable(f"compartment {compartment} of {device_id} is out of "
+                                    f"service ({oos['reason']}, by {oos['actor']})")
         fields = {"device": device_id, "compartment": compartment, "actor": actor,
                   "reason": reason}
         request = await self.record("unlock_requested", **fields)
@@ -568,6 +580,96 @@ class Agent:
                                           comp}, **fields)
         return {"device": device_id, "compartment": compartment, "state": comp,
                 "audit_seq": done["seq"]}
+
+    async def identify(self, device_id: str, *, actor: str) -> None:
+        dev = self.device(device_id)
+        if dev.supervisor is None:
+            raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+        try:
+            await dev.supervisor.identify()
+        except EdgeAgentError as exc:
+            await self.record("identify", device=device_id, actor=actor, outcome="failed",
+                              details={"error": str(exc)})
+            raise
+        await self.record("identify", device=device_id, actor=actor)
+
+    async def set_out_of_service(self, device_id: str, compartment: int, *, actor: str,
+                                 reason: str, out: bool) -> dict[str, Any]:
+        """Take a compartment out of service (unlocks refused) or put it back. Audited."""
+        dev = self.device(device_id)
+        if dev.compartments and not any(c["index"] == compartment for c in dev.compartments):
+            raise DeviceUnavailable(f"{device_id} has no compartment {compartment}")
+        rec = await self.record("out_of_service" if out else "back_in_service",
+                                device=device_id, compartment=compartment, actor=actor,
+                                reason=reason)
+        if out:
+            dev.out_of_service[str(compartment)] = {"reason": reason, "actor": actor,
+                                                    "since": time.time(), "seq": rec["seq"]}
+        else:
+            dev.out_of_service.pop(str(compartment), None)
+        self.store.save_device(dev.registry_doc())
+        self._device_changed(dev)
+        return {"device": device_id, "compartment": compartment, "out_of_service": out,
+                "audit_seq": rec["seq"]}
+
+    def inbox_items(self) -> list[dict[str, Any]]:
+        """What was found and not adopted, with why; ignored entries are left out."""
+        items = [dict(v) for k, v in self.inbox.items() if k not in self._ignored]
+        for dev in self.devices.values():
+            if dev.ignored:
+                continue
+            if not dev.adopted:
+                items.append({"id": dev.id, "what": f"{dev.candidate.vendor} "
+                              f"{dev.candidate.model} at {dev.candidate.address}",
+                              "why": "not adopted (auto_adopt is off)", "since": dev.first_seen,
+                              "device": dev.id})
+            elif dev.error:
+                items.append({"id": dev.id, "what": dev.candidate.address, "why": dev.error,
+                              "since": dev.first_seen, "device": dev.id})
+        return sorted(items, key=lambda e: e["id"])
+
+    async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        dev = self.devices.get(item_id)
+        if dev is None:
+            raise DeviceUnavailable(f"{item_id!r} is not a device that can be adopted")
+        rec = await self.record("device_adopted", device=item_id, actor=actor, reason=reason)
+        dev.adopted, dev.ignored = True, None
+        self._ignored.pop(item_id, None)
+        self.store.save_device(dev.registry_doc())
+        if dev.supervisor is None:
+            await self._supervise(dev, dev.bus)
+        self._device_changed(dev)
+        return {"id": item_id, "adopted": True, "audit_seq": rec["seq"]}
+
+    async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """Ignore a discovered device or inbox entry; persists across restarts."""
+        if item_id not in self.devices and item_id not in self.inbox:
+            raise DeviceUnavailable(f"nothing called {item_id!r} in the discovery inbox")
+        rec = await self.record("discovery_ignored", device=item_id, actor=actor,
+                                reason=reason)
+        self._ignored[item_id] = {"id": item_id, "reason": reason, "actor": actor,
+                                  "since": time.time()}
+        self.store.save_ignored(self._ignored[item_id])
+        dev = self.devices.get(item_id)
+        if dev is not None:
+            dev.ignored = reason
+            dev.adopted = False
+            if dev.supervisor is not None:
+                dev.supervisor.stop()
+                dev.supervisor = None
+            self.store.save_device(dev.registry_doc())
+            self._device_changed(dev)
+        return {"id": item_id, "ignored": True, "audit_seq": rec["seq"]}
+
+    def describe_wire(self, dev: Device, chunks: list[bytes]) -> list[str]:
+        try:
+            out = self.plugins.call_one_sync(dev.candidate.plugin, "edge_agent_describe_wire",
+                                             chunks=chunks)
+        except PluginError:
+            return [""] * len(chunks)
+        if not isinstance(out, list) or len(out) != len(chunks):
+            return [""] * len(chunks)
+        return [str(x) for x in out]
 
     # ------------------------------------------------------------------ views
 
@@ -589,7 +691,7 @@ class Agent:
                       "damaged_lines": self.audit.damaged_lines},
             "store": {"error": self.store.last_error},
             "alarms": list(self.alarms.values()),
-            "inbox": len(self.inbox),
+            "inbox": len(self.inbox_items()),
             "buses": list(self.bus_info.values()),
             "mdns": self.mdns.to_json() if self.mdns else None,
             "plugins": {n: r.status for n, r in self.plugins.records.items()},

@@ -215,3 +215,22 @@ def edge_agent_simulator(options: Mapping[str, Any]) -> Simulator | None:
         def edge_agent_simulator(options):
             return AcmeSimulator(port=int(options.get("port", 8080)))
     """
+
+
+@hookspec
+def edge_agent_describe_wire(chunks: list[bytes]) -> list[str] | None:
+    """Decode raw bytes seen on a device's wire, for the technician's diagnostics view.
+
+    Since contract 1.0. Called with the chunks of the last transactions (requests and
+    replies as they were read); must not raise on garbage.
+
+    :param chunks: raw bytes, one element per read or write.
+    :returns: one human-readable description per chunk (``""`` if nothing to say).
+
+    Example::
+
+        @hookimpl
+        def edge_agent_describe_wire(chunks):
+            return [", ".join(str(f) for f in Decoder().feed(c)) or "no frame"
+                    for c in chunks]
+    """

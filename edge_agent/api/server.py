@@ -16,7 +16,11 @@ Routes (all JSON):
 * ``GET  /v1/events/export``              every match, streamed: ``&format=jsonl|csv``
 * ``GET  /v1/events/stream``              server-sent events: ``audit`` and ``device``
 * ``GET  /v1/plugins``                    loaded, refused and isolated plugins
+* ``POST /v1/devices/{id}/identify``      flash/beep the device, if it can
+* ``POST /v1/devices/{id}/out-of-service`` ``{"compartment": N, "reason": "...", "out": true}``
 * ``GET  /v1/inbox``                      discovered but not adopted, with why
+* ``POST /v1/inbox/{id}/adopt``           ``{"reason": "..."}``
+* ``POST /v1/inbox/{id}/ignore``          ``{"reason": "..."}`` (persists)
 
 Errors are ``{"error": "...", "hint": "..."}`` with 400 (bad request), 404 (unknown),
 409 (device offline), 503 (store unavailable: fail closed), 504 (device timeout).
@@ -96,6 +100,12 @@ def _error(status: int, message: str, hint: str = "") -> web.Response:
     return _json({"error": message, "hint": hint}, status=status)
 
 
+def _http(status: int, message: str, hint: str = "") -> web.HTTPException:
+    cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound}[status]
+    return cls(text=json.dumps({"error": message, "hint": hint}),
+               content_type="application/json")
+
+
 class ApiServer:
     def __init__(self, agent: Any) -> None:
         self.agent = agent
@@ -107,6 +117,10 @@ class ApiServer:
         r.add_get("/v1/devices/{id}", self.device)
         r.add_get("/v1/devices/{id}/wire", self.wire)
         r.add_post("/v1/devices/{id}/unlock", self.unlock)
+        r.add_post("/v1/devices/{id}/identify", self.identify)
+        r.add_post("/v1/devices/{id}/out-of-service", self.out_of_service)
+        r.add_post("/v1/inbox/{id}/adopt", self.adopt)
+        r.add_post("/v1/inbox/{id}/ignore", self.ignore)
         r.add_get("/v1/events", self.events)
         r.add_get("/v1/events/stream", self.stream)
         r.add_get("/v1/events/export", self.export)
@@ -165,9 +179,13 @@ class ApiServer:
         bus = self.agent.buses.get(dev.candidate.bus_id or "")
         if bus is None:
             return _json({"bus": None, "frames": []})
-        frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note}
-                  for w in bus.wire_snapshot(int(request.query.get("limit", "100")))]
+        records = bus.wire_snapshot(int(request.query.get("limit", "100")))
+        decoded = await asyncio.get_running_loop().run_in_executor(
+            None, self.agent.describe_wire, dev, [w.data for w in records])
+        frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
+                   "decoded": text} for w, text in zip(records, decoded, strict=True)]
         return _json({"bus": bus.bus_id, "address": bus.address,
+                      "bus_info": self.agent.bus_info.get(bus.bus_id),
                       "settings": bus.settings.describe(),
                       "counters": bus.counters.to_json(), "frames": frames})
 
@@ -289,4 +307,61 @@ class ApiServer:
                                                    key=lambda r: r.name)])
 
     async def inbox(self, request: web.Request) -> web.Response:
-        return _json(sorted(self.agent.inbox.values(), key=lambda e: e["id"]))
+        return _json(self.agent.inbox_items())
+
+    async def _body(self, request: web.Request, *, need_reason: bool = True
+                    ) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise _http(400, "body must be a JSON object")
+        reason = body.get("reason")
+        if need_reason and (not isinstance(reason, str) or not reason.strip()):
+            raise _http(400, "a reason is required", "say why; it goes into the audit log")
+        return body
+
+    async def _command(self, request: web.Request, fn: Any) -> web.Response:
+        user, _uid = peer_user(request)
+        try:
+            result = await fn(user)
+        except StoreUnavailable as exc:
+            return _error(503, str(exc), "free disk space on the state directory's filesystem")
+        except DeviceUnavailable as exc:
+            return _error(409, str(exc))
+        except DeviceTimeout as exc:
+            return _error(504, str(exc))
+        except Unsupported as exc:
+            return _error(400, str(exc))
+        except DriverError as exc:
+            return _error(502, str(exc))
+        if isinstance(result, dict):
+            result["actor"] = user
+        return _json(result if result is not None else {"ok": True, "actor": user})
+
+    async def identify(self, request: web.Request) -> web.Response:
+        dev = self._dev(request)
+        return await self._command(request, lambda u: self.agent.identify(dev.id, actor=u))
+
+    async def out_of_service(self, request: web.Request) -> web.Response:
+        dev = self._dev(request)
+        body = await self._body(request)
+        comp = body.get("compartment")
+        if not isinstance(comp, int) or isinstance(comp, bool) or comp < 1:
+            return _error(400, "compartment must be a positive integer")
+        out = bool(body.get("out", True))
+        return await self._command(request, lambda u: self.agent.set_out_of_service(
+            dev.id, comp, actor=u, reason=body["reason"].strip(), out=out))
+
+    async def adopt(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        item = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.adopt(
+            item, actor=u, reason=body["reason"].strip()))
+
+    async def ignore(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        item = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.ignore(
+            item, actor=u, reason=body["reason"].strip()))

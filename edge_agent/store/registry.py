@@ -160,6 +160,18 @@ class StateStore:
         )
         return result
 
+    async def load_ignored(self) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            assert self._db is not None
+            return [dict(d) for d in self._db.table("ignored").all()]
+
+        result: list[dict[str, Any]] = await self._run(read)
+        return result
+
+    def save_ignored(self, doc: dict[str, Any]) -> None:
+        self._pool.submit(self._upsert, "ignored", dict(doc))
+        self._schedule_flush()
+
     def _upsert(self, table: str, doc: dict[str, Any]) -> None:
         assert self._db is not None
         self._db.table(table).upsert(doc, Query().id == doc["id"])

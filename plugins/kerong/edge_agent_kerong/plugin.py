@@ -14,7 +14,7 @@ from edge_agent.contract import (
     UsbMatcher,
 )
 from edge_agent.hookspecs import hookimpl
-from edge_agent_kerong import __version__
+from edge_agent_kerong import __version__, codec
 from edge_agent_kerong.driver import PLUGIN, SETTINGS_SCHEMA, KerongBoardDriver, probe_bus
 from edge_agent_kerong.simulator import KerongSimulator
 
@@ -71,3 +71,27 @@ def edge_agent_settings_schema() -> Mapping[str, Any]:
 @hookimpl
 def edge_agent_simulator(options: Mapping[str, Any]) -> KerongSimulator:
     return KerongSimulator.from_options(options)
+
+
+@hookimpl
+def edge_agent_describe_wire(chunks: list[bytes]) -> list[str]:
+    out = []
+    for chunk in chunks:
+        decoder = codec.Decoder()
+        frames = decoder.feed(chunk)
+        parts = [describe(f) for f in frames]
+        if decoder.garbage_bytes:
+            parts.append(f"{decoder.garbage_bytes} garbage byte(s)")
+        if decoder.checksum_errors:
+            parts.append(f"{decoder.checksum_errors} bad checksum(s)")
+        out.append("; ".join(parts))
+    return out
+
+
+def describe(frame: codec.Frame) -> str:
+    if isinstance(frame, codec.StatusReply):
+        return f"status reply board {frame.board}: hooks {frame.hooks:016b} ir {frame.ir:016b}"
+    names = {codec.CMD_STATUS: "status?", codec.CMD_UNLOCK: "unlock"}
+    name = names.get(frame.cmd, f"cmd 0x{frame.cmd:02x}")
+    lock = f" lock {frame.lock + 1}" if frame.cmd == codec.CMD_UNLOCK else ""
+    return f"{name} board {frame.board}{lock}"
