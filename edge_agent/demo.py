@@ -123,11 +123,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             snap = asyncio.run(_snapshot(demo.sock))
             _print_headless(snap, demo.simulated, as_json=args.json)
         else:
-            from tui.app import DashboardApp
+            from tui.app import Dashboard
 
             print(f"agent API on {demo.sock} (another terminal: EDGE_AGENT_SOCKET={demo.sock} "
                   "edge-agent devices)", flush=True)
-            DashboardApp(str(demo.sock), title=f"edge-agent demo: {site.name}").run()
+            Dashboard(str(demo.sock), title=f"edge-agent demo: {site.name}").run()
     finally:
         demo.stop()
         if os.environ.get("EDGE_AGENT_KEEP_DEMO"):

@@ -1,192 +1,242 @@
-"""First technician dashboard: live devices, the selected device's compartments, events.
+"""The technician's dashboard: ``edge-agent-tui --socket PATH [--read-only]``.
 
-It attaches to the agent's Unix socket, loads current state, then follows the event
-stream. Device rows are updated in place by key and in batches at a bounded rate (a
-DataTable repaints whole on any change, so per-event updates would not scale). If the
-agent goes away the header says so and the dashboard reconnects by itself.
+Attaches to the agent's Unix socket, loads current state, then follows the event stream
+(one link worker for the whole app). If the agent goes away the top bar turns red and
+the dashboard reconnects by itself; if its terminal goes away (SSH dropped) it exits.
+Screens: overview, devices, device detail, diagnostics, discovery inbox, events, plugins.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import time
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.theme import Theme
 
-from edge_agent.client import AgentClient
+from edge_agent.client import AgentClient, default_socket
 from edge_agent.errors import ClientError
+from tui.screens import (
+    DeviceScreen,
+    DevicesScreen,
+    DiagnosticsScreen,
+    EventsScreen,
+    HelpScreen,
+    InboxScreen,
+    JumpScreen,
+    OverviewScreen,
+    PluginsScreen,
+)
+from tui.state import Model
 
-DEVICE_COLUMNS = ("device", "vendor", "model", "state", "address", "seen", "items", "open")
-LINK_STYLE = {"online": "green", "degraded": "yellow", "offline": "bold red",
-              "connecting": "cyan", "discovered": "cyan", "error": "bold red"}
+HIGH_CONTRAST = Theme(
+    name="high-contrast", primary="#ffffff", secondary="#ffff00", accent="#00ffff",
+    warning="#ffff00", error="#ff3030", success="#00ff00", foreground="#ffffff",
+    background="#000000", surface="#000000", panel="#202020", dark=True,
+)
 
-
-def _link(link: str) -> Text:
-    return Text(link, style=LINK_STYLE.get(link, ""))
-
-
-def device_cells(d: dict[str, Any]) -> tuple[Any, ...]:
-    comps = d.get("compartments") or []
-    items = sum(1 for c in comps if c["item"] == "present")
-    opened = sum(1 for c in comps if c["door"] == "open")
-    seen = time.strftime("%H:%M:%S", time.localtime(d["last_seen"])) if d.get("last_seen") else "-"
-    return (d["id"], d.get("vendor") or d["plugin"], d.get("model") or "-", _link(d["link"]),
-            d.get("address", ""), seen, f"{items}/{len(comps)}", str(opened))
-
-
-def comp_cells(c: dict[str, Any]) -> tuple[Any, ...]:
-    door = Text("OPEN", style="bold yellow") if c["door"] == "open" else Text(c["door"])
-    item = Text(c["item"], style="green" if c["item"] == "present" else "dim")
-    return (str(c["index"]), door, item, c.get("tag") or "", c.get("fault") or "")
+SCREENS = {"overview": OverviewScreen, "devices": DevicesScreen, "inbox": InboxScreen,
+           "events": EventsScreen, "plugins": PluginsScreen}
 
 
-class DashboardApp(App[None]):
+class Dashboard(App[None]):
     CSS = """
-    #link { height: 1; padding: 0 1; background: $panel; }
-    #link.down { background: $error; color: $text; }
-    #devices { height: 1fr; }
-    #lower { height: 1fr; }
-    #compartments { width: 1fr; }
-    #events { width: 2fr; }
+    .heading { text-style: bold; margin-top: 1; }
+    .hidden { display: none; }
+    #devices, #events, #wire, #inbox, #plugins { height: 1fr; }
+    #attention { height: auto; max-height: 10; }
+    #diag-counters { height: 4; }
+    #rtt { width: 1fr; height: 3; }
+    #counters { width: 2fr; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("colon", "jump", "Jump", key_display=":"),
     ]
 
-    def __init__(self, socket_path: str, *, title: str = "edge-agent",
-                 flush_interval: float = 0.25) -> None:
+    def __init__(self, socket_path: str, *, read_only: bool = False,
+                 theme: str | None = None, title: str = "edge-agent") -> None:
         super().__init__()
         self.socket_path = socket_path
+        self.read_only = read_only
+        self.model = Model()
         self.title = title
-        self.flush_interval = flush_interval
-        self.devices: dict[str, dict[str, Any]] = {}
-        self._pending: dict[str, dict[str, Any]] = {}
-        self.selected: str | None = None
-        self.connected = False
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("connecting…", id="link")
-        yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
-        with Horizontal(id="lower"):
-            yield DataTable(id="compartments", cursor_type="row")
-            with Vertical(id="events"):
-                yield RichLog(id="eventlog", max_lines=500, wrap=False)
-        yield Footer()
+        self.register_theme(HIGH_CONTRAST)
+        if theme:
+            self.theme = theme
+        self._wire_pending = False
 
     def on_mount(self) -> None:
-        table = self.query_one("#devices", DataTable)
-        for col in DEVICE_COLUMNS:
-            table.add_column(col, key=col)
-        comps = self.query_one("#compartments", DataTable)
-        for col in ("#", "door", "item", "tag", "fault"):
-            comps.add_column(col, key=col)
-        self.run_worker(self._follow(), exclusive=True, group="link", name="agent-link")
-        self.set_interval(self.flush_interval, self._flush_pending)
+        self.push_screen(OverviewScreen())
+        self.run_worker(self._link(), exclusive=True, group="link", name="agent-link")
+        self.set_interval(2.0, self._poll_slow)
 
     # ------------------------------------------------------------ agent link
 
-    def _set_link(self, up: bool, text: str) -> None:
-        self.connected = up
-        w = self.query_one("#link", Static)
-        w.update(text)
-        w.set_class(not up, "down")
-
-    async def _follow(self) -> None:
+    async def _link(self) -> None:
+        m = self.model
         delay = 0.5
         while True:
             try:
                 async with AgentClient(self.socket_path, timeout=5) as c:
-                    status = await c.get("/v1/status")
-                    devices = await c.get("/v1/devices")
-                    events = await c.get("/v1/events", limit=50)
-                    self._set_link(True, f"site {status['site']['id']} · agent "
-                                   f"{status['agent']['version']} · health {status['health']}"
+                    m.status = await c.get("/v1/status")
+                    for d in await c.get("/v1/devices"):
+                        m.put_device(d)
+                    m.events.clear()
+                    for e in await c.get("/v1/events", limit=200):
+                        m.put_event(e)
+                    m.plugins = await c.get("/v1/plugins")
+                    m.inbox = await c.get("/v1/inbox")
+                    m.connected = True
+                    site = m.status["site"]
+                    m.link_text = (f"site {site['id']} · agent {m.status['agent']['version']}"
                                    f" · {self.socket_path}")
                     delay = 0.5
-                    for d in devices:
-                        self._pending[d["id"]] = d
-                    log = self.query_one("#eventlog", RichLog)
-                    for e in events:
-                        log.write(self._event_text(e))
                     async for kind, data in c.stream():
                         if kind == "device":
-                            self._pending[data["id"]] = data
+                            m.put_device(data)
                         elif kind == "audit":
-                            log.write(self._event_text(data))
+                            m.put_event(data)
                         elif kind == "overflow":
                             break
+                    reason = "the agent closed the event stream"
             except ClientError as exc:
-                self._set_link(False, f"LINK TO AGENT LOST: {exc} · retrying")
+                reason = str(exc)
             except (OSError, ValueError) as exc:
-                self._set_link(False, f"LINK TO AGENT LOST: {exc!r} · retrying")
-            else:
-                self._set_link(False, "LINK TO AGENT LOST: stream ended · retrying")
+                reason = repr(exc)
+            m.connected = False
+            m.link_text = f"LINK TO AGENT LOST — {reason} — reconnecting…"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    @staticmethod
-    def _event_text(e: dict[str, Any]) -> Text:
-        where = e.get("device") or ""
-        if e.get("compartment"):
-            where += f"/{e['compartment']}"
-        style = "bold red" if e.get("outcome") not in (None, "ok") else ""
-        t = Text(f"{e['ts'][11:19]} #{e['seq']} {e['action']} {where} ", style=style)
-        if e.get("actor") and e["actor"] != "agent":
-            t.append(f"by {e['actor']} ", style="bold")
-        if e.get("reason"):
-            t.append(repr(e["reason"]), style="italic")
-        return t
-
-    # ------------------------------------------------------------ table updates
-
-    def _flush_pending(self) -> None:
-        if not self._pending:
+    async def _poll_slow(self) -> None:
+        """Status, inbox and plugins change rarely: poll them, don't stream them."""
+        if not self.model.connected:
             return
-        pending, self._pending = self._pending, {}
-        table = self.query_one("#devices", DataTable)
-        with self.batch_update():
-            for dev_id, d in pending.items():
-                cells = device_cells(d)
-                if dev_id in self.devices:
-                    for col, value in zip(DEVICE_COLUMNS, cells, strict=True):
-                        table.update_cell(dev_id, col, value)
-                else:
-                    table.add_row(*cells, key=dev_id)
-                self.devices[dev_id] = d
-            if self.selected is None and self.devices:
-                self.selected = next(iter(self.devices))
-            if self.selected in pending:
-                self._show_compartments(self.devices[self.selected])
+        try:
+            async with AgentClient(self.socket_path, timeout=3) as c:
+                self.model.status = await c.get("/v1/status")
+                self.model.inbox = await c.get("/v1/inbox")
+                self.model.plugins = await c.get("/v1/plugins")
+        except ClientError:
+            pass
 
-    def _show_compartments(self, d: dict[str, Any]) -> None:
-        comps = self.query_one("#compartments", DataTable)
-        comps.border_title = d["id"]
-        wanted = {str(c["index"]): c for c in d.get("compartments") or []}
-        existing = {str(k.value) for k in comps.rows}
-        if set(wanted) != existing:
-            comps.clear()
-            for key, c in wanted.items():
-                comps.add_row(*comp_cells(c), key=key)
+    def fetch_wire(self, device_id: str, then: Callable[[dict[str, Any]], None]) -> None:
+        if self._wire_pending or not self.model.connected:
             return
-        for key, c in wanted.items():
-            for col, value in zip(("#", "door", "item", "tag", "fault"), comp_cells(c),
-                                  strict=True):
-                comps.update_cell(key, col, value)
+        self._wire_pending = True
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id != "devices" or event.row_key.value is None:
+        async def go() -> None:
+            try:
+                async with AgentClient(self.socket_path, timeout=3) as c:
+                    then(await c.get(f"/v1/devices/{device_id}/wire", limit=80))
+            except ClientError:
+                pass
+            finally:
+                self._wire_pending = False
+
+        self.run_worker(go(), group="wire")
+
+    # ------------------------------------------------------------ commands
+
+    def run_command(self, what: str, target: str, answer: dict[str, Any] | None) -> None:
+        if answer is None:
             return
-        self.selected = str(event.row_key.value)
-        if self.selected in self.devices:
-            self._show_compartments(self.devices[self.selected])
+        if self.read_only:
+            self.notify("read-only dashboard: no actions", severity="error")
+            return
+        paths = {"unlock": f"/v1/devices/{target}/unlock",
+                 "identify": f"/v1/devices/{target}/identify",
+                 "out_of_service": f"/v1/devices/{target}/out-of-service",
+                 "adopt": f"/v1/inbox/{target}/adopt", "ignore": f"/v1/inbox/{target}/ignore"}
+        body = {"reason": answer["reason"]}
+        if answer.get("compartment") is not None:
+            body["compartment"] = answer["compartment"]
 
-    def action_refresh(self) -> None:
-        # An exclusive worker replaces (cancels) the running link: reload from scratch.
-        self.run_worker(self._follow(), exclusive=True, group="link", name="agent-link")
+        async def go() -> None:
+            try:
+                async with AgentClient(self.socket_path, timeout=10) as c:
+                    result = await c.post(paths[what], body)
+                seq = result.get("audit_seq")
+                self.notify(f"{what.replace('_', ' ')} done" + (f" (audit #{seq})" if seq
+                                                                 else ""), timeout=4)
+            except ClientError as exc:
+                self.notify(f"{what.replace('_', ' ')} failed: {exc}", severity="error",
+                            timeout=8)
+
+        self.run_worker(go(), group="command")
+
+    # ------------------------------------------------------------ navigation
+
+    def goto(self, name: str) -> None:
+        screen = SCREENS[name]()
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        if name == "overview":
+            return
+        self.push_screen(screen)
+
+    def action_goto(self, name: str) -> None:
+        self.goto(name)
+
+    def open_device(self, device_id: str) -> None:
+        self.push_screen(DeviceScreen(device_id))
+
+    def open_diagnostics(self, device_id: str) -> None:
+        self.push_screen(DiagnosticsScreen(device_id))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_jump(self) -> None:
+        choices = [*SCREENS, *sorted(self.model.devices),
+                   *(f"diag {d}" for d in sorted(self.model.devices))]
+        self.push_screen(JumpScreen(choices), self._jump)
+
+    def _jump(self, target: str | None) -> None:
+        if not target:
+            return
+        if target in SCREENS:
+            self.goto(target)
+        elif target.startswith("diag ") and target[5:] in self.model.devices:
+            self.open_diagnostics(target[5:])
+        elif target in self.model.devices:
+            self.open_device(target)
+        else:
+            matches = [d for d in self.model.devices if target in d]
+            if len(matches) == 1:
+                self.open_device(matches[0])
+            else:
+                self.notify(f"no screen or device {target!r}", severity="warning")
+
+
+# Kept for the demo and older callers.
+DashboardApp = Dashboard
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-agent-tui",
+                                description="Technician dashboard for edge-agent.")
+    p.add_argument("--socket", default=default_socket(), help="agent API socket")
+    p.add_argument("--read-only", action="store_true",
+                   help="offer no action that changes hardware")
+    p.add_argument("--theme", choices=["textual-dark", "textual-light", "ansi-dark",
+                                       "ansi-light", "high-contrast"],
+                   help="colour theme (NO_COLOR is honoured whatever the theme)")
+    args = p.parse_args(argv)
+    if not sys.stdout.isatty():
+        print("edge-agent-tui needs a terminal", file=sys.stderr)
+        return 2
+    read_only = args.read_only or os.environ.get("EDGE_AGENT_TUI_READ_ONLY") == "1"
+    Dashboard(args.socket, read_only=read_only, theme=args.theme).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,706 @@
+"""The dashboard's screens. Each renders from the shared :class:`tui.state.Model` on a
+timer (bounded repaint rate) and updates table rows by key, never rebuilding a table
+because one value changed."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
+
+from tui.state import attention_order, counts, faults
+
+if TYPE_CHECKING:
+    from tui.app import Dashboard
+
+LINK_STYLE = {"online": "green", "degraded": "yellow", "offline": "bold red",
+              "connecting": "cyan", "discovered": "cyan", "error": "bold red",
+              "ignored": "dim"}
+
+
+def link_text(link: str) -> Text:
+    return Text(link, style=LINK_STYLE.get(link, ""))
+
+
+def hhmmss(t: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def event_text(e: dict[str, Any]) -> Text:
+    where = e.get("device") or ""
+    if e.get("compartment"):
+        where += f"/{e['compartment']}"
+    bad = e.get("outcome") not in (None, "ok")
+    t = Text(f"{e['ts'][11:19]} #{e['seq']} ", style="dim")
+    t.append(e["action"], style="bold red" if bad else "bold")
+    t.append(f" {where}")
+    if e.get("actor") and e["actor"] not in ("agent", e.get("device")):
+        t.append(f" by {e['actor']}", style="bold")
+    if e.get("reason"):
+        t.append(f" {e['reason']!r}", style="italic")
+    return t
+
+
+class LinkBar(Static):
+    """One line: site, agent health and the state of the link to the agent."""
+
+    DEFAULT_CSS = """
+    LinkBar { height: 1; padding: 0 1; background: $panel; }
+    LinkBar.down { background: $error; color: $text; text-style: bold; }
+    """
+
+    def refresh_from(self, app: Dashboard) -> None:
+        m = app.model
+        ro = "  [READ-ONLY]" if app.read_only else ""
+        self.update(m.link_text + ro)
+        self.set_class(not m.connected, "down")
+
+
+class BaseScreen(Screen[None]):
+    """Link bar on top, footer with this screen's keys below, periodic refresh."""
+
+    BINDINGS = [Binding("escape", "back", "Back")]
+    refresh_interval = 0.25
+
+    @property
+    def dash(self) -> Dashboard:
+        from tui.app import Dashboard
+
+        assert isinstance(self.app, Dashboard)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield LinkBar(id="linkbar")
+        yield from self.body()
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.set_interval(self.refresh_interval, self._tick)
+        self._tick()
+
+    def _tick(self) -> None:
+        self.query_one(LinkBar).refresh_from(self.dash)
+        self.render_model()
+
+    def render_model(self) -> None:
+        pass
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+
+class KeyedTable(DataTable[Any]):
+    """A DataTable updated by row key: add, update changed cells, remove."""
+
+    def sync(self, rows: dict[str, tuple[Any, ...]], columns: tuple[str, ...]) -> None:
+        existing = {str(k.value) for k in self.rows}
+        for key in existing - rows.keys():
+            self.remove_row(key)
+        for key, cells in rows.items():
+            if key in existing:
+                for col, value in zip(columns, cells, strict=True):
+                    if self.get_cell(key, col) != value:
+                        self.update_cell(key, col, value)
+            else:
+                self.add_row(*cells, key=key)
+
+
+# ------------------------------------------------------------------------ overview
+
+
+class OverviewScreen(BaseScreen):
+    BINDINGS = [
+        Binding("d", "app.goto('devices')", "Devices"),
+        Binding("i", "app.goto('inbox')", "Inbox"),
+        Binding("e", "app.goto('events')", "Events"),
+        Binding("p", "app.goto('plugins')", "Plugins"),
+        Binding("enter", "open", "Open device"),
+    ]
+
+    def body(self) -> ComposeResult:
+        yield Static(id="summary")
+        yield Label("Needs attention", classes="heading")
+        yield KeyedTable(id="attention", cursor_type="row")
+        yield Label("Last events", classes="heading")
+        yield Static(id="last-events")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#attention", KeyedTable)
+        for col in ("device", "state", "why"):
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def render_model(self) -> None:
+        m = self.dash.model
+        st = m.status
+        c = counts(m)
+        site = st.get("site", {})
+        summary = Text()
+        summary.append(f"{site.get('name') or site.get('id', '?')}  ", style="bold")
+        summary.append(f"agent {st.get('health', '?')}  ",
+                       style="green" if st.get("health") == "ok" else "bold red")
+        summary.append(f"online {c.get('online', 0)}  ", style="green")
+        summary.append(f"degraded {c.get('degraded', 0)}  ",
+                       style="yellow" if c.get("degraded") else "")
+        summary.append(f"offline {c.get('offline', 0) + c.get('error', 0)}  ",
+                       style="bold red" if c.get("offline") or c.get("error") else "")
+        summary.append(f"alarms {len(st.get('alarms', []))}  ",
+                       style="bold red" if st.get("alarms") else "")
+        summary.append(f"inbox {len(m.inbox)}")
+        for a in st.get("alarms", []):
+            summary.append(f"\nALARM {a['message']}", style="bold red")
+        if (st.get("audit") or {}).get("error"):
+            summary.append(f"\nAUDIT LOG: {st['audit']['error']} (unlocks refused)",
+                           style="bold red")
+        self.query_one("#summary", Static).update(summary)
+        bad = [d for d in attention_order(list(m.devices.values()))
+               if d["link"] not in ("online",)]
+        rows = {d["id"]: (d["id"], link_text(d["link"]), (d.get("reason") or d.get("error")
+                                                          or "")[:60]) for d in bad}
+        self.query_one("#attention", KeyedTable).sync(rows, ("device", "state", "why"))
+        last = list(m.events)[-8:]
+        self.query_one("#last-events", Static).update(
+            Text("\n").join(event_text(e) for e in last) if last else Text("no events yet"))
+
+    @on(DataTable.RowSelected, "#attention")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.dash.open_device(str(event.row_key.value))
+
+    def action_open(self) -> None:
+        t = self.query_one("#attention", KeyedTable)
+        if t.row_count:
+            key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
+            if key:
+                self.dash.open_device(str(key))
+
+
+# ------------------------------------------------------------------------ devices
+
+DEVICE_COLUMNS = ("device", "state", "model", "transport", "seen", "faults", "vendor")
+
+
+class DevicesScreen(BaseScreen):
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("s", "sort", "Sort"),
+        Binding("g", "diagnostics", "Diagnostics"),
+    ]
+    sort_column = 0
+
+    def body(self) -> ComposeResult:
+        yield KeyedTable(id="devices", cursor_type="row", zebra_stripes=True)
+        yield Input(placeholder="filter devices (Enter to apply, Esc to clear)", id="filter",
+                    classes="hidden")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#devices", KeyedTable)
+        for col in DEVICE_COLUMNS:
+            t.add_column(col, key=col)
+        self.filter_text = ""
+        self.full_sync = True
+        self.marked: set[str] = set()
+        super().on_mount()
+
+    def _cells(self, d: dict[str, Any]) -> tuple[Any, ...]:
+        m = self.dash.model
+        state = link_text(d["link"])
+        if m.recently_changed(d["id"], "link"):
+            state = Text("*", style="bold magenta") + state
+        address = d.get("address", "")
+        return (d["id"], state, d.get("model") or "-",
+                address if len(address) < 24 else "…" + address[-23:],
+                hhmmss(d.get("last_seen")), str(faults(d)), d.get("vendor") or d["plugin"])
+
+    def _wanted(self, d: dict[str, Any]) -> bool:
+        if not self.filter_text:
+            return True
+        text = " ".join(str(d.get(k, "")) for k in ("id", "vendor", "model", "address", "link"))
+        return self.filter_text in text.lower()
+
+    def render_model(self) -> None:
+        """Touch only rows whose device changed (or whose change marker expired)."""
+        m = self.dash.model
+        t = self.query_one("#devices", KeyedTable)
+        changed = m.drain_changed()
+        if self.full_sync:
+            self.full_sync = False
+            rows = {k: self._cells(d) for k, d in sorted(m.devices.items()) if self._wanted(d)}
+            with self.app.batch_update():
+                t.sync(rows, DEVICE_COLUMNS)
+            self.marked = {k for k in rows if m.recently_changed(k, "link")}
+            return
+        expired = {k for k in self.marked if not m.recently_changed(k, "link")}
+        todo = changed | expired
+        if not todo:
+            return
+        existing = {str(k.value) for k in t.rows}
+        with self.app.batch_update():
+            for key in todo:
+                d = m.devices.get(key)
+                if d is None or not self._wanted(d):
+                    if key in existing:
+                        t.remove_row(key)
+                    continue
+                cells = self._cells(d)
+                if key in existing:
+                    for col, value in zip(DEVICE_COLUMNS, cells, strict=True):
+                        t.update_cell(key, col, value)
+                else:
+                    t.add_row(*cells, key=key)
+                if m.recently_changed(key, "link"):
+                    self.marked.add(key)
+        self.marked -= expired
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.remove_class("hidden")
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _apply_filter(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip().lower()
+        self.full_sync = True
+        self.query_one("#devices", KeyedTable).focus()
+        if not self.filter_text:
+            event.input.add_class("hidden")
+        self.render_model()
+
+    def action_sort(self) -> None:
+        t = self.query_one("#devices", KeyedTable)
+        self.sort_column = (self.sort_column + 1) % len(DEVICE_COLUMNS)
+        t.sort(DEVICE_COLUMNS[self.sort_column], key=lambda v: str(v))
+        self.notify(f"sorted by {DEVICE_COLUMNS[self.sort_column]}", timeout=2)
+
+    def _selected(self) -> str | None:
+        t = self.query_one("#devices", KeyedTable)
+        if not t.row_count:
+            return None
+        key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
+        return str(key) if key else None
+
+    def action_open(self) -> None:
+        if (dev := self._selected()) is not None:
+            self.dash.open_device(dev)
+
+    @on(DataTable.RowSelected, "#devices")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.dash.open_device(str(event.row_key.value))
+
+    def action_diagnostics(self) -> None:
+        if (dev := self._selected()) is not None:
+            self.dash.open_diagnostics(dev)
+
+
+# ------------------------------------------------------------------------ device
+
+
+def compartment_grid(d: dict[str, Any], per_row: int = 4) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    oos = d.get("out_of_service") or {}
+    comps = d.get("compartments") or []
+    for start in range(0, len(comps), per_row):
+        cells = []
+        for c in comps[start:start + per_row]:
+            idx = c["index"]
+            if str(idx) in oos:
+                label, style = "OUT OF SERVICE", "reverse dim"
+            elif c.get("fault"):
+                label, style = f"FAULT {c['fault']}", "bold red"
+            else:
+                door = "OPEN" if c["door"] == "open" else "locked"
+                item = "item" if c["item"] == "present" else "empty"
+                label = f"{door} {item}"
+                style = "bold yellow" if c["door"] == "open" else (
+                    "green" if c["item"] == "present" else "")
+            if c.get("tag"):
+                label += f" {c['tag']}"
+            cells.append(Text(f"{idx:>2} {label:<13}", style=style))
+        grid.add_row(*cells)
+    return grid
+
+
+class DeviceScreen(BaseScreen):
+    BINDINGS = [
+        Binding("u", "unlock", "Unlock"),
+        Binding("i", "identify", "Identify"),
+        Binding("o", "out_of_service", "Out of service"),
+        Binding("g", "diagnostics", "Diagnostics"),
+    ]
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__()
+        self.device_id = device_id
+
+    def body(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="identity")
+            yield Static(id="grid")
+            yield Label("Recent events of this device", classes="heading")
+            yield Static(id="dev-events")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("unlock", "identify", "out_of_service") and self.dash.read_only:
+            return False  # hidden from the footer and refused
+        return True
+
+    def render_model(self) -> None:
+        d = self.dash.model.devices.get(self.device_id)
+        if d is None:
+            self.query_one("#identity", Static).update(f"{self.device_id}: not (yet) known")
+            return
+        info = d.get("info") or {}
+        details = info.get("details") or {}
+        ident = Text()
+        ident.append(f"{d['id']}  ", style="bold")
+        ident.append_text(link_text(d["link"]))
+        if d.get("reason"):
+            ident.append(f"  {d['reason']}", style="italic")
+        ident.append(f"\n{d.get('vendor') or info.get('vendor', '')} "
+                     f"{d.get('model') or info.get('model', '')}"
+                     f"  serial {info.get('serial') or '-'}"
+                     f"  firmware {info.get('firmware') or '-'}")
+        ident.append(f"\n{d.get('source')} · {d.get('address')}")
+        for k in ("hook_meaning", "unlock_reply", "interface"):
+            v = details.get(k) or (d.get("properties") or {}).get(k)
+            if v:
+                ident.append(f"\n{k}: {v}", style="dim")
+        self.query_one("#identity", Static).update(ident)
+        self.query_one("#grid", Static).update(compartment_grid(d))
+        evs = [e for e in self.dash.model.events if e.get("device") == self.device_id][-10:]
+        self.query_one("#dev-events", Static).update(
+            Text("\n").join(event_text(e) for e in evs) if evs else Text("none yet"))
+
+    def action_unlock(self) -> None:
+        self.app.push_screen(ConfirmScreen(
+            f"Unlock a compartment of {self.device_id}", need_compartment=True),
+            lambda r: self.dash.run_command("unlock", self.device_id, r))
+
+    def action_out_of_service(self) -> None:
+        self.app.push_screen(ConfirmScreen(
+            f"Take a compartment of {self.device_id} out of service", need_compartment=True),
+            lambda r: self.dash.run_command("out_of_service", self.device_id, r))
+
+    def action_identify(self) -> None:
+        self.app.push_screen(ConfirmScreen(f"Identify {self.device_id}"),
+                             lambda r: self.dash.run_command("identify", self.device_id, r))
+
+    def action_diagnostics(self) -> None:
+        self.dash.open_diagnostics(self.device_id)
+
+
+class ConfirmScreen(ModalScreen[dict[str, Any] | None]):
+    """Asks for a reason (and a compartment); Enter confirms, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 70; height: auto; border: thick $warning;
+                               background: $surface; padding: 1 2; }
+    """
+
+    def __init__(self, title: str, *, need_compartment: bool = False) -> None:
+        super().__init__()
+        self.title_text = title
+        self.need_compartment = need_compartment
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text)
+            if self.need_compartment:
+                yield Input(placeholder="compartment number", id="compartment",
+                            type="integer")
+            yield Input(placeholder="reason (required, goes into the audit log)", id="reason")
+            yield Label("Enter to confirm · Esc to cancel", id="hint")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        comp = None
+        if self.need_compartment:
+            raw = self.query_one("#compartment", Input).value.strip()
+            if not raw.isdigit() or int(raw) < 1:
+                self.query_one("#hint", Label).update("give a compartment number")
+                self.query_one("#compartment", Input).focus()
+                return
+            comp = int(raw)
+            if event.input.id == "compartment":
+                self.query_one("#reason", Input).focus()
+                return
+        if not reason:
+            self.query_one("#hint", Label).update("a reason is required")
+            self.query_one("#reason", Input).focus()
+            return
+        self.dismiss({"reason": reason, "compartment": comp})
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# ------------------------------------------------------------------------ diagnostics
+
+
+class DiagnosticsScreen(BaseScreen):
+    refresh_interval = 1.0
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__()
+        self.device_id = device_id
+        self.rtt: list[float] = []
+
+    def body(self) -> ComposeResult:
+        yield Static(id="diag-head")
+        with Horizontal(id="diag-counters"):
+            yield Static(id="counters")
+            yield Sparkline([], id="rtt")
+        yield KeyedTable(id="wire", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#wire", KeyedTable)
+        for col in ("time", "dir", "hex", "decoded"):
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def render_model(self) -> None:
+        self.dash.fetch_wire(self.device_id, self._show)
+
+    def _show(self, wire: dict[str, Any]) -> None:
+        d = self.dash.model.devices.get(self.device_id, {})
+        c = d.get("counters") or {}
+        bus_c = wire.get("counters") or {}
+        head = Text(f"{self.device_id}  ", style="bold")
+        head.append_text(link_text(d.get("link", "?")))
+        head.append(f"\nbus {wire.get('bus') or '-'} {wire.get('address') or ''} "
+                    f"{wire.get('settings') or ''}")
+        bi = wire.get("bus_info") or {}
+        if bi:
+            head.append(f"\nanswering: {len(bi.get('answering', []))} board(s)"
+                        + (f"  ERROR {bi['error']}" if bi.get("error") else ""))
+        props = d.get("properties") or {}
+        if props.get("interface"):
+            head.append(f"\nfound on interface {props['interface']}")
+        self.query_one("#diag-head", Static).update(head)
+        rtt = bus_c.get("last_rtt_ms") or c.get("last_poll_ms")
+        if rtt is not None:
+            self.rtt = ([*self.rtt, float(rtt)])[-60:]
+        self.query_one("#counters", Static).update(
+            f"polls {c.get('polls', 0)}  failures {c.get('poll_failures', 0)}  "
+            f"timeouts {c.get('timeouts', 0)}/{bus_c.get('timeouts', 0)}\n"
+            f"reconnects {c.get('reconnects', 0)}  bus reopens {bus_c.get('reopens', 0)}  "
+            f"plugin faults {c.get('plugin_faults', 0)}\n"
+            f"round trip {f'{rtt:.1f}' if rtt is not None else '-'} ms")
+        self.query_one("#rtt", Sparkline).data = self.rtt
+        rows = {}
+        for i, f in enumerate(wire.get("frames", [])[-60:]):
+            stamp = time.strftime("%H:%M:%S", time.localtime(f["t"]))
+            rows[f"{f['t']:.6f}-{i}"] = (
+                f"{stamp}.{int(f['t'] % 1 * 1000):03d}", f["dir"], f["hex"][:32],
+                (f.get("decoded") or f.get("note") or "")[:60])
+        self.query_one("#wire", KeyedTable).sync(rows, ("time", "dir", "hex", "decoded"))
+
+
+# ------------------------------------------------------------------------ inbox
+
+
+class InboxScreen(BaseScreen):
+    BINDINGS = [Binding("a", "adopt", "Adopt"), Binding("x", "ignore", "Ignore")]
+
+    def body(self) -> ComposeResult:
+        yield KeyedTable(id="inbox", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#inbox", KeyedTable)
+        for col in ("found", "what", "why"):
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in ("adopt", "ignore") and self.dash.read_only)
+
+    def render_model(self) -> None:
+        rows = {e["id"]: (e["id"], e["what"][:40], e["why"][:80])
+                for e in self.dash.model.inbox}
+        self.query_one("#inbox", KeyedTable).sync(rows, ("found", "what", "why"))
+
+    def _selected(self) -> str | None:
+        t = self.query_one("#inbox", KeyedTable)
+        if not t.row_count:
+            return None
+        return str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+
+    def action_adopt(self) -> None:
+        if (item := self._selected()) is not None:
+            self.app.push_screen(ConfirmScreen(f"Adopt {item}"),
+                                 lambda r: self.dash.run_command("adopt", item, r))
+
+    def action_ignore(self) -> None:
+        if (item := self._selected()) is not None:
+            self.app.push_screen(ConfirmScreen(f"Ignore {item} (persists)"),
+                                 lambda r: self.dash.run_command("ignore", item, r))
+
+
+# ------------------------------------------------------------------------ events
+
+EVENT_COLUMNS = ("seq", "time", "action", "device", "actor", "reason")
+
+
+class EventsScreen(BaseScreen):
+    BINDINGS = [Binding("slash", "filter", "Filter", key_display="/")]
+    MAX_ROWS = 500
+
+    def body(self) -> ComposeResult:
+        yield KeyedTable(id="events", cursor_type="row")
+        yield Input(placeholder="filter: text, or device=… action=… actor=… since=HH:MM",
+                    id="filter", classes="hidden")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#events", KeyedTable)
+        for col in EVENT_COLUMNS:
+            t.add_column(col, key=col)
+        self.filter_text = ""
+        self.shown_version = -1
+        super().on_mount()
+
+    def _match(self, e: dict[str, Any]) -> bool:
+        for term in self.filter_text.split():
+            if "=" in term:
+                k, v = term.split("=", 1)
+                if k == "since":
+                    if e["ts"][11:16] < v:
+                        return False
+                elif str(e.get(k, "")) != v and v not in str(e.get(k, "")):
+                    return False
+            elif term not in " ".join(str(e.get(k, "")) for k in
+                                      ("action", "device", "actor", "reason")).lower():
+                return False
+        return True
+
+    def render_model(self) -> None:
+        m = self.dash.model
+        if m.events_version == self.shown_version:
+            return
+        self.shown_version = m.events_version
+        evs = [e for e in m.events if self._match(e)][-self.MAX_ROWS:]
+        rows = {str(e["seq"]): (str(e["seq"]), e["ts"][11:19], e["action"],
+                                (e.get("device") or "") + (f"/{e['compartment']}"
+                                                           if e.get("compartment") else ""),
+                                e.get("actor") or "", (e.get("reason") or "")[:40])
+                for e in evs}
+        t = self.query_one("#events", KeyedTable)
+        with self.app.batch_update():
+            t.sync(rows, EVENT_COLUMNS)
+            if t.row_count:
+                t.move_cursor(row=t.row_count - 1)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.remove_class("hidden")
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _apply(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip().lower()
+        self.shown_version = -1
+        self.query_one("#events", KeyedTable).focus()
+        if not self.filter_text:
+            event.input.add_class("hidden")
+        self.render_model()
+
+
+# ------------------------------------------------------------------------ plugins
+
+
+class PluginsScreen(BaseScreen):
+    def body(self) -> ComposeResult:
+        yield KeyedTable(id="plugins", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#plugins", KeyedTable)
+        for col in ("plugin", "status", "version", "contract", "faults", "reason"):
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def render_model(self) -> None:
+        rows = {}
+        for p in self.dash.model.plugins:
+            status = Text(p["status"], style="green" if p["status"] == "loaded" else "bold red")
+            rows[p["name"]] = (p["name"], status, p.get("version") or "-",
+                               p.get("contract") or "-", str(p.get("faults", 0)),
+                               (p.get("reason") or p.get("last_fault") or "")[:60])
+        self.query_one("#plugins", KeyedTable).sync(
+            rows, ("plugin", "status", "version", "contract", "faults", "reason"))
+
+
+# ------------------------------------------------------------------------ palette, help
+
+
+class JumpScreen(ModalScreen[str | None]):
+    """``:`` — type a screen name or a device id (Tab completes), Enter to go."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    JumpScreen { align: center top; }
+    JumpScreen > Input { width: 70; margin-top: 2; border: thick $accent; }
+    """
+
+    def __init__(self, choices: list[str]) -> None:
+        super().__init__()
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder=": overview | devices | inbox | events | plugins | "
+                    "<device id> | diag <device id>",
+                    suggester=SuggestFromList(self.choices, case_sensitive=False), id="jump")
+
+    @on(Input.Submitted)
+    def _go(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+HELP = """\
+[b]edge-agent dashboard[/b] — keyboard first; the mouse is optional.
+
+  [b]:[/b]        jump to a screen or device (Tab completes, Enter goes)
+  [b]/[/b]        filter the current table      [b]s[/b]  sort (devices)
+  [b]Enter[/b]    open the selected device      [b]g[/b]  diagnostics of a device
+  [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
+  [b]d i e p[/b]  devices, inbox, events, plugins (from the overview)
+  Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
+  Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
+
+A red bar on top means the link to the agent is down; the dashboard reconnects by
+itself. Started with --read-only, no action that moves hardware is offered.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static { width: 78; height: auto; border: thick $accent;
+                          background: $surface; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
