@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static
 
 from edge_agent.testing import running_agent, wait_until
 from tui.app import Dashboard
+from tui.vtable import VirtualTable
 from tui.screens import (
     DeviceScreen,
     DevicesScreen,
@@ -60,7 +61,7 @@ async def test_overview_devices_detail_and_live_compartment(kerong_bus, tmp_path
             assert "site test-site" in text_of(app, "#linkbar")
             await pilot.press("d")
             assert isinstance(app.screen, DevicesScreen)
-            table = app.screen.query_one("#devices", DataTable)
+            table = app.screen.query_one("#devices", VirtualTable)
             await settle(pilot, lambda: table.row_count == 2, "two device rows")
             assert str(table.get_row("kerong:bank:0")[1]).endswith("online")
             await pilot.press("enter")

@@ -18,6 +18,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
 
 from tui.state import attention_order, counts, faults
+from tui.vtable import VirtualTable
 
 if TYPE_CHECKING:
     from tui.app import Dashboard
@@ -60,9 +61,11 @@ class LinkBar(Static):
 
     def refresh_from(self, app: Dashboard) -> None:
         m = app.model
-        ro = "  [READ-ONLY]" if app.read_only else ""
-        self.update(m.link_text + ro)
-        self.set_class(not m.connected, "down")
+        text = m.link_text + ("  [READ-ONLY]" if app.read_only else "")
+        if text != getattr(self, "_shown", None):
+            self._shown = text
+            self.update(text)
+            self.set_class(not m.connected, "down")
 
 
 class BaseScreen(Screen[None]):
@@ -91,8 +94,13 @@ class BaseScreen(Screen[None]):
         self._tick()
 
     def _tick(self) -> None:
+        if self.app.screen is not self:
+            return  # screens under the active one wait; they catch up when shown again
         self.query_one(LinkBar).refresh_from(self.dash)
         self.render_model()
+
+    def on_screen_resume(self) -> None:
+        self._tick()
 
     def render_model(self) -> None:
         pass
@@ -190,30 +198,33 @@ class OverviewScreen(BaseScreen):
 
 # ------------------------------------------------------------------------ devices
 
-DEVICE_COLUMNS = ("device", "state", "model", "transport", "seen", "faults", "vendor")
+DEVICE_COLUMNS = (("device", 24), ("state", 11), ("model", 8), ("transport", 22),
+                  ("seen", 8), ("faults", 6), ("vendor", 10))
 
 
 class DevicesScreen(BaseScreen):
+    """Every device, live. A virtual table: only the visible rows are drawn."""
+
     BINDINGS = [
         Binding("enter", "open", "Open"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "sort", "Sort"),
         Binding("g", "diagnostics", "Diagnostics"),
     ]
-    sort_column = 0
 
     def body(self) -> ComposeResult:
-        yield KeyedTable(id="devices", cursor_type="row", zebra_stripes=True)
-        yield Input(placeholder="filter devices (Enter to apply, Esc to clear)", id="filter",
-                    classes="hidden")
+        table = VirtualTable(DEVICE_COLUMNS, id="devices")
+        yield Static(table.header(), id="devices-header")
+        yield table
+        yield Input(placeholder="filter devices (Enter to apply, empty to clear)",
+                    id="filter", classes="hidden")
 
     def on_mount(self) -> None:
-        t = self.query_one("#devices", KeyedTable)
-        for col in DEVICE_COLUMNS:
-            t.add_column(col, key=col)
         self.filter_text = ""
+        self.sort_column: int | None = None
         self.full_sync = True
         self.marked: set[str] = set()
+        self.query_one("#devices", VirtualTable).focus()
         super().on_mount()
 
     def _cells(self, d: dict[str, Any]) -> tuple[Any, ...]:
@@ -223,47 +234,33 @@ class DevicesScreen(BaseScreen):
             state = Text("*", style="bold magenta") + state
         address = d.get("address", "")
         return (d["id"], state, d.get("model") or "-",
-                address if len(address) < 24 else "…" + address[-23:],
+                address if len(address) <= 22 else "…" + address[-21:],
                 hhmmss(d.get("last_seen")), str(faults(d)), d.get("vendor") or d["plugin"])
 
-    def _wanted(self, d: dict[str, Any]) -> bool:
-        if not self.filter_text:
-            return True
+    def _wanted(self, key: str) -> bool:
+        d = self.dash.model.devices.get(key)
+        if d is None:
+            return False
         text = " ".join(str(d.get(k, "")) for k in ("id", "vendor", "model", "address", "link"))
         return self.filter_text in text.lower()
 
     def render_model(self) -> None:
         """Touch only rows whose device changed (or whose change marker expired)."""
         m = self.dash.model
-        t = self.query_one("#devices", KeyedTable)
+        t = self.query_one("#devices", VirtualTable)
         changed = m.drain_changed()
         if self.full_sync:
             self.full_sync = False
-            rows = {k: self._cells(d) for k, d in sorted(m.devices.items()) if self._wanted(d)}
-            with self.app.batch_update():
-                t.sync(rows, DEVICE_COLUMNS)
-            self.marked = {k for k in rows if m.recently_changed(k, "link")}
-            return
+            changed = set(m.devices)
         expired = {k for k in self.marked if not m.recently_changed(k, "link")}
-        todo = changed | expired
-        if not todo:
-            return
-        existing = {str(k.value) for k in t.rows}
-        with self.app.batch_update():
-            for key in todo:
-                d = m.devices.get(key)
-                if d is None or not self._wanted(d):
-                    if key in existing:
-                        t.remove_row(key)
-                    continue
-                cells = self._cells(d)
-                if key in existing:
-                    for col, value in zip(DEVICE_COLUMNS, cells, strict=True):
-                        t.update_cell(key, col, value)
-                else:
-                    t.add_row(*cells, key=key)
-                if m.recently_changed(key, "link"):
-                    self.marked.add(key)
+        for key in changed | expired:
+            d = m.devices.get(key)
+            if d is None:
+                t.remove_row(key)
+                continue
+            t.set_row(key, self._cells(d))
+            if m.recently_changed(key, "link"):
+                self.marked.add(key)
         self.marked -= expired
 
     def action_filter(self) -> None:
@@ -274,33 +271,29 @@ class DevicesScreen(BaseScreen):
     @on(Input.Submitted, "#filter")
     def _apply_filter(self, event: Input.Submitted) -> None:
         self.filter_text = event.value.strip().lower()
-        self.full_sync = True
-        self.query_one("#devices", KeyedTable).focus()
+        t = self.query_one("#devices", VirtualTable)
+        t.set_filter(self._wanted if self.filter_text else None)
+        t.focus()
         if not self.filter_text:
             event.input.add_class("hidden")
-        self.render_model()
 
     def action_sort(self) -> None:
-        t = self.query_one("#devices", KeyedTable)
-        self.sort_column = (self.sort_column + 1) % len(DEVICE_COLUMNS)
-        t.sort(DEVICE_COLUMNS[self.sort_column], key=lambda v: str(v))
-        self.notify(f"sorted by {DEVICE_COLUMNS[self.sort_column]}", timeout=2)
+        t = self.query_one("#devices", VirtualTable)
+        self.sort_column = 0 if self.sort_column is None else (
+            (self.sort_column + 1) % len(DEVICE_COLUMNS))
+        t.sort_by(self.sort_column)
+        self.notify(f"sorted by {DEVICE_COLUMNS[self.sort_column][0]}", timeout=2)
 
     def _selected(self) -> str | None:
-        t = self.query_one("#devices", KeyedTable)
-        if not t.row_count:
-            return None
-        key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
-        return str(key) if key else None
+        return self.query_one("#devices", VirtualTable).cursor_key()
 
     def action_open(self) -> None:
         if (dev := self._selected()) is not None:
             self.dash.open_device(dev)
 
-    @on(DataTable.RowSelected, "#devices")
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.dash.open_device(str(event.row_key.value))
+    @on(VirtualTable.RowSelected, "#devices")
+    def _row_selected(self, event: VirtualTable.RowSelected) -> None:
+        self.dash.open_device(event.key)
 
     def action_diagnostics(self) -> None:
         if (dev := self._selected()) is not None:
