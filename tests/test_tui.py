@@ -14,7 +14,6 @@ from textual.widgets import DataTable, Static
 
 from edge_agent.testing import running_agent, wait_until
 from tui.app import Dashboard
-from tui.vtable import VirtualTable
 from tui.screens import (
     DeviceScreen,
     DevicesScreen,
@@ -24,6 +23,7 @@ from tui.screens import (
     OverviewScreen,
     PluginsScreen,
 )
+from tui.vtable import VirtualTable
 
 SIZE = (80, 24)
 
