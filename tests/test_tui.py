@@ -130,8 +130,8 @@ async def test_read_only_offers_no_action(kerong_bus, tmp_path: Path) -> None:
 
 
 async def test_inbox_adopt_and_persistent_ignore(kerong_bus, tmp_path: Path) -> None:
-    sim, pty = kerong_bus({0: 0, 1: 0})
-    toml = site_toml({"bank": pty.port}, extra="") .replace(
+    _sim, pty = kerong_bus({0: 0, 1: 0})
+    toml = site_toml({"bank": pty.port}).replace(
         "probe_interval = 2.0", "probe_interval = 2.0\nauto_adopt = false")
     state = tmp_path / "s"
     async with running_agent(toml, state) as (agent, _c):
