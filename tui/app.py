@@ -61,11 +61,14 @@ class Dashboard(App[None]):
     ]
 
     def __init__(self, socket_path: str, *, read_only: bool = False,
-                 theme: str | None = None, title: str = "edge-agent") -> None:
+                 theme: str | None = None, title: str = "edge-agent",
+                 model: Model | None = None) -> None:
+        """``model``: render a given state and do not connect (snapshot tests)."""
         super().__init__()
         self.socket_path = socket_path
         self.read_only = read_only
-        self.model = Model()
+        self.offline_model = model is not None
+        self.model = model or Model()
         self.title = title
         self.register_theme(HIGH_CONTRAST)
         if theme:
@@ -74,6 +77,8 @@ class Dashboard(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(OverviewScreen())
+        if self.offline_model:
+            return
         self.run_worker(self._link(), exclusive=True, group="link", name="agent-link")
         self.set_interval(2.0, self._poll_slow)
 
@@ -128,6 +133,9 @@ class Dashboard(App[None]):
             pass
 
     def fetch_wire(self, device_id: str, then: Callable[[dict[str, Any]], None]) -> None:
+        if self.offline_model:
+            then(self.model.wire.get(device_id, {}))
+            return
         if self._wire_pending or not self.model.connected:
             return
         self._wire_pending = True

@@ -26,6 +26,7 @@ class Model:
     changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
     events_version: int = 0
     version: int = 0
+    wire: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed data only
 
     def put_device(self, d: dict[str, Any]) -> None:
         old = self.devices.get(d["id"])

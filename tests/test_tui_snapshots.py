@@ -1,0 +1,115 @@
+"""SVG snapshots of every dashboard screen at 80x24, from fixed data (the pilot tests
+in test_tui.py cover the same screens against a live agent). Update deliberately with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tui.app import Dashboard
+from tui.state import Model
+
+T0 = 1_795_000_000.0  # fixed epoch: shown times do not depend on the day
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def comps(items: int, opened: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    return [{"index": i, "door": "open" if i in opened else "closed",
+             "item": "present" if items >> (i - 1) & 1 else "absent", "fault": None,
+             "tag": None} for i in range(1, 17)]
+
+
+def device(dev_id: str, link: str, items: int, **extra: Any) -> dict[str, Any]:
+    d = {"id": dev_id, "plugin": "kerong", "vendor": "Kerong", "model": "KR-CU16",
+         "source": "bus-probe", "address": f"/dev/serial/by-id/usb-FTDI-if00 board "
+         f"{dev_id[-1]}", "bus_id": "bank-a", "properties": {}, "first_seen": T0,
+         "last_seen": T0 + 60, "adopted": True, "ignored": None, "out_of_service": {},
+         "link": link, "error": "", "compartments": comps(items), "since": T0, "reason": "",
+         "counters": {"polls": 120, "poll_failures": 0, "timeouts": 0, "reconnects": 0,
+                      "plugin_faults": 0, "last_poll_ms": 9.1},
+         "info": {"vendor": "Kerong", "model": "KR-CU16", "compartments": 16, "serial": None,
+                  "firmware": None, "details": {"hook_meaning": "HOOK bit 1 = door closed"}}}
+    d.update(extra)
+    return d
+
+
+def model() -> Model:
+    m = Model()
+    m.connected = True
+    m.link_text = "site station-12 · agent 0.1.0 · /run/edge-agent/agent.sock"
+    m.status = {"site": {"id": "station-12", "name": "Station 12 equipment room"},
+                "health": "ok", "alarms": [], "audit": {"error": None}}
+    for d in (device("kerong:bank-a:0", "online", 0x00FF, compartments=comps(0x00FF, (3,))),
+              device("kerong:bank-a:1", "degraded", 0x0F0F,
+                     reason="board 1 did not answer a status poll within 300 ms"),
+              device("kerong:bank-a:2", "offline", 0, reason="no answer for 3 polls",
+                     out_of_service={"5": {"reason": "broken hinge", "actor": "tech"}})):
+        m.put_device(d)
+    m.changed_at.clear()
+    for i, (action, dev, comp, actor, reason) in enumerate([
+            ("device_online", "kerong:bank-a:0", None, "agent", None),
+            ("door_opened", "kerong:bank-a:0", 3, "kerong:bank-a:0", None),
+            ("item_removed", "kerong:bank-a:0", 3, "kerong:bank-a:0", None),
+            ("unlock", "kerong:bank-a:1", 7, "tech", "radio battery swap"),
+            ("device_offline", "kerong:bank-a:2", None, "agent", "no answer")], start=1):
+        m.put_event({"seq": i, "ts": f"2026-11-19T08:0{i}:00.000+00:00", "action": action,
+                     "device": dev, "compartment": comp, "actor": actor, "reason": reason,
+                     "outcome": "ok"})
+    m.plugins = [{"name": "kerong", "status": "loaded", "version": "1.0.0",
+                  "contract": "1.0", "faults": 0, "reason": "", "last_fault": ""},
+                 {"name": "acme", "status": "refused", "version": "2.0", "contract": "2.0",
+                  "faults": 0, "reason": "written for contract 2.0, this agent implements "
+                  "1.0", "last_fault": ""}]
+    m.inbox = [{"id": "mdns:locker-9._acme._tcp.local.", "what": "mDNS locker-9",
+                "why": "acme: TXT vendor='other', expected 'acme'", "since": T0}]
+    m.wire["kerong:bank-a:0"] = {
+        "bus": "bank-a", "address": "/dev/serial/by-id/usb-FTDI-if00", "settings": "19200 8N1",
+        "bus_info": {"answering": ["b0", "b1"], "error": ""},
+        "counters": {"transactions": 240, "timeouts": 2, "errors": 0, "reopens": 0,
+                     "last_rtt_ms": 8.9},
+        "frames": [{"t": T0 + i * 0.5, "dir": "tx" if i % 2 == 0 else "rx",
+                    "hex": "02 00 30 03 35" if i % 2 == 0 else "02 00 35 ff 00 ff 00 03 36",
+                    "decoded": "status? board 0" if i % 2 == 0 else
+                    "status reply board 0: hooks 0000000011111111 ir 0000000011111111",
+                    "note": ""} for i in range(8)]}
+    return m
+
+
+def app(read_only: bool = False) -> Dashboard:
+    return Dashboard("/run/edge-agent/agent.sock", model=model(), read_only=read_only)
+
+
+SCREENS = {
+    "overview": [],
+    "devices": ["d"],
+    "device": ["d", "enter"],
+    "device_read_only": ["d", "enter"],
+    "diagnostics": ["d", "g"],
+    "inbox": ["i"],
+    "events": ["e"],
+    "plugins": ["p"],
+    "help": ["question_mark"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCREENS))
+def test_screen_snapshot(name: str, snap_compare: Any) -> None:
+    assert snap_compare(app(read_only=name.endswith("read_only")), press=SCREENS[name],
+                        terminal_size=(80, 24))
