@@ -61,7 +61,7 @@ class LinkBar(Static):
 
     def refresh_from(self, app: Dashboard) -> None:
         m = app.model
-        text = m.link_text + ("  [READ-ONLY]" if app.read_only else "")
+        text = ("READ-ONLY · " if app.read_only else "") + m.link_text
         if text != getattr(self, "_shown", None):
             self._shown = text
             self.update(text)

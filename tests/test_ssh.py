@@ -1,0 +1,130 @@
+"""The SSH recipe from the README: an account whose ForceCommand is the dashboard, with
+no shell and no forwarding. A real sshd on loopback (its own config, keys and port),
+a real ssh client in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import site_toml
+
+from edge_agent.testing import short_tempdir
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("tmux")
+         and os.geteuid() == 0),
+    reason="needs root, openssh-server, openssh-client and tmux (./run installs them)")
+TUI = Path(sys.executable).with_name("edge-agent-tui")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", "-L", "ea-ssh", *args], capture_output=True, text=True,
+                          timeout=20).stdout
+
+
+def screen_until(needle: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = tmux("capture-pane", "-p", "-t", "ssh")
+        if needle in text:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} never appeared; screen:\n{text}")
+
+
+def test_forcecommand_gives_the_dashboard_and_nothing_else(kerong_bus, tmp_path: Path) -> None:
+    _sim, pty = kerong_bus({0: 0})
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site_toml({"bank": pty.port}))
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / name)], check=True, timeout=30)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "client.pub").read_text())
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    port = free_port()
+    with short_tempdir() as d:
+        sock = d / "agent.sock"
+        (tmp_path / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {tmp_path / "host"}
+PidFile {tmp_path / "sshd.pid"}
+AuthorizedKeysFile {tmp_path / "authorized_keys"}
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AcceptEnv TERM
+Match User root
+    ForceCommand {TUI} --socket {sock} --read-only
+    PermitTTY yes
+    AllowTcpForwarding no
+    AllowStreamLocalForwarding no
+    X11Forwarding no
+    AllowAgentForwarding no
+    PermitTunnel no
+    PermitUserRC no
+""")
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg), "--state-dir",
+             str(tmp_path / "state"), "--socket", str(sock), "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        ssh = ["ssh", "-i", str(tmp_path / "client"), "-p", str(port), "-o",
+               "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+               "LogLevel=ERROR", "-o", "BatchMode=yes", "root@127.0.0.1"]
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            # A login gets the dashboard, read-only, in its terminal.
+            env = {**os.environ, "TERM": "xterm-256color"}
+            subprocess.run(["tmux", "-L", "ea-ssh", "new-session", "-d", "-s", "ssh", "-x",
+                            "80", "-y", "24", " ".join([*ssh[:-1], "-tt", ssh[-1]])],
+                           env=env, check=True, timeout=20)
+            screen_until("READ-ONLY · site test-site")
+            screen_until("online 1")
+            tmux("send-keys", "-t", "ssh", "q")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "ssh" in tmux("ls"):
+                time.sleep(0.2)
+            assert "ssh" not in tmux("ls"), "quitting the dashboard did not end the session"
+            # Asking for a command still runs only the dashboard (which wants a terminal).
+            out = subprocess.run([*ssh, "id; cat /etc/passwd"], capture_output=True,
+                                 text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert "uid=" not in out.stdout and "root:" not in out.stdout
+            assert "needs a terminal" in out.stderr
+            # No forwarding: a stdio forward to a port that is listening (sshd's own, which
+            # would answer with its banner if forwarding were allowed) is refused.
+            fwd = subprocess.run([*ssh[:-1], "-W", f"127.0.0.1:{port}", ssh[-1]],
+                                 capture_output=True, text=True, timeout=30,
+                                 stdin=subprocess.DEVNULL)
+            assert fwd.returncode != 0 and "SSH-2.0" not in fwd.stdout
+            assert "forwarding failed" in fwd.stderr
+        finally:
+            tmux("kill-server")
+            sshd.terminate()
+            sshd.wait(10)
+            agent.terminate()
+            agent.wait(15)
