@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 
 def site_toml(buses: dict[str, str], *, poll: float = 0.1, extra: str = "") -> str:
     """A minimal site config with the given buses (id -> port or URL)."""
@@ -14,3 +17,39 @@ def site_toml(buses: dict[str, str], *, poll: float = 0.1, extra: str = "") -> s
         parts.append(f'[[buses]]\nid = "{bus_id}"\nport = "{port}"\nprotocol = "kerong-cu16"\n')
     parts.append(extra)
     return "\n".join(parts)
+
+
+class Tmux:
+    """A private tmux server (its own socket name) for driving programs in a terminal."""
+
+    def __init__(self, server: str, session: str) -> None:
+        self.server, self.session = server, session
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.server, *args], capture_output=True,
+                              text=True, timeout=20).stdout
+
+    def start(self, command: str, env: dict[str, str], size: tuple[int, int] = (80, 24)
+              ) -> None:
+        subprocess.run(["tmux", "-L", self.server, "new-session", "-d", "-s", self.session,
+                        "-x", str(size[0]), "-y", str(size[1]), command], env=env,
+                       check=True, timeout=20)
+
+    def keys(self, *keys: str) -> None:
+        self("send-keys", "-t", self.session, *keys)
+
+    def screen_until(self, needle: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self("capture-pane", "-p", "-t", self.session)
+            if needle in text:
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} never appeared; screen:\n{text}")
+
+    def wait_gone(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.session in self("ls"):
+            time.sleep(0.2)
+        return self.session not in self("ls")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import site_toml
+from helpers import Tmux, site_toml
 
 from edge_agent.testing import short_tempdir
 
@@ -31,22 +31,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", "ea-ssh", *args], capture_output=True, text=True,
-                          timeout=20).stdout
-
-
-def screen_until(needle: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = tmux("capture-pane", "-p", "-t", "ssh")
-        if needle in text:
-            return text
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} never appeared; screen:\n{text}")
-
-
 def test_forcecommand_gives_the_dashboard_and_nothing_else(kerong_bus, tmp_path: Path) -> None:
     _sim, pty = kerong_bus({0: 0})
     cfg = tmp_path / "site.toml"
@@ -57,6 +41,7 @@ def test_forcecommand_gives_the_dashboard_and_nothing_else(kerong_bus, tmp_path:
     (tmp_path / "authorized_keys").write_text((tmp_path / "client.pub").read_text())
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
     port = free_port()
+    term = Tmux("ea-ssh", "ssh")
     with short_tempdir() as d:
         sock = d / "agent.sock"
         (tmp_path / "sshd_config").write_text(f"""
@@ -100,16 +85,11 @@ Match User root
                 time.sleep(0.1)
             # A login gets the dashboard, read-only, in its terminal.
             env = {**os.environ, "TERM": "xterm-256color"}
-            subprocess.run(["tmux", "-L", "ea-ssh", "new-session", "-d", "-s", "ssh", "-x",
-                            "80", "-y", "24", " ".join([*ssh[:-1], "-tt", ssh[-1]])],
-                           env=env, check=True, timeout=20)
-            screen_until("READ-ONLY · site test-site")
-            screen_until("online 1")
-            tmux("send-keys", "-t", "ssh", "q")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and "ssh" in tmux("ls"):
-                time.sleep(0.2)
-            assert "ssh" not in tmux("ls"), "quitting the dashboard did not end the session"
+            term.start(" ".join([*ssh[:-1], "-tt", ssh[-1]]), env)
+            term.screen_until("READ-ONLY · site test-site")
+            term.screen_until("online 1")
+            term.keys("q")
+            assert term.wait_gone(), "quitting the dashboard did not end the session"
             # Asking for a command still runs only the dashboard (which wants a terminal).
             out = subprocess.run([*ssh, "id; cat /etc/passwd"], capture_output=True,
                                  text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -123,7 +103,7 @@ Match User root
             assert fwd.returncode != 0 and "SSH-2.0" not in fwd.stdout
             assert "forwarding failed" in fwd.stderr
         finally:
-            tmux("kill-server")
+            term("kill-server")
             sshd.terminate()
             sshd.wait(10)
             agent.terminate()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import site_toml
+from helpers import Tmux, site_toml
 
 from edge_agent.testing import short_tempdir
 
@@ -20,26 +20,11 @@ pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not insta
 TUI = Path(sys.executable).with_name("edge-agent-tui")
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", "ea-test", *args], capture_output=True, text=True,
-                          timeout=20).stdout
-
-
-def screen_until(needle: str, timeout: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = tmux("capture-pane", "-p", "-t", "tui")
-        if needle in text:
-            return text
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} never appeared; screen:\n{text}")
-
-
 def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
     sim, pty = kerong_bus({0: 0x0002})
     cfg = tmp_path / "site.toml"
     cfg.write_text(site_toml({"bank": pty.port}))
+    term = Tmux("ea-test", "tui")
     with short_tempdir() as d:
         sock = d / "agent.sock"
         agent = subprocess.Popen(
@@ -47,29 +32,23 @@ def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
              str(tmp_path / "state"), "--socket", str(sock), "--log-level", "warning"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            env = {**os.environ, "TERM": "xterm-256color"}
-            subprocess.run(["tmux", "-L", "ea-test", "new-session", "-d", "-s", "tui",
-                            "-x", "80", "-y", "24", f"{TUI} --socket {sock}"], env=env,
-                           check=True, timeout=20)
-            screen_until("online 1")
-            tmux("send-keys", "-t", "tui", "d")
-            screen_until("kerong:bank:0")
-            tmux("send-keys", "-t", "tui", "Enter")
-            text = screen_until(" 2 locked item")
+            term.start(f"{TUI} --socket {sock}", {**os.environ, "TERM": "xterm-256color"})
+            term.screen_until("online 1")
+            term.keys("d")
+            term.screen_until("kerong:bank:0")
+            term.keys("Enter")
+            text = term.screen_until(" 2 locked item")
             assert " 1 locked empty" in text
             sim.set_door(0, 1, closed=False)
-            screen_until(" 2 OPEN item")
-            tmux("send-keys", "-t", "tui", "?")
-            screen_until("keyboard first")
-            tmux("send-keys", "-t", "tui", "Escape")
+            term.screen_until(" 2 OPEN item")
+            term.keys("?")
+            term.screen_until("keyboard first")
+            term.keys("Escape")
             time.sleep(0.5)  # a lone ESC followed at once by a key reads as Alt+key
-            screen_until("OPEN item")
-            tmux("send-keys", "-t", "tui", "q")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and "tui" in tmux("ls"):
-                time.sleep(0.2)
-            assert "tui" not in tmux("ls"), "the dashboard did not exit on q"
+            term.screen_until("OPEN item")
+            term.keys("q")
+            assert term.wait_gone(), "the dashboard did not exit on q"
         finally:
-            tmux("kill-server")
+            term("kill-server")
             agent.terminate()
             agent.wait(15)

@@ -203,21 +203,8 @@ class ApiServer:
             return _error(400, "compartment must be a positive integer")
         if not isinstance(reason, str) or not reason.strip():
             return _error(400, "a reason is required", "say why, e.g. --reason 'jammed door'")
-        user, _uid = peer_user(request)
-        try:
-            result = await self.agent.unlock(dev.id, comp, actor=user, reason=reason.strip())
-        except StoreUnavailable as exc:
-            return _error(503, str(exc), "free disk space on the state directory's filesystem")
-        except DeviceUnavailable as exc:
-            return _error(409, str(exc), "check the device with 'edge-agent devices'")
-        except DeviceTimeout as exc:
-            return _error(504, str(exc), "the device did not answer; check its wiring/power")
-        except Unsupported as exc:
-            return _error(400, str(exc))
-        except DriverError as exc:
-            return _error(502, str(exc))
-        result["actor"] = user
-        return _json(result)
+        return await self._command(request, lambda u: self.agent.unlock(
+            dev.id, comp, actor=u, reason=reason.strip()))
 
     @staticmethod
     def _query(request: web.Request, default_limit: int | None) -> Query:

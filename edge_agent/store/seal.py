@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import StoreError
+from edge_agent.store.registry import atomic_write
 
 EVOLVE = b"edge-agent seal evolve"
 
@@ -55,22 +56,6 @@ def checkpoint_body(cp: dict[str, Any]) -> bytes:
 
 def mac(key: bytes, cp: dict[str, Any]) -> str:
     return hmac.new(key, checkpoint_body(cp), hashlib.sha256).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], bool]:
@@ -113,7 +98,7 @@ class Sealer:
             # A crash mid-append: cut the torn line so the file stays appendable.
             good = self.cp_file.read_bytes()
             good = good[: good.rstrip(b"\n").rfind(b"\n") + 1] if b"\n" in good else b""
-            _atomic_write(self.cp_file, good, 0o640)
+            atomic_write(self.cp_file, good, 0o640)
         valid = [c for c in checkpoints if "epoch" in c]
         self.last = valid[-1] if valid else None
         if self.key_file.exists():
@@ -126,7 +111,7 @@ class Sealer:
         elif fresh_log and not valid:
             k0 = os.urandom(32)
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.verify_file, json.dumps({
+            atomic_write(self.verify_file, json.dumps({
                 "epoch": 0, "key": k0.hex(), "created": time.time(),
                 "note": "export this file off the box and delete it here (see README)",
             }).encode(), 0o400)
@@ -147,7 +132,7 @@ class Sealer:
 
     def _store_key(self) -> None:
         assert self._key is not None
-        _atomic_write(self.key_file, json.dumps(
+        atomic_write(self.key_file, json.dumps(
             {"epoch": self.epoch, "key": self._key.hex()}).encode(), 0o600)
 
     @property
