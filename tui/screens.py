@@ -205,6 +205,7 @@ DEVICE_COLUMNS = (("device", 24), ("state", 11), ("model", 8), ("transport", 22)
 class DevicesScreen(BaseScreen):
     """Every device, live. A virtual table: only the visible rows are drawn."""
 
+    refresh_interval = 0.1  # small, frequent batches: a keypress never waits for a big one
     BINDINGS = [
         Binding("enter", "open", "Open"),
         Binding("slash", "filter", "Filter", key_display="/"),
