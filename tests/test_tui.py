@@ -160,7 +160,7 @@ async def test_inbox_adopt_and_persistent_ignore(kerong_bus, tmp_path: Path) -> 
 
 
 async def test_diagnostics_shows_decoded_frames(kerong_bus, tmp_path: Path) -> None:
-    _sim, ctx = await started(kerong_bus, tmp_path)
+    sim, ctx = await started(kerong_bus, tmp_path)
     async with ctx as (agent, _c):
         await wait_until(lambda: "kerong:bank:0" in agent.devices
                          and agent.devices["kerong:bank:0"].link == "online")
@@ -175,6 +175,11 @@ async def test_diagnostics_shows_decoded_frames(kerong_bus, tmp_path: Path) -> N
             assert any(x.startswith("status? board 0") for x in decoded)
             assert any(x.startswith("status reply board 0") for x in decoded)
             assert "19200 8N1" in text_of(app, "#diag-head")
+            assert "garbage bytes 0" in text_of(app, "#counters")
+            sim.faults.garbage_rate = 1.0  # noise before every reply from now on
+            await settle(pilot, lambda: "garbage bytes 0" not in text_of(app, "#counters")
+                         and "garbage bytes -" not in text_of(app, "#counters"),
+                         "garbage counted", tries=100)
 
 
 async def test_agent_restart_while_dashboard_open(kerong_bus, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Dashboard(App[None]):
     .hidden { display: none; }
     #devices, #events, #wire, #inbox, #plugins { height: 1fr; }
     #attention { height: auto; max-height: 10; }
-    #diag-counters { height: 4; }
+    #diag-counters { height: 5; }
     #rtt { width: 1fr; height: 3; }
     #counters { width: 2fr; }
     """

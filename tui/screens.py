@@ -492,9 +492,12 @@ class DiagnosticsScreen(BaseScreen):
         rtt = bus_c.get("last_rtt_ms") or c.get("last_poll_ms")
         if rtt is not None:
             self.rtt = ([*self.rtt, float(rtt)])[-60:]
+        drv = wire.get("driver") or {}
         self.query_one("#counters", Static).update(
             f"polls {c.get('polls', 0)}  failures {c.get('poll_failures', 0)}  "
             f"timeouts {c.get('timeouts', 0)}/{bus_c.get('timeouts', 0)}\n"
+            f"checksum errors {drv.get('checksum_errors', '-')}  "
+            f"garbage bytes {drv.get('garbage_bytes', '-')}\n"
             f"reconnects {c.get('reconnects', 0)}  bus reopens {bus_c.get('reopens', 0)}  "
             f"plugin faults {c.get('plugin_faults', 0)}\n"
             f"round trip {f'{rtt:.1f}' if rtt is not None else '-'} ms")

@@ -105,7 +105,11 @@ class KerongBoardDriver:
         )
 
     async def read_state(self) -> DeviceState:
-        return to_state(await self._status(), self.hook_closed_bit)
+        state = to_state(await self._status(), self.hook_closed_bit)
+        details = {**state.details, "checksum_errors": self.decoder.checksum_errors,
+                   "garbage_bytes": self.decoder.garbage_bytes,
+                   "buffer_overflows": self.decoder.overflows}
+        return DeviceState(state.compartments, details)
 
     async def unlock(self, compartment: int) -> DeviceState:
         if not 1 <= compartment <= codec.LOCKS:
