@@ -224,10 +224,6 @@ class Dashboard(App[None]):
                 self.notify(f"no screen or device {target!r}", severity="warning")
 
 
-# Kept for the demo and older callers.
-DashboardApp = Dashboard
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edge-agent-tui",
                                 description="Technician dashboard for edge-agent.")
