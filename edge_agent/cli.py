@@ -86,6 +86,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent import demo  # imports the dashboard only when a demo runs
+
+    return demo.cmd_demo(args)
+
+
 # ---------------------------------------------------------------------- simulate
 
 
@@ -422,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--headless", action="store_true", help="no dashboard: print what was found")
     sp.add_argument("--seconds", type=float, default=8.0, help="headless run time")
     sp.add_argument("--json", action="store_true", help="headless output as JSON")
-    sp.set_defaults(func=lambda a: __import__("edge_agent.demo", fromlist=["x"]).cmd_demo(a))
+    sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config")
     sp.add_argument("--site", required=True)
@@ -495,6 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
