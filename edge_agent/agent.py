@@ -343,7 +343,9 @@ class Agent:
         while not self._stopping.is_set():
             try:
                 await bus.open()
-            except DriverError as exc:
+            except Exception as exc:  # TransportError, or anything a transport raises
+                if not isinstance(exc, DriverError):
+                    log.exception("bus %s: unexpected error opening %s", bus_id, port)
                 if not info["error"]:
                     log.error("bus %s: %s; retrying with backoff", bus_id, exc)
                 info["error"] = str(exc)

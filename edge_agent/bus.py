@@ -81,17 +81,19 @@ class SerialBus:
     def _open_sync(self) -> None:
         if self._port is not None:
             return
+        kwargs: dict[str, Any] = {
+            "baudrate": self.settings.baudrate, "bytesize": self.settings.bytesize,
+            "parity": self.settings.parity, "stopbits": self.settings.stopbits,
+            "timeout": _READ_SLICE, "write_timeout": 2.0,
+        }
         try:
-            port = serial.serial_for_url(
-                self._url,
-                baudrate=self.settings.baudrate,
-                bytesize=self.settings.bytesize,
-                parity=self.settings.parity,
-                stopbits=self.settings.stopbits,
-                timeout=_READ_SLICE,
-                write_timeout=2.0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
+            try:
+                port = serial.serial_for_url(self._url, **kwargs)
+            except NotImplementedError:
+                # Some URL transports (rfc2217://) have no write timeout.
+                del kwargs["write_timeout"]
+                port = serial.serial_for_url(self._url, **kwargs)
+        except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
             raise TransportError(f"cannot open {self._url}: {exc}") from exc
         self._port = port
 
