@@ -344,10 +344,9 @@ class Agent:
             try:
                 await bus.open()
             except Exception as exc:  # TransportError, or anything a transport raises
-                if not isinstance(exc, DriverError):
-                    log.exception("bus %s: unexpected error opening %s", bus_id, port)
-                if not info["error"]:
-                    log.error("bus %s: %s; retrying with backoff", bus_id, exc)
+                if not info["error"]:  # once per outage; a traceback only if unexpected
+                    log.error("bus %s: %s; retrying with backoff", bus_id, exc,
+                              exc_info=not isinstance(exc, DriverError))
                 info["error"] = str(exc)
                 await asyncio.sleep(full_jitter(attempt, self.timing.backoff_initial,
                                                 self.timing.backoff_max, _rng))
