@@ -385,14 +385,16 @@ class Agent:
         while not self._stopping.is_set():
             ports = await loop.run_in_executor(None, usb_ports)
             for port, plugins in matching(ports, matchers):
-                if port.bus_id in self.buses:
+                if port.bus_id in self.bus_info:  # already owned by a bus task
                     continue
                 chosen = [(n, p) for n in plugins for p in probes.get(n, [])]
                 if chosen:
                     log.info("USB adapter %04x:%04x at %s: probing for %s", port.vid,
                              port.pid, port.stable, ", ".join(plugins))
-                    self.buses[port.bus_id] = SerialBus(port.bus_id, port.stable,
-                                                        chosen[0][1].settings)
+                    self.bus_info[port.bus_id] = {
+                        "id": port.bus_id, "port": port.stable,
+                        "settings": chosen[0][1].settings.describe(), "answering": [],
+                        "last_probe": None, "error": "", "usb": f"{port.vid:04x}:{port.pid:04x}"}
                     self.spawn(self._bus_loop(port.bus_id, port.stable, chosen, None),
                                f"bus:{port.bus_id}")
             await self._wait_stop(10.0)

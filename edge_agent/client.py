@@ -100,15 +100,27 @@ class AgentClient:
             raise self._unreachable(exc) from exc
 
     async def stream(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(kind, data)`` from the live event stream until it ends."""
+        """Yield ``(kind, data)`` from the live event stream until it ends.
+
+        The first item is ``("open", {})`` once the agent has subscribed this client:
+        state fetched after it, plus the events that follow, misses nothing.
+        """
         assert self._session is not None
         try:
             async with self._session.get("/v1/events/stream",
                                          timeout=aiohttp.ClientTimeout(total=None,
                                                                        sock_read=40)) as resp:
                 kind, data_lines = "message", list[str]()
+                opened = False
                 async for raw in resp.content:
                     line = raw.decode().rstrip("\n")
+                    if line.startswith(":"):
+                        if not opened:
+                            # The server subscribed us before sending this comment: from
+                            # here on no event is missed (fetch snapshots after this).
+                            opened = True
+                            yield "open", {}
+                        continue
                     if not line:
                         if data_lines:
                             yield kind, json.loads("\n".join(data_lines))

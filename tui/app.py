@@ -90,6 +90,12 @@ class Dashboard(App[None]):
         while True:
             try:
                 async with AgentClient(self.socket_path, timeout=5) as c:
+                    stream = c.stream()
+                    # Subscribe first, then read the snapshot: a change made in between
+                    # arrives on the stream instead of being lost.
+                    kind, _ = await anext(stream)
+                    if kind != "open":
+                        raise ValueError(f"unexpected first stream item {kind!r}")
                     m.status = await c.get("/v1/status")
                     for d in await c.get("/v1/devices"):
                         m.put_device(d)
@@ -103,10 +109,11 @@ class Dashboard(App[None]):
                     m.link_text = (f"site {site['id']} · agent {m.status['agent']['version']}"
                                    f" · {self.socket_path}")
                     delay = 0.5
-                    async for kind, data in c.stream():
+                    last_seq = m.events[-1]["seq"] if m.events else 0
+                    async for kind, data in stream:
                         if kind == "device":
                             m.put_device(data)
-                        elif kind == "audit":
+                        elif kind == "audit" and data["seq"] > last_seq:
                             m.put_event(data)
                         elif kind == "overflow":
                             break
