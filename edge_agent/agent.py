@@ -150,6 +150,7 @@ class Agent:
         self._saved_comps: dict[str, list[dict[str, Any]]] = {}
         self._plugin_settings: dict[str, dict[str, Any]] = {}
         self._ignored: dict[str, dict[str, Any]] = {}
+        self._mdns_names: dict[str, str] = {}  # mDNS instance name -> device identity
 
     # ------------------------------------------------------------------ tasks
 
@@ -438,6 +439,16 @@ class Agent:
                 reasons.append(str(exc))
                 continue
             if isinstance(cand, Candidate):
+                known = self._mdns_names.get(svc.name)
+                if known is not None and known != cand.identity:
+                    # Anyone on the link can advertise any name: a known name with another
+                    # identity is not trusted (the device's own API confirms identity).
+                    self._mdns_problem(svc.name, svc.service_type,
+                                       f"identity conflict: this name belongs to {known}, "
+                                       f"the advertisement claims {cand.identity}; not "
+                                       "trusted (adopt it explicitly if it is genuine)")
+                    return
+                self._mdns_names[svc.name] = cand.identity
                 self.inbox.pop(f"mdns:{svc.name}", None)
                 await self.offer(cand)
                 return
@@ -470,6 +481,12 @@ class Agent:
                     "old": dev.candidate.address, "new": cand.address})
                 dev.candidate = cand
                 self.store.save_device(dev.registry_doc())
+                if dev.supervisor is not None:
+                    # Same hardware at a new address: a fresh driver for the new address.
+                    dev.supervisor.stop()
+                    dev.supervisor = None
+                    await self._supervise(dev, bus or dev.bus)
+                self._device_changed(dev)
             if dev.supervisor is not None or dev.ignored:
                 return dev
         else:

@@ -1,0 +1,95 @@
+"""Async driver for one REST locker gateway (aiohttp client)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from edge_agent.contract import CompartmentState, DeviceInfo, DeviceState, Door, Item
+from edge_agent.errors import DeviceTimeout, DriverError, ProtocolError, TransportError
+
+OPEN_TIMEOUT = 20.0  # the gateway's own open attempt times out at 20 s (protocols.md)
+OPEN_RETRIES = 3
+
+
+class GatewayDriver:
+    def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any]) -> None:
+        self.base = f"http://{host}:{port}"
+        self.serial = serial
+        self.timeout = float(settings.get("request_timeout", 2.0))
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _request(self, method: str, path: str, *, json: Any = None,
+                       timeout: float | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.request(
+                method, self.base + path, json=json,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                if resp.status >= 500:
+                    raise DriverError(f"gateway answered {resp.status} to {method} {path}")
+                if resp.status >= 400:
+                    raise ProtocolError(f"gateway refused {method} {path}: {resp.status}")
+                return await resp.json(content_type=None)
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"{method} {path}: no answer") from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise TransportError(f"{self.base}: {exc}") from exc
+        except (ValueError, aiohttp.ContentTypeError) as exc:
+            raise ProtocolError(f"{method} {path}: not JSON") from exc
+
+    async def connect(self) -> DeviceInfo:
+        info = await self._request("GET", "/info")
+        if not isinstance(info, dict) or info.get("serial") != self.serial:
+            got = info.get("serial") if isinstance(info, dict) else None
+            raise ProtocolError(f"identity mismatch: advertised serial {self.serial}, "
+                                f"the gateway says {got!r}")
+        lockers = await self._request("GET", "/lockers")
+        return DeviceInfo(vendor=str(info.get("vendor", "")), model=str(info.get("model", "")),
+                          compartments=len(lockers), serial=self.serial,
+                          firmware=str(info.get("firmware", "")) or None,
+                          details={"api": info.get("apiVersion"), "base_url": self.base})
+
+    async def read_state(self) -> DeviceState:
+        lockers = await self._request("GET", "/lockers")
+        if not isinstance(lockers, list):
+            raise ProtocolError("GET /lockers did not return a list")
+        comps = []
+        for lk in sorted(lockers, key=lambda x: int(x["lockerId"])):
+            comps.append(CompartmentState(
+                index=int(lk["lockerId"]) + 1,
+                door=Door.OPEN if lk.get("doorOpen") else Door.CLOSED,
+                item=Item.PRESENT if lk.get("occupied") else Item.ABSENT,
+                fault=f"out of service ({lk.get('reasonCode')})" if lk.get("outOfService")
+                else None))
+        return DeviceState(tuple(comps))
+
+    async def unlock(self, compartment: int) -> DeviceState:
+        last: Exception | None = None
+        for attempt in range(OPEN_RETRIES):
+            try:
+                r = await self._request("POST", f"/lockers/{compartment - 1}/open",
+                                        timeout=OPEN_TIMEOUT)
+                if not r.get("success"):
+                    raise DriverError(f"gateway could not open locker {compartment}: "
+                                      f"{r.get('message') or 'no reason given'}")
+                return await self.read_state()
+            except (TransportError, DeviceTimeout) as exc:
+                last = exc
+                if attempt < OPEN_RETRIES - 1:
+                    await asyncio.sleep(1.0)
+        assert last is not None
+        raise last
+
+    async def identify(self) -> None:
+        await self._request("POST", "/identify")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,208 @@
+"""A REST locker gateway simulator: a real HTTP server that advertises itself through
+real zeroconf, with faults (slow answers, 500s, dropped connections, a new IP address,
+disappearing from mDNS and coming back). Runs its own event loop in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+from edge_agent_gateway import SERVICE_TYPE
+
+
+@dataclass
+class Locker:
+    door_open: bool = False
+    occupied: bool = True
+    out_of_service: bool = False
+    reason: str = ""
+
+
+@dataclass
+class GatewayFaults:
+    slow_s: float = 0.0
+    error_500: bool = False
+    drop: bool = False
+
+
+@dataclass
+class GatewaySimulator:
+    serial: str
+    lockers: int = 12
+    host: str = "127.0.0.1"
+    port: int = 0
+    name: str = ""
+    advertise_serial: str | None = None  # a spoofer claims someone else's name
+    mdns_interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+
+    def __post_init__(self) -> None:
+        self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
+        self.faults = GatewayFaults()
+        self.opens: list[int] = []
+        self.lock = threading.Lock()
+        self.name = self.name or f"gw-{self.serial}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name=f"sim-gw-{self.serial}")
+        self._runner: web.AppRunner | None = None
+        self._zc: AsyncZeroconf | None = None
+        self._info: AsyncServiceInfo | None = None
+
+    # ---------------------------------------------------------------- HTTP
+
+    async def _maybe_fault(self, request: web.Request) -> None:
+        if self.faults.slow_s:
+            await asyncio.sleep(self.faults.slow_s)
+        if self.faults.drop:
+            assert request.transport is not None
+            request.transport.close()
+            raise web.HTTPInternalServerError()
+        if self.faults.error_500:
+            raise web.HTTPInternalServerError(text="simulated failure")
+
+    async def info(self, request: web.Request) -> web.Response:
+        await self._maybe_fault(request)
+        return web.json_response({"vendor": "EdgeSim", "model": "LG-12", "serial": self.serial,
+                                  "apiVersion": "1", "firmware": "2.4.1"})
+
+    def _locker_json(self, i: int) -> dict[str, Any]:
+        lk = self.state[i]
+        return {"lockerId": i, "doorOpen": lk.door_open, "occupied": lk.occupied,
+                "outOfService": lk.out_of_service, "reasonCode": lk.reason}
+
+    async def list_lockers(self, request: web.Request) -> web.Response:
+        await self._maybe_fault(request)
+        with self.lock:
+            return web.json_response([self._locker_json(i) for i in range(self.lockers)])
+
+    async def open_locker(self, request: web.Request) -> web.Response:
+        await self._maybe_fault(request)
+        i = int(request.match_info["id"])
+        if not 0 <= i < self.lockers:
+            return web.json_response({"success": False, "lockerId": i, "doorOpen": False,
+                                      "message": "no such locker"}, status=404)
+        with self.lock:
+            if self.state[i].out_of_service:
+                return web.json_response({"success": False, "lockerId": i, "doorOpen": False,
+                                          "message": "out of service"})
+            self.state[i].door_open = True
+            self.opens.append(i)
+        return web.json_response({"success": True, "lockerId": i, "doorOpen": True,
+                                  "message": ""})
+
+    async def patch_locker(self, request: web.Request) -> web.Response:
+        await self._maybe_fault(request)
+        i = int(request.match_info["id"])
+        body = await request.json()
+        with self.lock:
+            self.state[i].out_of_service = bool(body.get("outOfService"))
+            self.state[i].reason = str(body.get("reasonCode", ""))
+        return web.json_response(self._locker_json(i))
+
+    async def identify(self, request: web.Request) -> web.Response:
+        return web.json_response({"success": True})
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/info", self.info)
+        app.router.add_get("/lockers", self.list_lockers)
+        app.router.add_post("/lockers/{id}/open", self.open_locker)
+        app.router.add_patch("/lockers/{id}", self.patch_locker)
+        app.router.add_post("/identify", self.identify)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    def _service(self) -> AsyncServiceInfo:
+        return AsyncServiceInfo(
+            SERVICE_TYPE, f"{self.name}.{SERVICE_TYPE}",
+            addresses=[socket.inet_aton(self.host)], port=self.port,
+            properties={"vendor": "edgesim", "model": "LG-12", "api": "1",
+                        "serial": self.advertise_serial or self.serial},
+            server=f"{self.name}.local.")
+
+    async def _advertise(self) -> None:
+        if self._zc is None:
+            self._zc = AsyncZeroconf(interfaces=self.mdns_interfaces,
+                                     ip_version=IPVersion.V4Only)
+        self._info = self._service()
+        # cooperating_responders: when the gateway comes back, caches may still hold the
+        # records of whoever held its name meanwhile (a spoofer); the real device claims it.
+        await self._zc.async_register_service(self._info, allow_name_change=False,
+                                              cooperating_responders=True)
+
+    async def _withdraw(self) -> None:
+        if self._zc is not None and self._info is not None:
+            await self._zc.async_unregister_service(self._info)
+            self._info = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self._serve())
+        self._call(self._advertise())
+
+    def withdraw(self) -> None:
+        """Disappear from mDNS (the HTTP server keeps running)."""
+        self._call(self._withdraw())
+
+    def advertise(self) -> None:
+        self._call(self._advertise())
+
+    def move(self, host: str) -> None:
+        """Come back at another address (DHCP gave the gateway a new IP)."""
+        async def go() -> None:
+            await self._withdraw()
+            if self._runner is not None:
+                await self._runner.cleanup()
+            self.host, self.port = host, 0
+            await self._serve()
+            await self._advertise()
+
+        self._call(go())
+
+    def stop(self) -> None:
+        async def go() -> None:
+            await self._withdraw()
+            if self._zc is not None:
+                await self._zc.async_close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            self._call(go())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def describe(self) -> list[str]:
+        return [f"REST locker gateway {self.serial} ({self.lockers} lockers) at "
+                f"http://{self.host}:{self.port}, mDNS {SERVICE_TYPE}"]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> GatewaySimulator:
+        known = {"serial", "lockers", "host", "port", "name", "interfaces"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown gateway simulator option(s): {', '.join(unknown)}")
+        return cls(serial=str(options.get("serial", "GW-0001")),
+                   lockers=int(options.get("lockers", 12)),
+                   host=str(options.get("host", "127.0.0.1")),
+                   port=int(options.get("port", 0)), name=str(options.get("name", "")),
+                   mdns_interfaces=list(options.get("interfaces", ["127.0.0.1"])))

@@ -1,0 +1,39 @@
+"""The REST locker gateway plugin against its simulator (a real HTTP server advertised
+through real zeroconf), inside a private network namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCENARIO = Path(__file__).parent / "netns" / "scenario.py"
+
+
+def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs unshare and ip (./run installs them)")
+    cmd = ["unshare", "-rn", "sh", "-c",
+           f'ip link set lo up && exec "{sys.executable}" "{SCENARIO}"']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["first"]["source"] == "mdns" and out["first"]["link"] == "online"
+    assert out["first"]["address"].startswith("http://127.0.0.1:")
+    assert out["interface"] == "127.0.0.1"
+    assert out["serial_confirmed"] == "GW-0042"
+    assert out["items"] == ["absent" if i % 3 == 0 else "present" for i in range(12)]
+    assert out["unlock"]["opens"] == [4] and out["unlock"]["state"]["door"] == "open"
+    assert "500" in out["reason_500"]
+    assert any("identity conflict" in why and "gateway:EVIL-9" in why
+               for why in out["spoof_inbox"])
+    assert out["spoof_device_created"] is False
+    assert out["devices_after_move"] == ["gateway:GW-0042"]
+    assert out["address_after_move"].startswith("http://127.0.0.2:")
+    assert out["move_audited"] is True
