@@ -4,25 +4,17 @@ simulator's pty over RFC 2217 and the agent connects with pyserial's rfc2217:// 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from helpers import site_toml
+from helpers import free_port, site_toml, wait_port
 
 from edge_agent.testing import running_agent, wait_until
 
 SER2NET = shutil.which("ser2net") or "/usr/sbin/ser2net"
 pytestmark = pytest.mark.skipif(not Path(SER2NET).exists(),
                                 reason="ser2net not installed (./run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_kerong_boards_through_ser2net_rfc2217(kerong_bus, tmp_path: Path) -> None:
@@ -42,14 +34,7 @@ connection: &kerong
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("ser2net did not listen")
+        wait_port(port)
         # ser2net does not answer RFC 2217 SET_CONTROL; pyserial has an option for that.
         toml = site_toml({"bridge": f"rfc2217://127.0.0.1:{port}?ign_set_control"})
         async with running_agent(toml, tmp_path / "state") as (agent, client):

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import Tmux, site_toml
+from helpers import Tmux, free_port, site_toml, wait_port
 
 from edge_agent.testing import short_tempdir
 
@@ -23,12 +21,6 @@ pytestmark = pytest.mark.skipif(
          and os.geteuid() == 0),
     reason="needs root, openssh-server, openssh-client and tmux (./run installs them)")
 TUI = Path(sys.executable).with_name("edge-agent-tui")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_forcecommand_gives_the_dashboard_and_nothing_else(kerong_bus, tmp_path: Path) -> None:
@@ -77,12 +69,7 @@ Match User root
                "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
                "LogLevel=ERROR", "-o", "BatchMode=yes", "root@127.0.0.1"]
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.1)
+            wait_port(port)
             # A login gets the dashboard, read-only, in its terminal.
             env = {**os.environ, "TERM": "xterm-256color"}
             term.start(" ".join([*ssh[:-1], "-tt", ssh[-1]]), env)
