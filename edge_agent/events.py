@@ -37,7 +37,6 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self.subscribers: set[Subscription] = set()
-        self.published = 0
 
     def subscribe(self, maxsize: int = 2000) -> Subscription:
         sub = Subscription(self, maxsize)
@@ -45,6 +44,5 @@ class EventHub:
         return sub
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
-        self.published += 1
         for sub in list(self.subscribers):
             sub.offer((kind, data))

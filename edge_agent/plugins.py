@@ -265,18 +265,6 @@ class PluginHost:
                 results[name] = out
         return results
 
-    def call_each_sync(self, hook: str, **kwargs: Any) -> dict[str, Any]:
-        """Synchronous variant for command-line tools (no deadline)."""
-        results: dict[str, Any] = {}
-        for name in self.loaded():
-            try:
-                out = self.call_one_sync(name, hook, **kwargs)
-            except PluginError:
-                continue
-            if out is not None:
-                results[name] = out
-        return results
-
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -98,7 +98,6 @@ class DeviceSupervisor:
         self._rng = random.Random(seed)
         self._stopping = False
         self._waiter: asyncio.Future[None] | None = None
-        self._waiter_polls = False
         self._outage_started: float | None = None
 
     # ----------------------------------------------------------------- helpers
@@ -197,10 +196,10 @@ class DeviceSupervisor:
                 self._set(Link.ONLINE)
                 self._apply(state)
             delay = self.timing.poll_interval - (loop.time() - started)
-            await self._sleep(max(0.0, delay), wake_on_poll=True)
+            await self._sleep(max(0.0, delay))
 
-    async def _sleep(self, seconds: float, *, wake_on_poll: bool = False) -> None:
-        """Sleep, waking early on stop() (and on request_poll() if ``wake_on_poll``)."""
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on stop()."""
         if self._stopping:
             return
         if seconds <= 0:
@@ -208,7 +207,7 @@ class DeviceSupervisor:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiter, self._waiter_polls = fut, wake_on_poll
+        self._waiter = fut
         handle = loop.call_later(seconds, _wake, fut)
         try:
             await fut
@@ -221,10 +220,6 @@ class DeviceSupervisor:
         self.status.state = state
         if previous is None or previous.compartments != state.compartments:
             self._on_state(self, state)
-
-    def request_poll(self) -> None:
-        if self._waiter is not None and self._waiter_polls:
-            _wake(self._waiter)
 
     def stop(self) -> None:
         self._stopping = True

@@ -113,6 +113,13 @@ class BaseScreen(Screen[None]):
 class KeyedTable(DataTable[Any]):
     """A DataTable updated by row key: add, update changed cells, remove."""
 
+    def cursor_key(self) -> str | None:
+        """Key of the row under the cursor (same API as VirtualTable)."""
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return str(key) if key else None
+
     def sync(self, rows: dict[str, tuple[Any, ...]], columns: tuple[str, ...]) -> None:
         existing = {str(k.value) for k in self.rows}
         for key in existing - rows.keys():
@@ -189,11 +196,8 @@ class OverviewScreen(BaseScreen):
             self.dash.open_device(str(event.row_key.value))
 
     def action_open(self) -> None:
-        t = self.query_one("#attention", KeyedTable)
-        if t.row_count:
-            key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
-            if key:
-                self.dash.open_device(str(key))
+        if (key := self.query_one("#attention", KeyedTable).cursor_key()) is not None:
+            self.dash.open_device(key)
 
 
 # ------------------------------------------------------------------------ devices
@@ -535,10 +539,7 @@ class InboxScreen(BaseScreen):
         self.query_one("#inbox", KeyedTable).sync(rows, ("found", "what", "why"))
 
     def _selected(self) -> str | None:
-        t = self.query_one("#inbox", KeyedTable)
-        if not t.row_count:
-            return None
-        return str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+        return self.query_one("#inbox", KeyedTable).cursor_key()
 
     def action_adopt(self) -> None:
         if (item := self._selected()) is not None:

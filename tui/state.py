@@ -25,7 +25,6 @@ class Model:
     changed: set[str] = field(default_factory=set)  # device ids changed since last drain
     changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
     events_version: int = 0
-    version: int = 0
     wire: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed data only
 
     def put_device(self, d: dict[str, Any]) -> None:
@@ -37,7 +36,6 @@ class Model:
                     self.changed_at[(d["id"], key)] = now
         self.devices[d["id"]] = d
         self.changed.add(d["id"])
-        self.version += 1
 
     def put_event(self, e: dict[str, Any]) -> None:
         self.events.append(e)

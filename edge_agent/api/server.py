@@ -166,10 +166,7 @@ class ApiServer:
         try:
             return self.agent.device(dev_id)
         except DeviceUnavailable as exc:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": str(exc), "hint": "list devices with "
-                                 "'edge-agent devices'"}),
-                content_type="application/json") from exc
+            raise _http(404, str(exc), "list devices with 'edge-agent devices'") from exc
 
     async def device(self, request: web.Request) -> web.Response:
         return _json(self._dev(request).to_json())
