@@ -58,7 +58,9 @@ async def test_overview_devices_detail_and_live_compartment(kerong_bus, tmp_path
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: "online 2" in text_of(app, "#summary"), "counts")
             assert isinstance(app.screen, OverviewScreen)
-            assert "site test-site" in text_of(app, "#linkbar")
+            # The link bar says "connected" once the whole snapshot is in (a tick later).
+            await settle(pilot, lambda: "site test-site" in text_of(app, "#linkbar"),
+                         "link bar")
             await pilot.press("d")
             assert isinstance(app.screen, DevicesScreen)
             table = app.screen.query_one("#devices", VirtualTable)
