@@ -69,6 +69,7 @@ class Device:
         self.compartments: list[dict[str, Any]] = []
         self.bus: SerialBus | None = None
         self.out_of_service: dict[str, dict[str, Any]] = {}  # compartment -> why/who
+        self.alarms: dict[str, dict[str, Any]] = {}  # DeviceAlarm.key -> alarm as shown
 
     @property
     def link(self) -> str:
@@ -93,6 +94,7 @@ class Device:
         doc["link"] = self.link
         doc["error"] = self.error
         doc["compartments"] = self.compartments
+        doc["alarms"] = list(self.alarms.values())
         if self.supervisor is not None:
             sup = self.supervisor.to_json()
             doc["since"] = sup["since"]
@@ -561,7 +563,34 @@ class Agent:
                                  actor=dev.id)
         dev.compartments = new
         self.store.save_compartments(dev.id, new)
+        self._device_alarms(dev, state)
         self._device_changed(dev)
+
+    def _device_alarms(self, dev: Device, state: DeviceState) -> None:
+        """Raise alarms that appeared in this reading and clear those that went away.
+        Each transition is audited once; an unchanged alarm costs nothing."""
+        now = time.time()
+        seen: set[str] = set()
+        for a in state.alarms:
+            seen.add(a.key)
+            shown = dev.alarms.get(a.key)
+            if shown is not None:
+                shown["message"] = a.message  # e.g. a growing "open for N s"
+                continue
+            shown = {"id": f"device:{dev.id}:{a.key}", "device": dev.id, "code": a.code,
+                     "compartment": a.compartment, "severity": a.severity.value,
+                     "message": f"{dev.id}: {a.message}", "since": now}
+            dev.alarms[a.key] = shown
+            log.warning("alarm raised on %s: %s", dev.id, a.message)
+            self.record_soon("alarm_raised", device=dev.id, compartment=a.compartment,
+                             details={"code": a.code, "severity": a.severity.value,
+                                      "message": a.message})
+        for key in [k for k in dev.alarms if k not in seen]:
+            gone = dev.alarms.pop(key)
+            log.info("alarm cleared on %s: %s", dev.id, gone["message"])
+            self.record_soon("alarm_cleared", device=dev.id, compartment=gone["compartment"],
+                             details={"code": gone["code"], "raised": gone["since"],
+                                      "seconds": round(now - gone["since"], 1)})
 
     # ------------------------------------------------------------------ commands
 
@@ -710,7 +739,7 @@ class Agent:
                       "commits": self.audit.commits,
                       "damaged_lines": self.audit.damaged_lines},
             "store": {"error": self.store.last_error},
-            "alarms": list(self.alarms.values()),
+            "alarms": self.all_alarms(),
             "inbox": len(self.inbox_items()),
             "buses": list(self.bus_info.values()),
             "mdns": self.mdns.to_json() if self.mdns else None,
@@ -718,8 +747,16 @@ class Agent:
             "health": self._health(),
         }
 
+    def all_alarms(self) -> list[dict[str, Any]]:
+        """Agent alarms (store, audit, mDNS) then every device's, critical first."""
+        out = list(self.alarms.values())
+        for dev in self.devices.values():
+            out.extend(dev.alarms.values())
+        out.sort(key=lambda a: (a["severity"] != "critical", a["since"]))
+        return out
+
     def _health(self) -> str:
-        if self.audit.error or any(a["severity"] == "critical" for a in self.alarms.values()):
+        if self.audit.error or any(a["severity"] == "critical" for a in self.all_alarms()):
             return "degraded"
         return "ok"
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"
 """Version of the plugin contract this core implements (``MAJOR.MINOR``).
 
 A plugin declares the version it was written against in :class:`PluginInfo`. The core
@@ -217,12 +217,46 @@ class DeviceInfo:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Severity(enum.StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class DeviceAlarm:
+    """A condition on a device a technician must see (since contract 1.1).
+
+    A driver reports every alarm that holds *now* in each :class:`DeviceState`; the core
+    raises an alarm when it first appears (audited as ``alarm_raised``) and clears it when
+    a later reading no longer carries it (``alarm_cleared``). ``code`` plus
+    ``compartment`` identify an alarm across readings, so keep ``code`` stable and put
+    the changing words in ``message``.
+    """
+
+    code: str
+    """Stable machine name, e.g. ``"tamper"``, ``"door_held_open"``, ``"wrong_slot"``."""
+    message: str
+    """What a technician reads, e.g. ``"slot 3: tag E200..01 belongs in slot 5"``."""
+    severity: Severity = Severity.WARNING
+    compartment: int | None = None
+    """1-based compartment (slot) the alarm is about, or ``None`` for the whole device."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.code}:{self.compartment}" if self.compartment else self.code
+
+
 @dataclass(frozen=True)
 class DeviceState:
-    """One reading of a device. ``compartments`` is ordered by index."""
+    """One reading of a device. ``compartments`` is ordered by index.
+
+    ``alarms`` (since contract 1.1) lists the alarm conditions that hold at this reading;
+    an empty tuple clears every alarm the device had.
+    """
 
     compartments: tuple[CompartmentState, ...]
     details: Mapping[str, Any] = field(default_factory=dict)
+    alarms: tuple[DeviceAlarm, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,8 @@ class DeviceSupervisor:
     def _apply(self, state: DeviceState) -> None:
         previous = self.status.state
         self.status.state = state
-        if previous is None or previous.compartments != state.compartments:
+        if (previous is None or previous.compartments != state.compartments
+                or previous.alarms != state.alarms):
             self._on_state(self, state)
 
     def stop(self) -> None:

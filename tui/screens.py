@@ -17,7 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
 
-from tui.state import attention_order, counts, faults
+from tui.state import attention_order, counts, faults, site_alarms
 from tui.vtable import VirtualTable
 
 if TYPE_CHECKING:
@@ -172,19 +172,25 @@ class OverviewScreen(BaseScreen):
                        style="yellow" if c.get("degraded") else "")
         summary.append(f"offline {c.get('offline', 0) + c.get('error', 0)}  ",
                        style="bold red" if c.get("offline") or c.get("error") else "")
-        summary.append(f"alarms {len(st.get('alarms', []))}  ",
-                       style="bold red" if st.get("alarms") else "")
+        alarms = site_alarms(m)
+        summary.append(f"alarms {len(alarms)}  ", style="bold red" if alarms else "")
         summary.append(f"inbox {len(m.inbox)}")
-        for a in st.get("alarms", []):
-            summary.append(f"\nALARM {a['message']}", style="bold red")
+        for a in alarms[:8]:
+            word = "ALARM" if a.get("severity") == "critical" else "alarm"
+            summary.append(f"\n{word} {a['message']}",
+                           style="bold red" if a.get("severity") == "critical" else "bold yellow")
+        if len(alarms) > 8:
+            summary.append(f"\n... and {len(alarms) - 8} more alarms", style="bold")
         if (st.get("audit") or {}).get("error"):
             summary.append(f"\nAUDIT LOG: {st['audit']['error']} (unlocks refused)",
                            style="bold red")
         self.query_one("#summary", Static).update(summary)
         bad = [d for d in attention_order(list(m.devices.values()))
-               if d["link"] not in ("online",)]
-        rows = {d["id"]: (d["id"], link_text(d["link"]), (d.get("reason") or d.get("error")
-                                                          or "")[:60]) for d in bad}
+               if d["link"] not in ("online",) or d.get("alarms")]
+        rows = {d["id"]: (d["id"], link_text(d["link"]),
+                          (d.get("reason") or d.get("error") or "; ".join(
+                              a["message"].removeprefix(d["id"] + ": ")
+                              for a in d.get("alarms") or []))[:60]) for d in bad}
         self.query_one("#attention", KeyedTable).sync(rows, ("device", "state", "why"))
         last = list(m.events)[-8:]
         self.query_one("#last-events", Static).update(
@@ -378,6 +384,9 @@ class DeviceScreen(BaseScreen):
             v = details.get(k) or (d.get("properties") or {}).get(k)
             if v:
                 ident.append(f"\n{k}: {v}", style="dim")
+        for a in d.get("alarms") or []:
+            ident.append(f"\nALARM {a['message'].removeprefix(d['id'] + ': ')}",
+                         style="bold red" if a.get("severity") == "critical" else "bold yellow")
         self.query_one("#identity", Static).update(ident)
         self.query_one("#grid", Static).update(compartment_grid(d))
         evs = [e for e in self.dash.model.events if e.get("device") == self.device_id][-10:]

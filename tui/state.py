@@ -64,4 +64,16 @@ ATTENTION = {"offline": 0, "error": 0, "degraded": 1, "connecting": 2, "discover
 
 
 def attention_order(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(devs, key=lambda d: (ATTENTION.get(d["link"], 3), d["id"]))
+    return sorted(devs, key=lambda d: (ATTENTION.get(d["link"], 3 if not d.get("alarms")
+                                                     else 1), d["id"]))
+
+
+def site_alarms(model: Model) -> list[dict[str, Any]]:
+    """Agent alarms from the last status poll plus each device's alarms as they stream in
+    (a device alarm shows the moment its device update arrives, not at the next poll)."""
+    out = [a for a in (model.status or {}).get("alarms", [])
+           if not str(a.get("id", "")).startswith("device:")]
+    for d in model.devices.values():
+        out.extend(d.get("alarms") or [])
+    out.sort(key=lambda a: (a.get("severity") != "critical", a.get("since") or 0))
+    return out
