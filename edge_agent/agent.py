@@ -558,8 +558,11 @@ class Agent:
                 self.record_soon("door_opened" if c["door"] == "open" else "door_closed",
                                  device=dev.id, compartment=c["index"], actor=dev.id)
             if before["item"] != c["item"] and c["item"] != "unknown":
-                self.record_soon("item_returned" if c["item"] == "present" else "item_removed",
-                                 device=dev.id, compartment=c["index"], item=c.get("tag"),
+                returned = c["item"] == "present"
+                # The tag of what was taken is in the reading before; of what came back, now.
+                self.record_soon("item_returned" if returned else "item_removed",
+                                 device=dev.id, compartment=c["index"],
+                                 item=c.get("tag") if returned else before.get("tag"),
                                  actor=dev.id)
         dev.compartments = new
         self.store.save_compartments(dev.id, new)

@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -215,8 +215,17 @@ def _fmt_loc(loc: Sequence[str | int]) -> str:
     return out or "(top level)"
 
 
-def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
-    """Parse and validate a site config held in ``source``; raise :class:`ConfigError`."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_toml(model: type[M], source: str, path: str = "<string>", *,
+                  expand_env: bool = False, hint: str = "") -> M:
+    """Parse TOML held in ``source`` and validate it against a pydantic ``model``.
+
+    Raises :class:`ConfigError` whose problems each read ``FILE:LINE: key.path: what``.
+    Public for plugins that read their own TOML files (device profiles, say), so their
+    errors look like the site config's. ``hint`` is appended to "unknown key".
+    """
     try:
         raw = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
@@ -224,17 +233,18 @@ def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
         m = re.search(r"at line (\d+)", str(exc))
         where = f"{path}:{m.group(1)}" if m else path
         raise ConfigError(path, [f"{where}: not valid TOML: {exc}"]) from exc
-    missing: list[str] = []
-    expanded = _expand(raw, missing)
+    if expand_env:
+        missing: list[str] = []
+        raw = _expand(raw, missing)
+        if missing:
+            raise ConfigError(
+                path,
+                [f"{path}: environment variable ${{{name}}} is not set"
+                 for name in sorted(set(missing))],
+            )
     lines = key_lines(source)
-    if missing:
-        raise ConfigError(
-            path,
-            [f"{path}: environment variable ${{{name}}} is not set"
-             for name in sorted(set(missing))],
-        )
     try:
-        return SiteConfig.model_validate(expanded)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -243,11 +253,17 @@ def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
             where = f"{path}:{line}" if line else path
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see site_configs/example.toml)"
+                msg = "unknown key (check the spelling" + (f"; {hint})" if hint else ")")
             elif err["type"] == "missing":
                 msg = "required key is missing"
             problems.append(f"{where}: {_fmt_loc(loc)}: {msg}")
         raise ConfigError(path, problems) from exc
+
+
+def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
+    """Parse and validate a site config held in ``source``; raise :class:`ConfigError`."""
+    return validate_toml(SiteConfig, source, path, expand_env=True,
+                         hint="see site_configs/example.toml")
 
 
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:

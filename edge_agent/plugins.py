@@ -24,7 +24,7 @@ import pluggy
 
 from edge_agent import hookspecs
 from edge_agent.contract import CONTRACT_VERSION, PluginInfo
-from edge_agent.errors import PluginError
+from edge_agent.errors import EdgeAgentError, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,9 @@ class PluginHost:
         fn = impls[0]
         try:
             return fn(**{k: v for k, v in kwargs.items() if k in _argnames(fn)})
+        except EdgeAgentError as exc:
+            # A deliberate refusal with a reason (bad device settings, say): not a fault.
+            raise PluginError(f"plugin {plugin}: {exc}") from exc
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             self.isolate(plugin, f"{hook} raised {detail}")

@@ -126,9 +126,9 @@ class GatewaySimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)
+        assert sockets
+        self.port = sockets[0].getsockname()[1]
 
     def _service(self) -> AsyncServiceInfo:
         return AsyncServiceInfo(

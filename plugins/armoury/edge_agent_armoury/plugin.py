@@ -1,0 +1,100 @@
+"""Hook implementations of the armoury cabinet plugin (entry point ``armoury``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from edge_agent.contract import Candidate, DriverContext, MdnsMatcher, MdnsService, PluginInfo
+from edge_agent.errors import ConfigError
+from edge_agent.hookspecs import hookimpl
+from edge_agent_armoury import PLUGIN, SERVICE_TYPE, __version__
+from edge_agent_armoury.driver import CabinetDriver, Endpoint
+from edge_agent_armoury.profile import ProfileLibrary
+from edge_agent_armoury.simulator import CabinetSimulator
+
+log = logging.getLogger(__name__)
+
+_libraries: dict[tuple[str, ...], ProfileLibrary] = {}
+_guard = threading.Lock()
+
+
+def library(settings: Mapping[str, Any]) -> ProfileLibrary:
+    """The profile library for these site settings (built once per set of directories)."""
+    dirs = tuple(str(d) for d in settings.get("profile_dirs") or ())
+    with _guard:
+        lib = _libraries.get(dirs)
+        if lib is None:
+            lib = _libraries[dirs] = ProfileLibrary(dirs)
+            for problem in lib.problems:
+                log.error("armoury: %s", problem)
+        return lib
+
+
+@hookimpl
+def edge_agent_plugin_info() -> PluginInfo:
+    return PluginInfo(name=PLUGIN, vendor="edge-agent", version=__version__, contract="1.1",
+                      description="Modbus armoury cabinets (TCP/RTU) from device profiles: "
+                                  + ", ".join(library({}).names()))
+
+
+@hookimpl
+def edge_agent_mdns_matchers() -> list[MdnsMatcher]:
+    return [MdnsMatcher(SERVICE_TYPE, txt={"profile": "*", "serial": "*"},
+                        description="Modbus TCP cabinet advertising its device profile")]
+
+
+@hookimpl
+def edge_agent_mdns_candidate(service: MdnsService) -> Candidate | None:
+    props = service.properties
+    name = props["profile"]
+    try:
+        profile = library({}).get(name)
+    except ConfigError as exc:
+        log.warning("armoury: %s advertises %s", service.name, exc)
+        return None
+    unit = props.get("unit", "")
+    host = service.addresses[0]
+    return Candidate(
+        identity=f"{PLUGIN}:{props['serial']}", plugin=PLUGIN, source="mdns",
+        vendor=profile.profile.vendor, model=profile.profile.model,
+        address=f"modbus-tcp://{host}:{service.port}",
+        properties={"profile": name, "serial": props["serial"],
+                    "unit": int(unit) if unit.isdigit() else profile.profile.unit,
+                    "interface": service.interface, "mdns_name": service.name})
+
+
+@hookimpl
+def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> CabinetDriver:
+    p = candidate.properties
+    if "profile" not in p:
+        raise ConfigError(candidate.identity, [
+            f"device {candidate.identity}: properties need profile = \"NAME\" (known: "
+            f"{', '.join(library(context.settings).names())})"])
+    profile = library(context.settings).get(str(p["profile"]))
+    serial = p.get("serial")
+    if serial is None and candidate.identity.startswith(f"{PLUGIN}:"):
+        serial = candidate.identity.split(":", 1)[1]
+    return CabinetDriver(profile, Endpoint.parse(candidate.address),
+                         unit=int(p["unit"]) if "unit" in p else None,
+                         serial=str(serial) if serial else None, settings=context.settings,
+                         timeout=context.timeout)
+
+
+@hookimpl
+def edge_agent_settings_schema() -> Mapping[str, Any]:
+    return {
+        "profile_dirs": (list, [], "directories with site device profiles (*.toml)"),
+        "door_open_limit_s": (float, 0.0, "door held open alarm after this many seconds "
+                                          "(0: the profile's limit)"),
+        "request_timeout": (float, 1.0, "seconds to wait for each Modbus answer"),
+        "assignments": (dict, {}, "per cabinet serial, slot -> tag id of the weapon "
+                                  "that belongs there"),
+    }
+
+
+@hookimpl
+def edge_agent_simulator(options: Mapping[str, Any]) -> CabinetSimulator:
+    return CabinetSimulator.from_options(options)
