@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,3 +66,38 @@ async def running_agent(
                 yield agent, client
         finally:
             await agent.stop()
+
+
+def netns_available() -> bool:
+    """True if this machine can make a private network namespace (``unshare -rn``)."""
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"],
+                           capture_output=True, timeout=20)
+    return probe.returncode == 0
+
+
+def run_in_netns(script: Path, *, timeout: float = 120, loopback_fallback: bool = False
+                 ) -> dict[str, Any]:
+    """Run a Python script in a private network namespace with only ``lo`` up, so its
+    mDNS traffic never reaches a real interface; return the JSON object it prints last.
+
+    The script exits non-zero on failure; its stderr tail is in the assertion message.
+    Without namespaces, ``loopback_fallback`` runs it on the host (the script must bind
+    zeroconf to 127.0.0.1 only); otherwise the calling test is skipped.
+    """
+    if netns_available():
+        cmd = ["unshare", "-rn", "sh", "-c",
+               f'ip link set lo up && exec "{sys.executable}" "{script}"']
+    elif loopback_fallback:
+        cmd = [sys.executable, str(script)]
+    else:
+        import pytest
+
+        pytest.skip("needs unshare and ip for a private network namespace "
+                    "(./run installs util-linux and iproute2)")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=dict(os.environ))
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stderr[-4000:]}"
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out

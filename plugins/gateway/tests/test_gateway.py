@@ -3,27 +3,15 @@ through real zeroconf), inside a private network namespace."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from edge_agent.testing import run_in_netns
 
 SCENARIO = Path(__file__).parent / "netns" / "scenario.py"
 
 
 def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
-    if not (shutil.which("unshare") and shutil.which("ip")):
-        pytest.skip("needs unshare and ip (./run installs them)")
-    cmd = ["unshare", "-rn", "sh", "-c",
-           f'ip link set lo up && exec "{sys.executable}" "{SCENARIO}"']
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_in_netns(SCENARIO)
     assert out["first"]["source"] == "mdns" and out["first"]["link"] == "online"
     assert out["first"]["address"].startswith("http://127.0.0.1:")
     assert out["interface"] == "127.0.0.1"
