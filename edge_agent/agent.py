@@ -654,6 +654,19 @@ class Agent:
         rec = await self.record("out_of_service" if out else "back_in_service",
                                 device=device_id, compartment=compartment, actor=actor,
                                 reason=reason)
+        # The agent refuses unlocks of the compartment whatever happens next; a device
+        # that keeps its own out-of-service flag (a REST gateway) is told as well.
+        pushed: bool | str = False
+        if dev.supervisor is not None:
+            try:
+                pushed = await dev.supervisor.set_out_of_service(compartment, out, reason)
+            except EdgeAgentError as exc:
+                pushed = f"not applied on the device: {exc}"
+                log.warning("device %s compartment %s: out of service %s", device_id,
+                            compartment, pushed)
+                self.record_soon("out_of_service_push", device=device_id,
+                                 compartment=compartment, outcome="failed",
+                                 details={"error": str(exc), "request_seq": rec["seq"]})
         if out:
             dev.out_of_service[str(compartment)] = {"reason": reason, "actor": actor,
                                                     "since": time.time(), "seq": rec["seq"]}
@@ -662,7 +675,7 @@ class Agent:
         self.store.save_device(dev.registry_doc())
         self._device_changed(dev)
         return {"device": device_id, "compartment": compartment, "out_of_service": out,
-                "audit_seq": rec["seq"]}
+                "audit_seq": rec["seq"], "device_told": pushed}
 
     def inbox_items(self) -> list[dict[str, Any]]:
         """What was found and not adopted, with why; ignored entries are left out."""

@@ -277,6 +277,10 @@ class DeviceDriver(Protocol):
 
     Drivers raise :class:`edge_agent.errors.DriverError` subclasses; anything else is
     treated as a plugin fault and isolated to this device.
+
+    Optional (since contract 1.1): ``async def set_out_of_service(self, compartment: int,
+    out: bool, reason: str) -> None`` for devices that keep their own out-of-service flag;
+    the core calls it after auditing the change (the agent refuses unlocks either way).
     """
 
     async def connect(self) -> DeviceInfo: ...

@@ -246,6 +246,16 @@ class DeviceSupervisor:
         self._require_online()
         await self._call("identify", self.driver.identify())
 
+    async def set_out_of_service(self, compartment: int, out: bool, reason: str) -> bool:
+        """Tell the device itself, if its driver can (optional ``set_out_of_service``
+        method, since contract 1.1). Returns False when the driver has no such method."""
+        fn = getattr(self.driver, "set_out_of_service", None)
+        if fn is None:
+            return False
+        self._require_online()
+        await self._call(f"out of service {compartment}", fn(compartment, out, reason))
+        return True
+
     def to_json(self) -> dict[str, Any]:
         s = self.status
         return {

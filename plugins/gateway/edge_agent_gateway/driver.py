@@ -56,18 +56,7 @@ class GatewayDriver:
                           details={"api": info.get("apiVersion"), "base_url": self.base})
 
     async def read_state(self) -> DeviceState:
-        lockers = await self._request("GET", "/lockers")
-        if not isinstance(lockers, list):
-            raise ProtocolError("GET /lockers did not return a list")
-        comps = []
-        for lk in sorted(lockers, key=lambda x: int(x["lockerId"])):
-            comps.append(CompartmentState(
-                index=int(lk["lockerId"]) + 1,
-                door=Door.OPEN if lk.get("doorOpen") else Door.CLOSED,
-                item=Item.PRESENT if lk.get("occupied") else Item.ABSENT,
-                fault=f"out of service ({lk.get('reasonCode')})" if lk.get("outOfService")
-                else None))
-        return DeviceState(tuple(comps))
+        return parse_lockers(await self._request("GET", "/lockers"))
 
     async def unlock(self, compartment: int) -> DeviceState:
         last: Exception | None = None
@@ -86,6 +75,10 @@ class GatewayDriver:
         assert last is not None
         raise last
 
+    async def set_out_of_service(self, compartment: int, out: bool, reason: str) -> None:
+        await self._request("PATCH", f"/lockers/{compartment - 1}",
+                            json={"outOfService": out, "reasonCode": reason if out else ""})
+
     async def identify(self) -> None:
         await self._request("POST", "/identify")
 
@@ -93,3 +86,21 @@ class GatewayDriver:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def parse_lockers(lockers: Any) -> DeviceState:
+    """The body of ``GET /lockers`` as a device state (pure: used by recorded-frame tests)."""
+    if not isinstance(lockers, list):
+        raise ProtocolError("GET /lockers did not return a list")
+    comps = []
+    try:
+        for lk in sorted(lockers, key=lambda x: int(x["lockerId"])):
+            comps.append(CompartmentState(
+                index=int(lk["lockerId"]) + 1,
+                door=Door.OPEN if lk.get("doorOpen") else Door.CLOSED,
+                item=Item.PRESENT if lk.get("occupied") else Item.ABSENT,
+                fault=f"out of service ({lk.get('reasonCode')})" if lk.get("outOfService")
+                else None))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolError(f"GET /lockers: malformed locker entry: {exc!r}") from exc
+    return DeviceState(tuple(comps))

@@ -5,6 +5,7 @@ disappearing from mDNS and coming back). Runs its own event loop in a thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Mapping
@@ -47,6 +48,7 @@ class GatewaySimulator:
         self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
         self.faults = GatewayFaults()
         self.opens: list[int] = []
+        self.recording: list[dict[str, Any]] | None = None  # set to a list to capture
         self.lock = threading.Lock()
         self.name = self.name or f"gw-{self.serial}"
         self._loop = asyncio.new_event_loop()
@@ -115,8 +117,20 @@ class GatewaySimulator:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
+    @web.middleware
+    async def _tap(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Capture each exchange when ``recording`` is a list (recorded-frame data)."""
+        body = await request.text() if self.recording is not None else ""
+        resp: web.StreamResponse = await handler(request)
+        if self.recording is not None and isinstance(resp, web.Response):
+            self.recording.append({"method": request.method, "path": request.path,
+                                   "body": json.loads(body) if body else None,
+                                   "status": resp.status,
+                                   "answer": json.loads(resp.text or "null")})
+        return resp
+
     async def _serve(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._tap])
         app.router.add_get("/info", self.info)
         app.router.add_get("/lockers", self.list_lockers)
         app.router.add_post("/lockers/{id}/open", self.open_locker)

@@ -19,6 +19,10 @@ def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
     assert out["items"] == ["absent" if i % 3 == 0 else "present" for i in range(12)]
     assert out["unlock"]["opens"] == [4] and out["unlock"]["state"]["door"] == "open"
     assert "500" in out["reason_500"]
+    assert "no answer" in out["reason_slow_s"] or "longer than" in out["reason_slow_s"]
+    assert out["reason_drop"], "a dropped connection gives a reason"
+    assert out["oos"]["told"] is True and out["oos"]["on_gateway"] == [True, "DAMAGED-HINGE"]
+    assert out["oos"]["fault"] == "out of service (DAMAGED-HINGE)"
     assert any("identity conflict" in why and "gateway:EVIL-9" in why
                for why in out["spoof_inbox"])
     assert out["spoof_device_created"] is False

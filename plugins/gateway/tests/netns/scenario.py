@@ -49,6 +49,24 @@ async def main() -> int:
                 gw.faults.error_500 = False
                 await wait_until(lambda: agent.devices[DEV].link == "online", timeout=10,
                                  what="back after 500s")
+                # Slow answers (past the request timeout), then dropped connections.
+                for fault, value in (("slow_s", 3.0), ("drop", True)):
+                    setattr(gw.faults, fault, value)
+                    await wait_until(lambda: agent.devices[DEV].link == "offline",
+                                     timeout=15, what=f"offline on {fault}")
+                    out[f"reason_{fault}"] = agent.devices[DEV].supervisor.status.reason
+                    setattr(gw.faults, fault, 0.0 if fault == "slow_s" else False)
+                    await wait_until(lambda: agent.devices[DEV].link == "online", timeout=15,
+                                     what=f"back after {fault}")
+                # Out of service: audited, refused by the agent, and set on the gateway.
+                r = await client.post(f"/v1/devices/{DEV}/out-of-service",
+                                      {"compartment": 9, "reason": "DAMAGED-HINGE",
+                                       "out": True})
+                out["oos"] = {"told": r["device_told"], "on_gateway":
+                              [gw.state[8].out_of_service, gw.state[8].reason]}
+                await wait_until(lambda: agent.devices[DEV].compartments[8]["fault"],
+                                 what="gateway reports it")
+                out["oos"]["fault"] = agent.devices[DEV].compartments[8]["fault"]
                 # A spoofer takes the gateway's name while it is off mDNS.
                 await asyncio.to_thread(gw.withdraw)
                 spoof = GatewaySimulator(serial="EVIL-9", name=gw.name, lockers=2)
