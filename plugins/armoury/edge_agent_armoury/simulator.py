@@ -80,6 +80,8 @@ class CabinetSimulator:
         self.model = CabinetModel([SimSlot(tag=tag_for(self.serial, n, width))
                                    for n in range(1, p.profile.slots + 1)])
         self.unlocks: list[int] = []
+        self.garbage = False  # answers corrupted on the wire
+        self.silent = False  # no answers at all
         self.coil_writes: list[tuple[int, bool]] = []
         self._lock_coils = {p.slot.lock.at(n): n for n in range(1, p.profile.slots + 1)}
         self._internal = False
@@ -269,13 +271,24 @@ class CabinetSimulator:
                 self.model.temperature = round(21 + rng.random() * 2, 1)
             await self._push()
 
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus calls this with every packet; faults act on the bytes on the wire."""
+        if not sending:
+            return data
+        if self.silent:
+            return b""
+        if self.garbage:
+            junk = bytearray(self._rng.randrange(256) for _ in range(len(data) + 3))
+            return bytes(junk)
+        return data
+
     # ------------------------------------------------------------------ lifecycle
 
     async def _serve(self) -> None:
         device = self._device()
         if self.transport == "tcp":
             server: ModbusTcpServer | ModbusSerialServer = ModbusTcpServer(
-                device, address=(self.host, self.port))
+                device, address=(self.host, self.port), trace_packet=self._trace)
             await server.serve_forever(background=True)
             sockets = getattr(server.transport, "sockets", None)
             if sockets:
@@ -283,7 +296,7 @@ class CabinetSimulator:
         else:
             server_end = self._null_modem()
             server = ModbusSerialServer(device, port=server_end, baudrate=9600,
-                                        reconnect_delay=0.2)
+                                        reconnect_delay=0.2, trace_packet=self._trace)
             await server.serve_forever(background=True)
         self._server = server
         await self._push()

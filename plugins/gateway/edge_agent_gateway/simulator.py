@@ -32,6 +32,7 @@ class GatewayFaults:
     slow_s: float = 0.0
     error_500: bool = False
     drop: bool = False
+    garbage: bool = False  # 200 with a body that is not JSON
 
 
 @dataclass
@@ -69,6 +70,8 @@ class GatewaySimulator:
             raise web.HTTPInternalServerError()
         if self.faults.error_500:
             raise web.HTTPInternalServerError(text="simulated failure")
+        if self.faults.garbage:
+            raise web.HTTPOk(text="\x02\xff<<not json>>", content_type="application/json")
 
     async def info(self, request: web.Request) -> web.Response:
         await self._maybe_fault(request)
