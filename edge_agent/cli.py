@@ -356,6 +356,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    from edge_agent.template import TemplateError, new_plugin
+
+    try:
+        root = new_plugin(args.name, Path(args.dir), vendor=args.vendor)
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"created {root}\n\nnext:\n  cd {root}\n  pip install -e '.[test]'\n  pytest"
+          f"\n  edge-agent plugins --local\n\nthen read {root / 'README.md'}")
+    return EXIT_OK
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why the compartment is being opened")
@@ -470,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--state-dir")
     ap.add_argument("--site")
     ap.set_defaults(func=cmd_audit_checkpoint)
+
+    sp = sub.add_parser("plugin", help="tools for vendor plugin authors")
+    psub = sp.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")
+    pp = psub.add_parser("new", help="generate an installable plugin package whose tests "
+                         "pass as generated (codec, driver, simulator, conformance tests)")
+    pp.add_argument("name", help="plugin name: lower-case, becomes the entry point")
+    pp.add_argument("--dir", default=".", help="where to create edge-agent-NAME/ (default .)")
+    pp.add_argument("--vendor", default="", help="vendor name shown to technicians")
+    pp.set_defaults(func=cmd_plugin_new)
 
     sp = sub.add_parser("config", help="site config tools")
     csub = sp.add_subparsers(dest="config_command", required=True, metavar="ACTION")
