@@ -142,3 +142,18 @@ def test_every_hook_is_documented_with_example_and_version() -> None:
         assert "Since contract" in doc, f"{name}: say which contract version added it"
         assert "Example::" in doc, f"{name}: give an example"
         assert ":returns:" in doc, f"{name}: document the return value"
+
+
+def test_plugin_guide_documents_every_hook_as_the_specs_say() -> None:
+    from pathlib import Path
+
+    from edge_agent import hookdoc
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "plugin-guide.md").read_text()
+    for name in hookdoc.hook_names():
+        assert f"### {name}" in guide, (f"{name} is not in docs/plugin-guide.md: run "
+                                        "python -m edge_agent.hookdoc --write "
+                                        "docs/plugin-guide.md")
+    assert hookdoc.embedded(guide) == hookdoc.render(), (
+        "docs/plugin-guide.md is out of date with edge_agent/hookspecs.py: run "
+        "python -m edge_agent.hookdoc --write docs/plugin-guide.md")
