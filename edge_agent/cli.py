@@ -350,8 +350,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return EXIT_OK
     if note:
         print(note, file=sys.stderr)
+    def note_of(p: dict[str, Any]) -> str:
+        if p["reason"]:
+            return str(p["reason"])
+        if p.get("faults"):
+            return f"{p['faults']} fault(s), last: {p.get('last_fault') or '?'}"
+        return str(p["description"] or "")
+
     rows = [(p["name"], p["status"], p["version"] or "-", p["contract"] or "-",
-             p["vendor"] or "-", p["reason"] or p["description"] or "") for p in plugins]
+             p["vendor"] or "-", note_of(p)) for p in plugins]
     print(_table(rows, ["PLUGIN", "STATUS", "VERSION", "CONTRACT", "VENDOR", "NOTE"]))
     return EXIT_OK
 
