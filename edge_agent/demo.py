@@ -160,5 +160,5 @@ def _print_headless(snap: dict[str, Any], simulated: list[str], *, as_json: bool
         comps = d["compartments"]
         opened = [c["index"] for c in comps if c["door"] == "open"]
         items = sum(1 for c in comps if c["item"] == "present")
-        print(f"  {d['id']:<24} {d['model']:<8} {d['link']:<8} {d['address']:<40} "
+        print(f"  {d['id']:<24} {d['model']:<20} {d['link']:<8} {d['address']:<40} "
               f"{items}/{len(comps)} items, open: {opened or 'none'}")

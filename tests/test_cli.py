@@ -67,11 +67,15 @@ async def test_unreachable_agent_and_usage_errors() -> None:
 
 
 async def test_demo_headless_json() -> None:
-    code, out, err = await cli("demo", "--headless", "--seconds", "3", "--json")
+    """The demo site: Kerong boards on a pty bus and a TCP bridge, a REST gateway and both
+    cabinet models found by mDNS (loopback only), every one online with its compartments."""
+    code, out, err = await cli("demo", "--headless", "--seconds", "6", "--json")
     assert code == 0, err
     demo = json.loads(out)
-    ids = {d["id"] for d in demo["devices"]}
-    assert ids == {"kerong:locker-bank-a:0", "kerong:locker-bank-a:1", "kerong:locker-bank-a:2",
-                   "kerong:locker-bank-b:0", "kerong:locker-bank-b:1"}
-    assert all(d["link"] == "online" and len(d["compartments"]) == 16 for d in demo["devices"])
+    got = {d["id"]: (d["link"], len(d["compartments"]), d["source"]) for d in demo["devices"]}
+    kerong = {f"kerong:locker-bank-{b}:{n}": ("online", 16, "bus-probe")
+              for b, n in (("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1))}
+    assert got == {**kerong, "gateway:GW-DEMO-01": ("online", 12, "mdns"),
+                   "armoury:WC12-DEMO-1": ("online", 12, "mdns"),
+                   "armoury:TD8-DEMO-2": ("online", 8, "mdns")}
     assert any(d["address"].startswith("socket://127.0.0.1:") for d in demo["devices"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 from collections.abc import Mapping
@@ -44,6 +45,9 @@ class GatewaySimulator:
     name: str = ""
     advertise_serial: str | None = None  # a spoofer claims someone else's name
     mdns_interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    scenario: bool = False  # officers take and return kit now and then
+    scenario_interval: float = 2.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
@@ -58,6 +62,7 @@ class GatewaySimulator:
         self._runner: web.AppRunner | None = None
         self._zc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
+        self._scenario_task: Any = None
 
     # ---------------------------------------------------------------- HTTP
 
@@ -170,10 +175,26 @@ class GatewaySimulator:
             await self._zc.async_unregister_service(self._info)
             self._info = None
 
+    async def _scenario(self) -> None:
+        rng = random.Random(self.seed)
+        while True:
+            await asyncio.sleep(self.scenario_interval * (0.5 + rng.random()))
+            with self.lock:
+                lk = self.state[rng.randrange(self.lockers)]
+                if lk.out_of_service:
+                    continue
+                if lk.door_open:
+                    lk.door_open = False
+                else:
+                    lk.door_open, lk.occupied = True, not lk.occupied
+
     def start(self) -> None:
         self._thread.start()
         self._call(self._serve())
         self._call(self._advertise())
+        if self.scenario:
+            self._scenario_task = asyncio.run_coroutine_threadsafe(self._scenario(),
+                                                                   self._loop)
 
     def withdraw(self) -> None:
         """Disappear from mDNS (the HTTP server keeps running)."""
@@ -196,6 +217,8 @@ class GatewaySimulator:
 
     def stop(self) -> None:
         async def go() -> None:
+            if self._scenario_task is not None:
+                self._scenario_task.cancel()
             await self._withdraw()
             if self._zc is not None:
                 await self._zc.async_close()
@@ -214,7 +237,8 @@ class GatewaySimulator:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> GatewaySimulator:
-        known = {"serial", "lockers", "host", "port", "name", "interfaces"}
+        known = {"serial", "lockers", "host", "port", "name", "interfaces", "scenario",
+                 "scenario_interval", "seed"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown gateway simulator option(s): {', '.join(unknown)}")
@@ -222,4 +246,7 @@ class GatewaySimulator:
                    lockers=int(options.get("lockers", 12)),
                    host=str(options.get("host", "127.0.0.1")),
                    port=int(options.get("port", 0)), name=str(options.get("name", "")),
-                   mdns_interfaces=list(options.get("interfaces", ["127.0.0.1"])))
+                   mdns_interfaces=list(options.get("interfaces", ["127.0.0.1"])),
+                   scenario=bool(options.get("scenario", False)),
+                   scenario_interval=float(options.get("scenario_interval", 2.0)),
+                   seed=int(options.get("seed", 0)))
