@@ -1,0 +1,229 @@
+"""Fleet supervision cost, measured in one run.
+
+One agent (a separate ``edge-agent run`` process) supervises 200 simulated REST locker
+gateways with 48 lockers each and 20 Modbus armoury cabinets (both profiles) on loopback,
+one poll per device per second. Printed:
+
+* the agent's CPU share of one core and its peak memory (VmHWM) over the window,
+* the p99 staleness of device state: from a door changed on a simulator to the change on
+  the agent's event stream,
+* beside a bare asyncio loop (a separate process) doing the same HTTP GETs and Modbus
+  reads on the same simulators, in the same run. The figure is agent CPU / bare CPU;
+  target <= 1.5.
+
+The simulators (real aiohttp servers, pymodbus's own servers) run in this process. Every
+loop is bounded in count and time; all traffic is on 127.0.0.1.
+
+    .venv/bin/python bench/fleet_supervision.py [--gateways 200] [--cabinets 20] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from edge_agent_armoury.profile import ProfileLibrary
+from edge_agent_armoury.simulator import CabinetSimulator
+from edge_agent_gateway.simulator import GatewaySimulator
+
+from edge_agent.client import AgentClient
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+BARE = textwrap.dedent('''
+    """The baseline: the same polls, nothing else (no state, no audit, no API)."""
+    import asyncio, json, sys, time
+    import aiohttp
+    from pymodbus.client import AsyncModbusTcpClient
+    from edge_agent_armoury.profile import ProfileLibrary, state_reads
+
+    async def gateway(session, port, stop):
+        while time.monotonic() < stop:
+            t = time.monotonic()
+            async with session.get(f"http://127.0.0.1:{port}/lockers") as r:
+                await r.json()
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+
+    async def cabinet(port, profile, unit, stop):
+        c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0,
+                                 reconnect_delay=0)
+        await c.connect()
+        reads = state_reads(profile)
+        fns = {"coil": c.read_coils, "discrete": c.read_discrete_inputs,
+               "holding": c.read_holding_registers, "input": c.read_input_registers}
+        while time.monotonic() < stop:
+            t = time.monotonic()
+            for rd in reads:
+                await fns[rd.table](rd.address, count=rd.count, device_id=unit)
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+        c.close()
+
+    async def main():
+        spec = json.loads(sys.argv[1])
+        lib = ProfileLibrary()
+        stop = time.monotonic() + spec["seconds"]
+        async with aiohttp.ClientSession() as s:
+            await asyncio.gather(
+                *(gateway(s, p, stop) for p in spec["gateways"]),
+                *(cabinet(p, lib.get(n), u, stop) for p, n, u in spec["cabinets"]))
+
+    asyncio.run(main())
+''')
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def site(gws: list[GatewaySimulator], cabs: list[CabinetSimulator]) -> str:
+    out = ['[site]\nid = "fleet-bench"\n',
+           "[agent]\npoll_interval = 1.0\ncommand_timeout = 2.0\nlog_level = \"warning\"\n",
+           "[audit]\ncheckpoint_interval = 60\n"]
+    for g in gws:
+        out.append(f'[[devices]]\nplugin = "gateway"\nidentity = "gateway:{g.serial}"\n'
+                   f'address = "http://127.0.0.1:{g.port}"\nproperties = {{ host = '
+                   f'"127.0.0.1", port = {g.port}, serial = "{g.serial}" }}\n')
+    for c in cabs:
+        out.append(f'[[devices]]\nplugin = "armoury"\nidentity = "armoury:{c.serial}"\n'
+                   f'address = "{c.address}"\nproperties = {{ profile = "{c.profile.name}" }}\n')
+    return "\n".join(out)
+
+
+async def measure_agent(sock: Path, pid: int, gws: list[GatewaySimulator],
+                        cabs: list[CabinetSimulator], seconds: float) -> dict[str, float]:
+    total = len(gws) + len(cabs)
+    deadline = time.monotonic() + 120
+    async with AgentClient(sock, timeout=10) as c:
+        while time.monotonic() < deadline:
+            st = await c.get("/v1/status")
+            if st["devices"].get("online", 0) == total:
+                break
+            await asyncio.sleep(1.0)
+        else:
+            raise SystemExit(f"only {st['devices']} of {total} online after 120 s")
+    await asyncio.sleep(3.0)  # settle after connect storms
+    pending: dict[tuple[str, int], float] = {}
+    lat: list[float] = []
+    rng = random.Random(3)
+
+    async def watch() -> None:
+        async with AgentClient(sock, timeout=None) as c2:
+            async for kind, data in c2.stream():
+                if kind != "device":
+                    continue
+                now = time.monotonic()
+                for comp in data.get("compartments") or []:
+                    key = (data["id"], comp["index"])
+                    t0 = pending.get(key)
+                    if t0 is not None and comp["door"] == "open":
+                        lat.append(now - t0)
+                        del pending[key]
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    await asyncio.sleep(0.5)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    end = t0 + seconds
+    while time.monotonic() < end:  # ~10 door openings a second, spread over the fleet
+        g = rng.choice(gws)
+        n = rng.randrange(g.lockers)
+        if not g.state[n].door_open:
+            with g.lock:
+                g.state[n].door_open = True
+            pending[(f"gateway:{g.serial}", n + 1)] = time.monotonic()
+        await asyncio.sleep(0.1)
+    cpu = cpu_seconds(pid) - cpu0
+    elapsed = time.monotonic() - t0
+    await asyncio.sleep(2.5)  # let the last changes arrive
+    watcher.cancel()
+    lat.sort()
+    return {"cpu_share": cpu / elapsed, "peak_mb": peak_rss_mb(pid),
+            "p50": statistics.median(lat) if lat else float("nan"),
+            "p99": lat[int(len(lat) * 0.99) - 1] if lat else float("nan"),
+            "changes": len(lat), "missed": len(pending)}
+
+
+def measure_bare(gws: list[GatewaySimulator], cabs: list[CabinetSimulator],
+                 seconds: float) -> dict[str, float]:
+    spec = {"seconds": seconds + 4, "gateways": [g.port for g in gws],
+            "cabinets": [[c.port, c.profile.name, c.unit] for c in cabs]}
+    proc = subprocess.Popen([sys.executable, "-c", BARE, json.dumps(spec)])
+    time.sleep(3.0)  # connections up
+    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(seconds)
+    cpu = cpu_seconds(proc.pid) - cpu0
+    elapsed = time.monotonic() - t0
+    peak = peak_rss_mb(proc.pid)
+    proc.wait(timeout=30)
+    return {"cpu_share": cpu / elapsed, "peak_mb": peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gateways", type=int, default=200)
+    ap.add_argument("--cabinets", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    lib = ProfileLibrary()
+    gws = [GatewaySimulator(serial=f"GW-{i:04d}", lockers=48) for i in range(args.gateways)]
+    cabs = [CabinetSimulator(lib.get("sentinel-wc12" if i % 2 == 0 else "boltline-td8"),
+                             f"CAB-{i:04d}", auto_open=False) for i in range(args.cabinets)]
+    for g in gws:  # HTTP only: no mDNS for a load test
+        g._thread.start()
+        g._call(g._serve())
+    for c in cabs:
+        c.start()
+    with tempfile.TemporaryDirectory(prefix="ea-fleet-") as d:
+        cfg = Path(d) / "fleet.toml"
+        cfg.write_text(site(gws, cabs))
+        sock = Path(d) / "agent.sock"
+        agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--site",
+                                  str(cfg), "--state-dir", str(Path(d) / "state"),
+                                  "--socket", str(sock)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL,
+                                 env={**os.environ, "EDGE_AGENT_PLUGINS": "gateway,armoury"})
+        try:
+            while not sock.exists():
+                if agent.poll() is not None:
+                    raise SystemExit("the agent exited; run it by hand to see why")
+                time.sleep(0.2)
+            a = asyncio.run(measure_agent(sock, agent.pid, gws, cabs, args.seconds))
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+    b = measure_bare(gws, cabs, args.seconds)
+    for c in cabs:
+        c.stop()
+    for g in gws:
+        g._loop.call_soon_threadsafe(g._loop.stop)
+    n = args.gateways + args.cabinets
+    print(f"fleet: {args.gateways} REST gateways x 48 lockers + {args.cabinets} Modbus "
+          f"cabinets = {n} devices, 1 poll/s each, {args.seconds:g} s window")
+    print(f"agent: CPU {a['cpu_share'] * 100:.1f}% of one core, peak RSS {a['peak_mb']:.0f} "
+          f"MiB, staleness p50 {a['p50'] * 1000:.0f} ms p99 {a['p99'] * 1000:.0f} ms "
+          f"({a['changes']} door changes seen, {a['missed']} missed)")
+    print(f"bare asyncio loop, same polls: CPU {b['cpu_share'] * 100:.1f}% of one core, "
+          f"peak RSS {b['peak_mb']:.0f} MiB")
+    print(f"figure: agent CPU / bare-loop CPU = {a['cpu_share'] / b['cpu_share']:.2f} "
+          "(target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
