@@ -194,7 +194,9 @@ def main() -> None:
         cfg = Path(d) / "fleet.toml"
         cfg.write_text(site(gws, cabs))
         sock = Path(d) / "agent.sock"
-        agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--site",
+        prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get(
+            "BENCH_PROFILE") else []
+        agent = subprocess.Popen([sys.executable, *prof, "-m", "edge_agent.cli", "run", "--site",
                                   str(cfg), "--state-dir", str(Path(d) / "state"),
                                   "--socket", str(sock)], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL,

@@ -106,10 +106,15 @@ class StateStore:
         state_dir: Path,
         *,
         flush_delay: float = 0.2,
+        state_flush_delay: float = 5.0,
         on_corrupt: Callable[[Path, Path, str], None] | None = None,
     ) -> None:
         self.path = state_dir / self.FILE
         self.flush_delay = flush_delay
+        self.state_flush_delay = state_flush_delay
+        self._flush_due = 0.0
+        self._sleeping = False
+        self._again: float | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="state-store"
         )
@@ -185,15 +190,38 @@ class StateStore:
         self._pool.submit(
             self._upsert, "compartments", {"id": device_id, "compartments": compartments}
         )
-        self._schedule_flush()
+        # Last-known door/item state is a convenience for the next start (the devices are
+        # re-read anyway, and every change is in the audit log): written at most every few
+        # seconds, because each write serialises the whole registry.
+        self._schedule_flush(self.state_flush_delay)
 
-    def _schedule_flush(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._delayed_flush())
+    def _schedule_flush(self, delay: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + (self.flush_delay if delay is None else delay)
+        pending = self._flush_task is not None and not self._flush_task.done()
+        if pending and not self._sleeping:
+            # A flush is writing now; this change may have missed it: write again after.
+            self._again = due if self._again is None else min(self._again, due)
+            return
+        if pending and self._flush_due <= due:
+            return  # a flush at least as soon is already coming
+        if pending and self._flush_task is not None:
+            self._flush_task.cancel()  # still sleeping: bring the flush forward
+        self._flush_due = due
+        self._flush_task = loop.create_task(self._delayed_flush(due))
 
-    async def _delayed_flush(self) -> None:
-        await asyncio.sleep(self.flush_delay)
+    async def _delayed_flush(self, due: float) -> None:
+        self._sleeping = True
+        try:
+            await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        finally:
+            self._sleeping = False
         await self.flush()
+        again, self._again = self._again, None
+        if again is not None:
+            self._flush_due = again
+            self._flush_task = asyncio.get_running_loop().create_task(
+                self._delayed_flush(again))
 
     def _flush_sync(self) -> None:
         if self._storage is None:
