@@ -21,6 +21,8 @@ class GatewayDriver:
         self.serial = serial
         self.timeout = float(settings.get("request_timeout", 2.0))
         self._session: aiohttp.ClientSession | None = None
+        self._last_raw: Any = None
+        self._last_state: DeviceState | None = None
 
     async def _request(self, method: str, path: str, *, json: Any = None,
                        timeout: float | None = None) -> Any:
@@ -56,7 +58,11 @@ class GatewayDriver:
                           details={"api": info.get("apiVersion"), "base_url": self.base})
 
     async def read_state(self) -> DeviceState:
-        return parse_lockers(await self._request("GET", "/lockers"))
+        raw = await self._request("GET", "/lockers")
+        if raw != self._last_raw:  # most polls change nothing: skip rebuilding the state
+            self._last_state, self._last_raw = parse_lockers(raw), raw
+        assert self._last_state is not None
+        return self._last_state
 
     async def unlock(self, compartment: int) -> DeviceState:
         last: Exception | None = None
