@@ -33,7 +33,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +41,7 @@ from edge_agent.agent import Agent
 from edge_agent.client import AgentClient
 from edge_agent.contract import CONTRACT_VERSION
 from edge_agent.plugins import contract_compatible
-from edge_agent.testing import running_agent, short_tempdir
+from edge_agent.testing import running_agent, short_tempdir, wait_until
 
 TIMING = ("[agent]\npoll_interval = 0.2\ncommand_timeout = 1.0\noffline_after = 2\n"
           "backoff_initial = 0.1\nbackoff_max = 0.5\nprobe_interval = 2.0\n")
@@ -94,14 +93,10 @@ async def _eventually(pred: Callable[[], Any], timeout: float,
                       fix: str | Callable[[], str]) -> Any:
     """Wait for ``pred``; on timeout fail with ``fix`` (a callable is evaluated then, so
     the message shows the state at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ConformanceFailure(fix() if callable(fix) else fix)
-        await asyncio.sleep(0.05)
+    try:
+        return await wait_until(pred, timeout, interval=0.05)
+    except AssertionError:
+        raise ConformanceFailure(fix() if callable(fix) else fix) from None
 
 
 class ConformanceSuite:
