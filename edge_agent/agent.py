@@ -436,7 +436,8 @@ class Agent:
                 continue
             try:
                 cand = await self.plugins.call_one(plugin, "edge_agent_mdns_candidate",
-                                                   service=svc)
+                                                   service=svc,
+                                                   settings=self._settings(plugin))
             except PluginError as exc:
                 reasons.append(str(exc))
                 continue

@@ -91,12 +91,15 @@ def edge_agent_mdns_matchers() -> list[MdnsMatcher]:  # type: ignore[empty-body]
 
 
 @hookspec
-def edge_agent_mdns_candidate(service: MdnsService) -> Candidate | None:
+def edge_agent_mdns_candidate(
+    service: MdnsService, settings: Mapping[str, Any]
+) -> Candidate | None:
     """Turn a matching mDNS service into a candidate device, or decline it.
 
-    Since contract 1.0.
+    Since contract 1.0; ``settings`` since contract 1.1 (take it only if you need it).
 
     :param service: the resolved service (addresses, port, TXT records, interface).
+    :param settings: the site config's ``[vendor.<plugin>]`` table, with defaults.
     :returns: a :class:`~edge_agent.contract.Candidate` whose ``identity`` is built from
         what identifies the hardware (a serial number in TXT, confirmed by the driver on
         connect), or ``None`` to decline.

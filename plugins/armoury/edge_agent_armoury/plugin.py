@@ -47,11 +47,12 @@ def edge_agent_mdns_matchers() -> list[MdnsMatcher]:
 
 
 @hookimpl
-def edge_agent_mdns_candidate(service: MdnsService) -> Candidate | None:
+def edge_agent_mdns_candidate(service: MdnsService, settings: Mapping[str, Any]
+                              ) -> Candidate | None:
     props = service.properties
     name = props["profile"]
     try:
-        profile = library({}).get(name)
+        profile = library(settings).get(name)  # site profile_dirs count here too
     except ConfigError as exc:
         log.warning("armoury: %s advertises %s", service.name, exc)
         return None

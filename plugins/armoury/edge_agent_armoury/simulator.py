@@ -124,7 +124,6 @@ class CabinetSimulator:
 
     def _device(self) -> SimDevice:
         img = self._image()
-        p = self.profile
         top = {t: (max(a.keys()) + 1 if a else 1) for t, a in img.items()}
         top["coil"] = max(top["coil"], *(a + 1 for a in self._lock_coils))
         blocks: list[list[SimData]] = []
@@ -133,7 +132,6 @@ class CabinetSimulator:
             blocks.append([SimData(0, count=top[t], values=False if bits else 0,
                                    datatype=DataType.BITS if bits else DataType.REGISTERS)])
         assert self.unit is not None
-        del p
         return SimDevice(id=self.unit, simdata=(blocks[0], blocks[1], blocks[2], blocks[3]),
                          action=self._action)
 

@@ -1,6 +1,6 @@
 """Cabinets discovered through real zeroconf (``_modbus._tcp`` with a profile in TXT) in a
-private network namespace: state, a change followed, a spoofed serial refused, an
-unknown profile in the inbox."""
+private network namespace: both shipped models and one from the site's profile directory,
+state, a change followed, a spoofed serial refused, an unknown profile in the inbox."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ SCENARIO = Path(__file__).parent / "netns" / "scenario.py"
 def test_cabinets_found_by_mdns() -> None:
     out = run_in_netns(SCENARIO)
     cabs = out["cabinets"]
-    assert set(cabs) == {"armoury:WC12-0100", "armoury:TD8-0200"}
+    assert set(cabs) == {"armoury:WC12-0100", "armoury:TD8-0200", "armoury:WC6-0300"}
     for cab, slots, model in (("armoury:WC12-0100", 12, "WC-12 weapon cabinet"),
-                              ("armoury:TD8-0200", 8, "TD-8 Taser dock")):
+                              ("armoury:TD8-0200", 8, "TD-8 Taser dock"),
+                              ("armoury:WC6-0300", 6, "WC-12 weapon cabinet")):
         c = cabs[cab]
         assert (c["source"], c["link"], c["slots"], c["model"]) == ("mdns", "online", slots,
                                                                     model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from edge_agent.testing import running_agent, wait_until
 
 SITE = ('[site]\nid = "armoury-mdns"\n[agent]\npoll_interval = 0.2\ncommand_timeout = 1.0\n'
         'backoff_initial = 0.1\nbackoff_max = 0.5\n'
-        '[discovery.mdns]\nenabled = true\ninterfaces = ["127.0.0.1"]\n')
+        '[discovery.mdns]\nenabled = true\ninterfaces = ["127.0.0.1"]\n'
+        '[vendor.armoury]\nprofile_dirs = ["{profiles}"]\n')
 
 
 async def advertise(zc: AsyncZeroconf, name: str, port: int, props: dict[str, str]) -> None:
@@ -31,10 +33,18 @@ async def advertise(zc: AsyncZeroconf, name: str, port: int, props: dict[str, st
 
 
 async def main() -> int:
-    lib = ProfileLibrary()
+    site_dir = Path(tempfile.mkdtemp(prefix="ea-profiles-"))
+    # A model this site added as a profile file only: found by mDNS like the shipped ones.
+    builtin = ProfileLibrary().files["sentinel-wc12"].read_text()
+    (site_dir / "site-wc6.toml").write_text(
+        builtin.replace('name = "sentinel-wc12"', 'name = "site-wc6"')
+        .replace("slots = 12", "slots = 6"))
+    lib = ProfileLibrary([site_dir])
     wc = CabinetSimulator(lib.get("sentinel-wc12"), "WC12-0100", mdns=True)
     td = CabinetSimulator(lib.get("boltline-td8"), "TD8-0200", mdns=True)
-    for sim in (wc, td):
+    w6 = CabinetSimulator(lib.get("site-wc6"), "WC6-0300", mdns=True)
+    sims = {"armoury:WC12-0100": wc, "armoury:TD8-0200": td, "armoury:WC6-0300": w6}
+    for sim in sims.values():
         await asyncio.to_thread(sim.start)
     zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     out: dict[str, object] = {}
@@ -44,8 +54,9 @@ async def main() -> int:
         await advertise(zc, "FAKE-1", wc.port, {"profile": "sentinel-wc12", "serial": "FAKE-1"})
         await advertise(zc, "ODD-7", td.port, {"profile": "acme-x9", "serial": "ODD-7"})
         with tempfile.TemporaryDirectory() as d:
-            async with running_agent(SITE, Path(d)) as (agent, client):
-                for ident in ("armoury:WC12-0100", "armoury:TD8-0200"):
+            async with running_agent(SITE.format(profiles=site_dir), Path(d)) as (agent,
+                                                                                 client):
+                for ident in ("armoury:WC12-0100", "armoury:TD8-0200", "armoury:WC6-0300"):
                     await wait_until(lambda i=ident: i in agent.devices and agent.devices[i]
                                      .link == "online" and agent.devices[i].compartments,
                                      timeout=30, what=f"{ident} online")
@@ -55,9 +66,8 @@ async def main() -> int:
                         "slots": len(x["compartments"]), "model": x["info"]["model"],
                         "interface": x["properties"]["interface"],
                         "tags_ok": [c["tag"] for c in x["compartments"]] == [
-                            (wc if "WC" in i else td).home_tag(n)
-                            for n in range(1, len(x["compartments"]) + 1)]}
-                    for i, x in devs.items() if i in ("armoury:WC12-0100", "armoury:TD8-0200")}
+                            sims[i].home_tag(n) for n in range(1, len(x["compartments"]) + 1)]}
+                    for i, x in devs.items() if i in sims}
                 await asyncio.to_thread(td.update, tamper=True)
                 await wait_until(lambda: "tamper" in agent.devices["armoury:TD8-0200"].alarms,
                                  what="tamper followed")
@@ -76,8 +86,9 @@ async def main() -> int:
                 out["inbox"] = [e["what"] + ": " + e["why"] for e in agent.inbox_items()]
     finally:
         await zc.async_close()
-        for sim in (wc, td):
+        for sim in sims.values():
             await asyncio.to_thread(sim.stop)
+        shutil.rmtree(site_dir, ignore_errors=True)
     print(json.dumps(out))
     return 0
 
