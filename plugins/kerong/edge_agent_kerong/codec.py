@@ -122,15 +122,20 @@ class Decoder:
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data
-        if len(buf) > self._max:
-            # Keep the newest bytes: a frame being received is at the end.
-            drop = len(buf) - self._max
-            del buf[:drop]
-            self.garbage_bytes += drop
-            self.overflows += 1
+        n = len(buf)
+        if n < 3:
+            # The per-byte path (a bus read that returns one byte): nothing can be decided
+            # until the command byte is in, except garbage in front of the first STX.
+            if n and buf[0] != STX:
+                start = buf.find(STX)
+                drop = n if start < 0 else start
+                self.garbage_bytes += drop
+                del buf[:drop]
+            return []
+        # Parse everything first, then cap what is left over: capping first would throw
+        # away whole frames at the start of a large read.
         frames: list[Frame] = []
         pos = 0
-        n = len(buf)
         while True:
             start = buf.find(STX, pos)
             if start < 0:
@@ -148,15 +153,20 @@ class Decoder:
                 continue
             if n - start < length:
                 break  # wait for the rest
-            frame = bytes(buf[start : start + length])
-            if frame[-2] != ETX or checksum(frame[:-1]) != frame[-1]:
+            if buf[start + length - 2] != ETX or (
+                    sum(buf[start:start + length - 1]) & 0xFF) != buf[start + length - 1]:
                 self.checksum_errors += 1
                 self.garbage_bytes += 1
                 pos = start + 1
                 continue
-            frames.append(_parse(frame))
+            frames.append(_parse(bytes(buf[start:start + length])))
             pos = start + length
         del buf[:pos]
+        if len(buf) > self._max:  # only a frame's worth can be left: defensive
+            drop = len(buf) - self._max
+            del buf[:drop]
+            self.garbage_bytes += drop
+            self.overflows += 1
         return frames
 
 

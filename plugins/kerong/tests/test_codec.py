@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from edge_agent_kerong import codec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -95,3 +96,24 @@ def test_resync_is_linear_on_64k_of_noise() -> None:
     assert found == [codec.StatusReply(3, 0x1234, 0x00FF)]
     # Generous bound: the quadratic resync this guards against took tens of seconds.
     assert elapsed < 2.0
+
+
+@pytest.mark.parametrize("noise_len", [2048, 4096, 65536])
+def test_a_read_larger_than_the_buffer_cap_keeps_the_frame_at_its_start(noise_len: int) -> None:
+    # One large read (a TCP bridge delivering a backlog): the frame at its start must not
+    # be cut off by the buffer cap before it is parsed.
+    frame = codec.encode_status(2, 0x0F0F, 0x00F0)
+    noise = bytes(i % 256 for i in range(noise_len)).replace(bytes([codec.STX]), b"\x00")
+    d = codec.Decoder()
+    assert d.feed(frame + noise) == [codec.StatusReply(2, 0x0F0F, 0x00F0)]
+    assert d.overflows == 0 and len(d._buf) <= codec.MAX_BUFFER
+
+
+@pytest.mark.parametrize("fill", [codec.STX, 0x00, codec.ETX])
+def test_byte_at_a_time_decodes_like_one_read(fill: int) -> None:
+    frames = [codec.encode_status(b, b * 7, b * 11) for b in range(16)]
+    stream = b"".join(bytes([fill]) * 5 + f for f in frames)
+    bulk = codec.Decoder().feed(stream)
+    d = codec.Decoder()
+    single = [f for i in range(len(stream)) for f in d.feed(stream[i:i + 1])]
+    assert single == bulk and len(bulk) == 16
