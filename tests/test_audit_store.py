@@ -116,3 +116,30 @@ async def test_export_csv_and_jsonl_through_the_api(kerong_bus, tmp_path: Path) 
         recs = [json.loads(line) for line in buf.getvalue().splitlines()]
         assert {r["action"] for r in recs} >= {"unlock_requested", "unlock"}
         assert all(r["compartment"] == 2 for r in recs)
+
+
+async def test_csv_export_neutralises_formulas_and_control_characters(kerong_bus,
+                                                                     tmp_path: Path) -> None:
+    _sim, pty = kerong_bus({0: 0})
+    hostile = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)",
+               "bell\x07 esc\x1b[31m cr\r nul\x00 del\x7f c1\x9b end"]
+    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
+        await wait_until(lambda: "kerong:bank:0" in agent.devices
+                         and agent.devices["kerong:bank:0"].link == "online")
+        for n, reason in enumerate(hostile, 1):
+            await client.post("/v1/devices/kerong:bank:0/unlock",
+                              {"compartment": n, "reason": reason})
+        buf = io.BytesIO()
+        await client.download("/v1/events/export", buf, format="csv", action="unlock")
+        raw = buf.getvalue().decode()
+        # The only control character left is the row separator.
+        assert not [c for c in raw if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+        rows = list(csv.DictReader(io.StringIO(raw)))
+        reasons = [r["reason"] for r in rows]
+        assert reasons[:4] == ["'" + h for h in hostile[:4]]
+        assert reasons[4] == ("bell\\x07 esc\\x1b[31m cr\\x0d nul\\x00 del\\x7f c1\\x9b end")
+        # JSON lines stay exact: the audit record itself is unchanged.
+        buf = io.BytesIO()
+        await client.download("/v1/events/export", buf, format="jsonl", action="unlock")
+        recs = [json.loads(line) for line in buf.getvalue().splitlines()]
+        assert [r["reason"] for r in recs] == hostile

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import socket
 import struct
 from pathlib import Path
@@ -64,12 +65,26 @@ def csv_line(values: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@")
+# C0 controls, DEL and C1 controls: a terminal or spreadsheet acts on them (ESC, BEL, CR).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _csv_value(v: Any) -> str:
+    """One CSV cell, safe to open in a spreadsheet or print on a terminal.
+
+    Control characters become ``\\xNN`` and a cell that would start a formula gets a
+    leading apostrophe (the OWASP advice); the JSON-lines export keeps every value exact.
+    """
     if v is None:
         return ""
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
+    s = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    if s.startswith(_FORMULA_START):
+        s = "'" + s
+    return s
+
 
 log = logging.getLogger(__name__)
 AGENT_KEY = web.AppKey("agent", object)
