@@ -43,6 +43,7 @@ from edge_agent.errors import (
 from edge_agent.events import EventHub
 from edge_agent.plugins import PluginHost
 from edge_agent.store import AuditLog, AuditRecord, StateStore
+from edge_agent.store.durable import private_dir, tighten_tree
 from edge_agent.supervisor import DeviceSupervisor, Link, Timing, full_jitter
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class Agent:
     # ------------------------------------------------------------------ start/stop
 
     def _take_lock(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         fd = os.open(self.state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,6 +185,11 @@ class Agent:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        # The trail names officers, devices and items: for the agent and its group only.
+        loose = tighten_tree(self.state_dir)
+        if loose:
+            log.warning("state directory: took group-write and other users' access off %d "
+                        "path(s) (e.g. %s)", len(loose), ", ".join(loose[:3]))
 
     def _store_corrupt(self, path: Path, aside: Path, reason: str) -> None:
         self.alarms[f"store:{path.name}"] = {

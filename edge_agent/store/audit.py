@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from edge_agent.errors import StoreError, StoreUnavailable
+from edge_agent.store.durable import atomic_write, fsync_dir, private_dir
 from edge_agent.store.seal import Sealer
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,6 @@ def _parse_line(raw: bytes) -> AuditRecord | None:
     return rec
 
 
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 class AuditLog:
     """The audit trail of one agent's state directory."""
 
@@ -316,16 +309,11 @@ class AuditLog:
         return idx
 
     def _write_index(self, seg: Path, idx: SegmentIndex) -> None:
-        p = self.index_path(seg)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_bytes(canonical_json(idx.to_json()))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        atomic_write(self.index_path(seg), canonical_json(idx.to_json()))
 
     def open(self) -> None:
         """Find the chain head (cutting a torn tail), load indexes, start the writer."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         segs = self.segments()
         for seg in segs[:-1]:
             self._indexes[seg] = self._load_index(seg)
@@ -386,7 +374,7 @@ class AuditLog:
                 self._indexes[self._segment] = SegmentIndex()
         self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -623,7 +611,7 @@ class AuditLog:
             seg.unlink()
             removed.append(seg.name)
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             self._queue.put(_Pending({"action": "audit_retention", "details": {
                 "removed": removed, "cutoff": cutoff,
                 "retention_days": self.retention_days}}, None, None, fail_fast=False))

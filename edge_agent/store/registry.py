@@ -24,28 +24,9 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from edge_agent.errors import StoreError
+from edge_agent.store.durable import atomic_write, private_dir
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class CorruptStoreFile(StoreError):
@@ -126,7 +107,7 @@ class StateStore:
         self.last_error: str | None = None
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         try:
             self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         except CorruptStoreFile as exc:

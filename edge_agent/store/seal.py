@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import StoreError
-from edge_agent.store.registry import atomic_write
+from edge_agent.store.durable import append_all, atomic_write, private_dir
 
 EVOLVE = b"edge-agent seal evolve"
 
@@ -110,7 +110,7 @@ class Sealer:
                 return
         elif fresh_log and not valid:
             k0 = os.urandom(32)
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory)
             atomic_write(self.verify_file, json.dumps({
                 "epoch": 0, "key": k0.hex(), "created": time.time(),
                 "note": "export this file off the box and delete it here (see README)",
@@ -147,12 +147,9 @@ class Sealer:
                               "ts": time.time(), "boot": boot}
         cp["mac"] = mac(self._key, cp)
         line = json.dumps(cp, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-        fd = os.open(self.cp_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # All or nothing: a short write on a full disk is cut back off and the key is not
+        # evolved, so the retry seals the same epoch and no torn line stays behind.
+        append_all(self.cp_file, line)
         self._key = evolve(self._key)
         self.epoch += 1
         self._store_key()
