@@ -234,6 +234,9 @@ class Agent:
             await self.record("audit_recovered", details={
                 "segment": r.segment, "bytes_dropped": r.bytes_dropped, "last_seq": r.last_seq,
                 "note": "torn tail after a crash was cut off"})
+        for problem in self.audit.index_problems:
+            await self.record("audit_index_rebuilt", outcome="failed",
+                              details={"problem": problem})
         await self.record("agent_started", details={
             "version": __version__, "site": self.config.site.id, "pid": os.getpid(),
             "plugins": self.plugins.loaded()})
@@ -790,6 +793,12 @@ class Agent:
                 "id": "audit:damaged", "severity": "critical", "since": now,
                 "message": f"{self.audit.damaged_lines} damaged line(s) in the audit log: "
                            "run 'edge-agent audit verify'"}
+        if self.audit.index_problems:
+            self.alarms["audit:index"] = {
+                "id": "audit:index", "severity": "critical", "since": now,
+                "message": f"{len(self.audit.index_problems)} audit index(es) did not match "
+                           f"their segments and were rebuilt: {self.audit.index_problems[0]}"
+                           "; run 'edge-agent audit verify'"}
         if self.audit.sealer.problem:
             self.alarms["audit:seal"] = {"id": "audit:seal", "severity": "critical",
                                          "since": now, "message": self.audit.sealer.problem}

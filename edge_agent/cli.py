@@ -24,8 +24,10 @@ from edge_agent.client import AgentClient, default_socket
 from edge_agent.config import SiteConfig, check_vendor_settings, load_site_config
 from edge_agent.errors import ClientError, ConfigError, EdgeAgentError
 from edge_agent.plugins import PluginHost
+from edge_agent.store.audit import MIN_RETENTION_DAYS
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+EXIT_UNPROVEN = 3  # audit verify without the exported key: nothing authenticated
 
 
 class UsageError(EdgeAgentError):
@@ -242,39 +244,55 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from edge_agent.store.verify import load_key, verify
 
     audit = _audit_dir(args)
-    key_path = Path(args.key) if args.key else audit / "verify.key"
+    on_box = audit / "verify.key"
     key = None
-    if key_path.exists():
-        try:
-            key = load_key(key_path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UsageError(f"cannot read the verify key {key_path}: {exc}") from exc
-    elif args.key:
-        raise UsageError(f"no such key file: {args.key}")
+    if args.key:
+        key_path = Path(args.key)
+        if not key_path.exists():
+            raise UsageError(f"no such key file: {args.key}")
+        if on_box.exists() and key_path.samefile(on_box):
+            # Root on the box can replace this file and re-seal a rewritten log with it.
+            print(f"warning: {key_path} is the key on the box: it proves nothing against "
+                  "whoever controls the box; pass the copy exported at installation",
+                  file=sys.stderr)
+        else:
+            try:
+                key = load_key(key_path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise UsageError(f"cannot read the verify key {key_path}: {exc}") from exc
     exported = None
     if args.checkpoint:
         try:
             exported = json.loads(Path(args.checkpoint).read_text().strip().splitlines()[-1])
         except (OSError, ValueError, IndexError) as exc:
             raise UsageError(f"cannot read checkpoint {args.checkpoint}: {exc}") from exc
-    report = verify(audit, key=key, exported=exported)
+        if not isinstance(exported, dict):
+            raise UsageError(f"{args.checkpoint} does not hold a checkpoint")
+    report = verify(audit, key=key, exported=exported,
+                    min_retention_days=args.min_retention_days)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         span = (f"records {report.first_seq}-{report.last_seq}" if report.records
                 else "no records")
         print(f"{audit}: {report.records} {span}, {report.checkpoints} checkpoint(s), "
-              f"MACs {'checked' if report.macs_checked else 'NOT checked'}")
+              f"{report.indexes_checked} index(es), MACs "
+              f"{'checked with the exported key' if report.macs_checked else 'NOT checked'}")
         for f in report.findings:
             where = f" at seq {f.seq}" if f.seq is not None else ""
             print(f"  {f.kind.upper()}{where}: {f.message}")
-        if report.tampered:
-            print(f"TAMPERING DETECTED: first bad sequence number {report.first_bad_seq}")
+        crash = (" (crash recovery noted above)"
+                 if any(f.kind == "crash" for f in report.findings) else "")
+        if report.verdict == "tampered":
+            first = report.first_bad_seq
+            print("TAMPERING DETECTED" + (f": first bad sequence number {first}"
+                                          if first is not None else " (see above)"))
+        elif report.verdict == "intact":
+            print("OK: chain intact, authenticated with the exported key" + crash)
         else:
-            print("OK: chain intact" + (" (crash recovery noted above)"
-                                        if any(f.kind == "crash" for f in report.findings)
-                                        else ""))
-    return EXIT_RUNTIME if report.tampered else EXIT_OK
+            print("NOT PROVEN: hashes and structure are consistent, but checkpoints were "
+                  "not authenticated (no exported key); pass --key" + crash)
+    return {"tampered": EXIT_RUNTIME, "intact": EXIT_OK}.get(report.verdict, EXIT_UNPROVEN)
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
@@ -477,11 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("audit", help="audit log tools (read the state directory directly)")
     asub = sp.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    ap = asub.add_parser("verify", help="check the hash chain and sealed checkpoints; "
-                         "exit 0 clean, 1 tampering, 2 usage")
+    ap = asub.add_parser("verify", help="check the hash chain, sealed checkpoints and "
+                         "indexes; exit 0 intact (authenticated), 1 tampering, 2 usage, "
+                         "3 not proven (no exported key)")
     ap.add_argument("--state-dir")
     ap.add_argument("--site", help="site config (to find its state directory)")
-    ap.add_argument("--key", help="the exported verify.key (default: STATE/audit/verify.key)")
+    ap.add_argument("--key", help="the verify.key exported at installation (a key read "
+                    "from the box authenticates nothing)")
+    ap.add_argument("--min-retention-days", type=float, default=MIN_RETENTION_DAYS,
+                    help="the shortest retention window the site may have had "
+                    "(default %(default)g); a retention run claiming less is tampering")
     ap.add_argument("--checkpoint", help="a checkpoint exported off the box")
     ap.add_argument("--json", action="store_true")
     ap.set_defaults(func=cmd_audit_verify)

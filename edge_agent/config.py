@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_agent.errors import ConfigError
+from edge_agent.store.audit import MIN_RETENTION_DAYS
 
 
 class _Strict(BaseModel):
@@ -91,8 +92,9 @@ class PluginsSection(_Strict):
 
 
 class AuditSection(_Strict):
-    retention_days: float | None = Field(400.0, gt=0)
-    """Whole audit segments older than this are removed (None: keep for ever)."""
+    retention_days: float | None = Field(400.0, ge=MIN_RETENTION_DAYS)
+    """Whole audit segments older than this are removed (None: keep for ever; at least
+    30 days: ``audit verify`` treats a shorter window as history removed)."""
     segment_max_mb: float = Field(16.0, gt=0, le=4096)
     checkpoint_every: int = Field(1000, ge=1)
     """Seal the chain head after this many records ..."""

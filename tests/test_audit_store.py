@@ -13,7 +13,7 @@ from pathlib import Path
 from helpers import site_toml
 
 from edge_agent.store.audit import AuditLog, Query, utc_iso
-from edge_agent.store.verify import verify
+from edge_agent.store.verify import load_key, verify
 from edge_agent.testing import running_agent, wait_until
 
 
@@ -84,6 +84,9 @@ async def test_retention_drops_only_whole_segments_outside_the_window(tmp_path: 
     now = time.time()
     await _fill(log, 4000, t0=now - 60 * 86400, step=60 * 86400 / 4000)  # 60 days
     before = list(log.iter_records())
+    # A checkpoint exported off the box early on, of records retention will remove.
+    early = json.loads((tmp_path / "audit" / "checkpoints.jsonl").read_text()
+                       .splitlines()[0])
     removed = await asyncio.to_thread(log.apply_retention, now)
     assert removed
     await asyncio.to_thread(log.close)
@@ -93,8 +96,13 @@ async def test_retention_drops_only_whole_segments_outside_the_window(tmp_path: 
     assert all(r in after for r in kept_window), "an event inside the window was dropped"
     assert len(after) < len(before)
     assert after[-1]["action"] == "audit_retention"
-    report = verify(tmp_path / "audit")
-    assert not report.tampered, [f.message for f in report.findings]
+    assert early["seq"] < after[0]["seq"]
+    key = load_key(tmp_path / "audit" / "verify.key")
+    report = verify(tmp_path / "audit", key=key, exported=early)
+    assert report.verdict == "intact", [f.message for f in report.findings]
+    # The retention run is sealed: a window shorter than the verifier accepts is not.
+    report = verify(tmp_path / "audit", key=key, min_retention_days=45)
+    assert report.tampered and "under the minimum" in report.findings[0].message
 
 
 async def test_export_csv_and_jsonl_through_the_api(kerong_bus, tmp_path: Path) -> None:

@@ -7,20 +7,29 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import site_toml
 
 from edge_agent.cli import main
-from edge_agent.store.audit import AuditLog, record_hash
+from edge_agent.store.audit import GENESIS, AuditLog, record_hash, utc_iso
+from edge_agent.store.seal import evolve, mac
+from edge_agent.testing import running_agent
 
 N = 10_000
 
 
 @pytest.fixture(scope="module")
 def sealed_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = tmp_path_factory.mktemp("sealed") / "state"
+    """A state directory as a site keeps it: verify.key exported (beside it, in
+    ``exported/``) and deleted on the box. Only on-box files are the attacker's."""
+    base = tmp_path_factory.mktemp("sealed")
+    state = base / "state"
 
     async def build() -> None:
         log = AuditLog(state / "audit", boot_id="test", checkpoint_every=1000,
@@ -34,19 +43,32 @@ def sealed_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         await asyncio.to_thread(log.close)
 
     asyncio.run(build())
+    (base / "exported").mkdir()
+    shutil.move(state / "audit" / "verify.key", base / "exported" / "verify.key")
     return state
 
 
-def run_verify(state: Path, *extra: str) -> tuple[int, dict]:
+def exported_key(state: Path) -> Path:
+    """The verify.key exported at installation (kept beside, never inside, the state)."""
+    return state.parent / "exported" / "verify.key"
+
+
+def run_verify(state: Path, *extra: str, keyed: bool = True, text: bool = False
+               ) -> tuple[int, Any]:
+    """``audit verify`` as a site runs it: with the key exported at installation."""
+    args = ["audit", "verify", "--state-dir", str(state), *extra]
+    if keyed and "--key" not in extra:
+        args += ["--key", str(exported_key(state))]
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["audit", "verify", "--state-dir", str(state), "--json", *extra])
-    return code, json.loads(out.getvalue())
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(args if text else [*args, "--json"])
+    return code, out.getvalue() if text else json.loads(out.getvalue())
 
 
 def copy(sealed: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "state"
     shutil.copytree(sealed, dst)
+    shutil.copytree(sealed.parent / "exported", tmp_path / "exported")
     return dst
 
 
@@ -85,14 +107,14 @@ def test_flipped_byte_that_breaks_json(sealed_log: Path, tmp_path: Path) -> None
     state = copy(sealed_log, tmp_path)
     edit_record(state, 777, lambda raw: raw.replace(b'"seq":777', b'"seq"\x00777'))
     code, rep = run_verify(state)
-    assert code == 1 and rep["first_bad_seq"] == 777
+    assert code == 1 and rep["first_bad_seq"] == 777, rep["findings"]
 
 
 def test_deleted_record(sealed_log: Path, tmp_path: Path) -> None:
     state = copy(sealed_log, tmp_path)
     edit_record(state, 4321, lambda raw: b"")
     code, rep = run_verify(state)
-    assert code == 1 and rep["first_bad_seq"] == 4321
+    assert code == 1 and rep["first_bad_seq"] == 4321, rep["findings"]
     assert "4321-4321 deleted" in rep["findings"][0]["message"]
 
 
@@ -174,24 +196,25 @@ def test_forged_checkpoint_mac(sealed_log: Path, tmp_path: Path) -> None:
     assert code == 1 and any("bad MAC" in f["message"] for f in rep["findings"])
 
 
-def test_exported_checkpoint_catches_on_box_rewrite(sealed_log: Path, tmp_path: Path) -> None:
-    exported = tmp_path / "cp.json"
+def export_checkpoint(state: Path, to: Path) -> Path:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["audit", "checkpoint", "--state-dir", str(sealed_log)]) == 0
-    exported.write_text(out.getvalue())
-    key = tmp_path / "verify.key"
-    shutil.copy(sealed_log / "audit" / "verify.key", key)
+        assert main(["audit", "checkpoint", "--state-dir", str(state)]) == 0
+    to.write_text(out.getvalue())
+    return to
+
+
+def test_exported_checkpoint_catches_on_box_rewrite(sealed_log: Path, tmp_path: Path) -> None:
     state = copy(sealed_log, tmp_path)
-    (state / "audit" / "verify.key").unlink()  # as in production: exported, then deleted
-    code, rep = run_verify(state, "--key", str(key), "--checkpoint", str(exported))
-    assert code == 0 and rep["macs_checked"]
+    exported = export_checkpoint(state, tmp_path / "cp.json")
+    code, rep = run_verify(state, "--checkpoint", str(exported))
+    assert code == 0 and rep["macs_checked"] and rep["verdict"] == "intact"
     assert not any(f["kind"] == "warning" for f in rep["findings"])
     seg, lines = lines_of(state)[-1]
     seg.write_bytes(b"".join(lines[:-1]))
     (state / "audit" / "checkpoints.jsonl").write_bytes(b"")
     (state / "audit" / "seal.key").unlink()
-    code, rep = run_verify(state, "--key", str(key), "--checkpoint", str(exported))
+    code, rep = run_verify(state, "--checkpoint", str(exported))
     assert code == 1 and rep["first_bad_seq"] == N
 
 
@@ -211,3 +234,233 @@ def test_usage_errors() -> None:
         assert main(["audit", "verify"]) == 2
         assert main(["audit", "verify", "--state-dir", "/nonexistent"]) == 2
     assert "--state-dir" in err.getvalue()
+
+
+# ------------------------------------------------------------------------------------
+# Attacks by root on the box. Each uses only the on-box files (the current sealing key
+# included) and is judged by `audit verify` with the key exported at installation.
+
+def checkpoints(state: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in
+            (state / "audit" / "checkpoints.jsonl").read_text().splitlines()]
+
+
+def write_checkpoints(state: Path, cps: list[dict[str, Any]]) -> None:
+    (state / "audit" / "checkpoints.jsonl").write_text(
+        "".join(json.dumps(c, sort_keys=True, separators=(",", ":")) + "\n" for c in cps))
+
+
+def seal_key(state: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((state / "audit" / "seal.key").read_text())
+    return doc
+
+
+def write_seal_key(state: Path, epoch: int, key: bytes) -> None:
+    (state / "audit" / "seal.key").write_text(json.dumps({"epoch": epoch, "key": key.hex()}))
+
+
+def keep_records(state: Path, keep) -> None:  # type: ignore[no-untyped-def]
+    for seg, lines in lines_of(state):
+        seg.write_bytes(b"".join(raw for raw in lines if keep(json.loads(raw))))
+
+
+def rewrite_records(state: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Apply ``edit`` (record -> record or None) and re-hash the chain after it. The
+    indexes go too (the agent rebuilds them), as a careful attacker would do."""
+    prev = GENESIS
+    for seg, lines in lines_of(state):
+        seg.with_suffix(".idx").unlink(missing_ok=True)
+        out = []
+        for raw in lines:
+            rec = edit(json.loads(raw))
+            if rec is None:
+                continue
+            rec["prev"] = prev
+            rec["hash"] = record_hash(rec)
+            prev = rec["hash"]
+            out.append(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        seg.write_bytes(b"".join(out))
+
+
+def remove_first_segments(state: Path, n: int) -> dict[str, Any]:
+    """Delete the first ``n`` segments and their indexes; write the horizon an attacker
+    would (the next record's seq and prev hash). Returns that horizon."""
+    segs = lines_of(state)
+    for seg, _ in segs[:n]:
+        seg.unlink()
+        seg.with_suffix(".idx").unlink(missing_ok=True)
+    nxt = json.loads(segs[n][1][0])
+    horizon = {"first_seq": nxt["seq"], "prev_hash": nxt["prev"]}
+    (state / "audit" / "horizon.json").write_text(json.dumps(horizon))
+    return horizon
+
+
+def test_history_removed_under_a_forged_horizon(sealed_log: Path, tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    early = checkpoints(state)[1]  # exported off the box back then
+    exported = tmp_path / "early-cp.json"
+    exported.write_text(json.dumps(early))
+    horizon = remove_first_segments(state, 2)
+    assert early["seq"] < horizon["first_seq"]
+    code, rep = run_verify(state, "--checkpoint", str(exported))
+    assert code == 1, rep
+    assert any("no sealed retention checkpoint" in f["message"] for f in rep["findings"])
+    assert any(f["seq"] == early["seq"] and "exported checkpoint" in f["message"]
+               for f in rep["findings"])
+
+
+def test_history_removed_under_a_retention_record_sealed_with_the_box_key(
+        sealed_log: Path, tmp_path: Path) -> None:
+    # The attacker also seals a "retention run" with the sealing key found on the box.
+    state = copy(sealed_log, tmp_path)
+    horizon = remove_first_segments(state, 2)
+    sk = seal_key(state)
+    key, epoch = bytes.fromhex(sk["key"]), int(sk["epoch"])
+    last = checkpoints(state)[-1]
+    now = time.time()
+    forged = {"epoch": epoch, "seq": last["seq"], "hash": last["hash"], "ts": now,
+              "boot": "test", "rec_ts": last["rec_ts"], "kind": "retention",
+              "horizon": {**horizon, "cutoff": utc_iso(now - 400 * 86400),
+                          "last_removed_ts": "2020-01-01T00:00:00.000+00:00",
+                          "retention_days": 400, "removed": ["(first segments)"]}}
+    forged["mac"] = mac(key, forged)
+    write_checkpoints(state, [*checkpoints(state), forged])
+    write_seal_key(state, epoch + 1, evolve(key))
+    (state / "audit" / "horizon.json").write_text(json.dumps({**horizon, "epoch": epoch}))
+    code, rep = run_verify(state)
+    assert code == 1, rep
+    # The genuine checkpoints of the removed records say when those were written.
+    assert any("no sealed retention run could have removed it" in f["message"]
+               for f in rep["findings"])
+
+
+def test_truncation_hidden_by_lowering_the_key_epoch(sealed_log: Path, tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    keep = checkpoints(state)[:-3]
+    cut = keep[-1]["seq"]
+    keep_records(state, lambda r: r["seq"] <= cut)
+    write_checkpoints(state, keep)
+    sk = seal_key(state)
+    write_seal_key(state, keep[-1]["epoch"] + 1, bytes.fromhex(sk["key"]))
+    code, rep = run_verify(state)
+    assert code == 1, rep
+    assert rep["first_bad_seq"] == cut + 1
+    assert any("not that epoch's key" in f["message"] and
+               f"epoch {sk['epoch']}" in f["message"] for f in rep["findings"])
+
+
+def test_records_deleted_in_the_middle_renumbered_and_rehashed(sealed_log: Path,
+                                                              tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+
+    def drop_and_renumber(rec: dict[str, Any]) -> dict[str, Any] | None:
+        if 5001 <= rec["seq"] <= 5100:
+            return None
+        if rec["seq"] > 5100:
+            rec["seq"] -= 100
+        return rec
+
+    rewrite_records(state, drop_and_renumber)
+    keep = [c for c in checkpoints(state) if c["seq"] <= 5000]
+    write_checkpoints(state, keep)
+    write_seal_key(state, keep[-1]["epoch"] + 1, bytes.fromhex(seal_key(state)["key"]))
+    code, rep = run_verify(state)
+    assert code == 1, rep
+    assert rep["first_bad_seq"] == 5001
+
+
+def test_without_the_exported_key_verify_never_says_ok(sealed_log: Path,
+                                                       tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    code, out = run_verify(state, keyed=False, text=True)
+    assert code == 3 and "NOT PROVEN" in out and "OK" not in out
+    code, rep = run_verify(state, keyed=False)
+    assert rep["verdict"] == "not proven" and not rep["authenticated"]
+    assert any(f["kind"] == "unproven" for f in rep["findings"])
+
+
+def test_a_replaced_verify_key_on_the_box_authenticates_nothing(sealed_log: Path,
+                                                                tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    genuine = export_checkpoint(state, tmp_path / "cp.json")
+    # The attacker edits record 10, re-hashes the chain, makes a key series of their
+    # own, re-seals every checkpoint with it and leaves its epoch-0 key as verify.key.
+    rewrite_records(state, lambda r: {**r, "reason": "nothing happened"}
+                    if r["seq"] == 10 else r)
+    hashes = {json.loads(raw)["seq"]: json.loads(raw)["hash"]
+              for _, lines in lines_of(state) for raw in lines}
+    k0 = os.urandom(32)
+    key, resealed = k0, []
+    for cp in checkpoints(state):
+        cp = {**cp, "hash": hashes[cp["seq"]]}
+        cp["mac"] = mac(key, cp)
+        resealed.append(cp)
+        key = evolve(key)
+    write_checkpoints(state, resealed)
+    write_seal_key(state, len(resealed), key)
+    fake = state / "audit" / "verify.key"
+    fake.write_text(json.dumps({"epoch": 0, "key": k0.hex()}))
+    for extra in ((), ("--key", str(fake))):
+        code, out = run_verify(state, *extra, keyed=False, text=True)
+        assert code == 3 and "OK" not in out, out
+    code, rep = run_verify(state, "--key", str(fake), "--checkpoint", str(genuine),
+                           keyed=False)
+    assert code == 1 and rep["first_bad_seq"] is not None and rep["first_bad_seq"] <= 10
+    code, rep = run_verify(state)  # the genuine exported key
+    assert code == 1 and any("bad MAC" in f["message"] for f in rep["findings"])
+
+
+def test_torn_checkpoint_line_after_a_power_cut_is_a_crash(sealed_log: Path,
+                                                           tmp_path: Path) -> None:
+    # A power cut persisted the tail of an append but not its start (zeros, then the
+    # tail, then a newline); the agent sealed the same epoch again afterwards.
+    state = copy(sealed_log, tmp_path)
+    lines = (state / "audit" / "checkpoints.jsonl").read_bytes().splitlines(keepends=True)
+    torn = b"\0" * 40 + lines[5][40:]
+    (state / "audit" / "checkpoints.jsonl").write_bytes(b"".join(
+        [*lines[:5], torn, *lines[5:]]))
+    code, rep = run_verify(state)
+    assert code == 0, rep
+    assert any(f["kind"] == "crash" and "checkpoint" in f["message"]
+               for f in rep["findings"])
+    # A checkpoint really removed (its line garbled) is still tampering: a gap in epochs.
+    (state / "audit" / "checkpoints.jsonl").write_bytes(b"".join(
+        [*lines[:5], torn, *lines[6:]]))
+    code, rep = run_verify(state)
+    assert code == 1 and any("missing" in f["message"] for f in rep["findings"])
+
+
+async def test_a_lying_index_is_rebuilt_and_raises_an_alarm(sealed_log: Path,
+                                                           tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    records = [json.loads(raw) for _, lines in lines_of(state) for raw in lines]
+    segs = [seg for seg, _ in lines_of(state)]
+    assert len(segs) >= 3
+    # One device taken out of the first segment's index; the second's time range moved.
+    i0 = json.loads(segs[0].with_suffix(".idx").read_text())
+    i0["keys"]["device"].pop("kerong:bank:3")
+    segs[0].with_suffix(".idx").write_text(json.dumps(i0))
+    i1 = json.loads(segs[1].with_suffix(".idx").read_text())
+    i1["first_ts"] = i1["last_ts"] = "2020-01-01T00:00:00.000+00:00"
+    segs[1].with_suffix(".idx").write_text(json.dumps(i1))
+    code, rep = run_verify(state)
+    assert code == 1 and sum("index" in f["message"] for f in rep["findings"]) == 2
+    want_dev = sum(r["device"] == "kerong:bank:3" for r in records)
+    since = records[0]["ts"]
+    async with running_agent(site_toml({}), state) as (_agent, client):
+        got = await client.get("/v1/events", device="kerong:bank:3", limit=100_000)
+        assert len(got) == want_dev
+        got = await client.get("/v1/events", since=since, action="item_removed",
+                               limit=100_000)
+        assert len(got) == N
+        buf = io.BytesIO()
+        await client.download("/v1/events/export", buf, format="csv",
+                              device="kerong:bank:3")
+        assert len(buf.getvalue().splitlines()) == want_dev + 1
+        status = await client.get("/v1/status")
+        assert status["health"] == "degraded"
+        assert any(a["id"] == "audit:index" for a in status["alarms"])
+        rebuilt = await client.get("/v1/events", action="audit_index_rebuilt")
+        assert len(rebuilt) == 2
+    code, rep = run_verify(state)
+    assert code == 0, rep

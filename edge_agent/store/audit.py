@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import asyncio
 import collections
+import concurrent.futures
 import datetime as dt
 import hashlib
 import json
@@ -51,6 +52,10 @@ GENESIS = "0" * 64
 AuditRecord = dict[str, Any]
 INDEXED = ("device", "actor", "action", "item")
 MAX_RETRY_BUFFER = 100_000
+# The shortest retention window a site may set, and the one ``audit verify`` accepts
+# by default: with the on-box sealing key an attacker can seal a fake retention run, but
+# not one that removes records younger than this (an exported checkpoint shows them).
+MIN_RETENTION_DAYS = 30.0
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -182,6 +187,42 @@ class SegmentIndex:
                     for k, vals in d["keys"].items()})
 
 
+def index_bytes(idx: SegmentIndex) -> bytes:
+    """The index file's bytes: canonical, so a rebuild from the segment gives the same."""
+    return canonical_json(idx.to_json())
+
+
+def index_diff(claimed: SegmentIndex, actual: SegmentIndex, most: int = 3) -> str:
+    """What an index file says that its segment does not (for alarms and verify)."""
+    out: list[str] = []
+    if claimed.count != actual.count:
+        out.append(f"{claimed.count} records indexed, {actual.count} in the segment")
+    for label, a, b in (("first time", claimed.first_ts, actual.first_ts),
+                        ("last time", claimed.last_ts, actual.last_ts),
+                        ("first seq", claimed.first_seq, actual.first_seq),
+                        ("last seq", claimed.last_seq, actual.last_seq)):
+        if a != b:
+            out.append(f"{label} {a} instead of {b}")
+    for k in INDEXED:
+        for v in sorted(set(claimed.keys[k]) | set(actual.keys[k])):
+            n_claimed = len(claimed.keys[k].get(v, ()))
+            n_actual = len(actual.keys[k].get(v, ()))
+            if n_claimed != n_actual:
+                out.append(f"{k} {v}: {n_claimed} of {n_actual} records indexed")
+    if not out and claimed.to_json() != actual.to_json():
+        out.append("record offsets differ")
+    more = f" (+{len(out) - most} more)" if len(out) > most else ""
+    return "; ".join(out[:most]) + more
+
+
+@dataclass
+class _Job:
+    """Work that must run on the writer thread (it alone touches the sealer)."""
+
+    fn: Callable[[], Any]
+    done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
 @dataclass
 class _Pending:
     event: dict[str, Any]
@@ -241,7 +282,7 @@ class AuditLog:
         self._fd: int | None = None
         self._segment: Path | None = None
         self._size = 0
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | _Job | None] = queue.SimpleQueue()
         self._retry: collections.deque[_Pending] = collections.deque()
         self._thread: threading.Thread | None = None
         self._index_lock = threading.Lock()
@@ -250,6 +291,11 @@ class AuditLog:
         self._sealed_at = time.monotonic()
         self._outage_started: float | None = None
         self._last_retention = 0.0
+        self._head_ts: str | None = None
+        # Closed segments whose index digest is not in a checkpoint yet (sealed next).
+        self._unsealed_segments: list[dict[str, Any]] = []
+        # Index files that did not match their segment at open (rebuilt; an alarm).
+        self.index_problems: list[str] = []
 
     # --------------------------------------------------------------- open/close
 
@@ -296,27 +342,54 @@ class AuditLog:
             self.damaged_lines += 1
         return idx, list(tail)
 
-    def _load_index(self, seg: Path) -> SegmentIndex:
+    def _load_index(self, seg: Path, sealed_digest: str | None) -> SegmentIndex:
+        """A closed segment's index, trusted only if it is the one a checkpoint sealed.
+
+        Otherwise it is rebuilt from the segment: an index that was never sealed (the
+        agent stopped before the next checkpoint) silently, one that differs from what
+        was sealed with an entry in :attr:`index_problems` (an alarm: it lied).
+        """
         p = self.index_path(seg)
         try:
-            idx = SegmentIndex.from_json(json.loads(p.read_text()))
-            if idx.count and idx.offsets:
-                return idx
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+            raw: bytes | None = p.read_bytes()
+        except OSError:
+            raw = None
+        if raw is not None and sealed_digest is not None \
+                and hashlib.sha256(raw).hexdigest() == sealed_digest:
+            try:
+                return SegmentIndex.from_json(json.loads(raw))
+            except (ValueError, KeyError, TypeError):
+                pass  # cannot happen for sealed bytes; rebuild all the same
         idx, _ = self._scan(seg, cut_torn=False)
-        self._write_index(seg, idx)
+        if raw is not None and sealed_digest is not None:
+            try:
+                detail = index_diff(SegmentIndex.from_json(json.loads(raw)), idx)
+            except (ValueError, KeyError, TypeError) as exc:
+                detail = f"unreadable ({exc})"
+            problem = f"{p.name} did not match its segment ({detail}); rebuilt"
+            log.error("audit log: %s", problem)
+            self.index_problems.append(problem)
+        entry = self._write_index(seg, idx)
+        if sealed_digest is None:
+            self._unsealed_segments.append(entry)
         return idx
 
-    def _write_index(self, seg: Path, idx: SegmentIndex) -> None:
-        atomic_write(self.index_path(seg), canonical_json(idx.to_json()))
+    def _write_index(self, seg: Path, idx: SegmentIndex) -> dict[str, Any]:
+        """Write a closed segment's index; returns the entry its checkpoint will seal."""
+        data = index_bytes(idx)
+        atomic_write(self.index_path(seg), data)
+        return {"segment": seg.name, "idx_sha256": hashlib.sha256(data).hexdigest(),
+                "first_seq": idx.first_seq, "last_seq": idx.last_seq, "records": idx.count}
 
     def open(self) -> None:
         """Find the chain head (cutting a torn tail), load indexes, start the writer."""
         private_dir(self.dir)
         segs = self.segments()
+        self.sealer.open(fresh_log=not segs)
+        if self.sealer.problem:
+            log.error("audit log: %s", self.sealer.problem)
         for seg in segs[:-1]:
-            self._indexes[seg] = self._load_index(seg)
+            self._indexes[seg] = self._load_index(seg, self.sealer.sealed_indexes.get(seg.name))
         tail: list[AuditRecord] = []
         if segs:
             last = segs[-1]
@@ -335,10 +408,8 @@ class AuditLog:
                 self.last_seq, self.last_hash = horizon["first_seq"] - 1, horizon["prev_hash"]
         else:
             self.last_seq, self.last_hash = int(head["seq"]), str(head["hash"])
+            self._head_ts = str(head["ts"])
         self.recent.extend(tail)
-        self.sealer.open(fresh_log=not segs)
-        if self.sealer.problem:
-            log.error("audit log: %s", self.sealer.problem)
         if self.sealer.last is not None:
             self._sealed_seq = int(self.sealer.last["seq"])
         self._open_segment()
@@ -368,7 +439,8 @@ class AuditLog:
             self._segment.exists() and self._segment.stat().st_size >= self.segment_max_bytes
         ):
             if self._segment is not None and self._segment in self._indexes:
-                self._write_index(self._segment, self._indexes[self._segment])
+                self._unsealed_segments.append(
+                    self._write_index(self._segment, self._indexes[self._segment]))
             self._segment = self.dir / f"audit-{self.last_seq + 1:012d}.jsonl"
             with self._index_lock:
                 self._indexes[self._segment] = SegmentIndex()
@@ -428,7 +500,7 @@ class AuditLog:
         while True:
             timeout = self.retry_interval if (self._retry or self.error) else 1.0
             try:
-                first: _Pending | None = self._queue.get(timeout=timeout)
+                first: _Pending | _Job | None = self._queue.get(timeout=timeout)
             except queue.Empty:
                 first = None
                 if not (self._retry or self.error):
@@ -440,6 +512,9 @@ class AuditLog:
                     self._flush_retry_on_close()
                     self._maybe_checkpoint(force=True)
                     return
+                if isinstance(first, _Job):
+                    _run_job(first)
+                    continue
             batch: list[_Pending] = list(self._retry)
             self._retry.clear()
             if self.error is not None:
@@ -450,6 +525,7 @@ class AuditLog:
             if first is not None:
                 batch.append(first)
             stop = False
+            job: _Job | None = None
             while len(batch) < self.max_batch:
                 try:
                     nxt = self._queue.get_nowait()
@@ -458,10 +534,16 @@ class AuditLog:
                 if nxt is None:
                     stop = True
                     break
+                if isinstance(nxt, _Job):
+                    job = nxt  # after this batch is on disk
+                    break
                 batch.append(nxt)
             self._commit(batch)
             self._maybe_checkpoint()
+            if job is not None:
+                _run_job(job)
             if stop:
+                self._flush_retry_on_close()
                 self._maybe_checkpoint(force=True)
                 return
 
@@ -521,6 +603,7 @@ class AuditLog:
         offset = self._size
         self._size += len(data)
         self.last_seq, self.last_hash = seq, prev
+        self._head_ts = built[-1][1]["ts"]
         self.commits += 1
         idx = self._indexes[self._segment] if self._segment else None
         with self._index_lock:
@@ -566,12 +649,20 @@ class AuditLog:
         if not (due or force):
             return
         try:
-            self.sealer.seal(self.last_seq, self.last_hash, self.boot_id)
+            self._seal()
         except (OSError, StoreError) as exc:
             log.error("audit log: checkpoint failed: %s", exc)
-            return
+
+    def _seal(self, **extra: Any) -> dict[str, Any]:
+        """Seal the head (writer thread only), with the digests of indexes not yet sealed."""
+        if self._unsealed_segments:
+            extra["segments"] = list(self._unsealed_segments)
+        cp = self.sealer.seal(self.last_seq, self.last_hash, self.boot_id,
+                              rec_ts=self._head_ts, extra=extra)
+        self._unsealed_segments.clear()
         self._sealed_seq = self.last_seq
         self._sealed_at = time.monotonic()
+        return cp
 
     # --------------------------------------------------------------- retention
 
@@ -579,42 +670,72 @@ class AuditLog:
         if self.retention_days is None or time.monotonic() - self._last_retention < 3600:
             return
         self._last_retention = time.monotonic()
-        self.apply_retention(time.time())
+        try:
+            self._retain(time.time())
+        except (OSError, StoreError) as exc:
+            log.error("audit log: retention failed: %s", exc)
 
     def apply_retention(self, now: float) -> list[str]:
         """Remove whole full segments whose newest record is older than the window.
 
-        Never removes the active segment or any record inside the window. Writes the
-        horizon (where the chain resumes) before deleting, and audits the removal.
+        Runs on the writer thread (waits for it). Never removes the active segment or any
+        record inside the window; see :meth:`_retain` for the evidence it leaves.
+        """
+        if self._thread is None:
+            raise StoreUnavailable("the audit log is not open")
+        job = _Job(lambda: self._retain(now))
+        self._queue.put(job)
+        result: list[str] = job.done.result(timeout=60)
+        return result
+
+    def _retain(self, now: float) -> list[str]:
+        """Retention that leaves evidence only the sealing key could make.
+
+        First a *retention checkpoint* is sealed: the head as usual, plus the horizon
+        (first kept seq, the hash it chains to, cutoff, newest removed time, window).
+        Then ``horizon.json`` says where the chain resumes, then the segments go, then an
+        ``audit_retention`` record is appended. ``audit verify`` accepts a gap at the
+        start of the log only with a retention checkpoint that names that exact horizon
+        and whose window and times are consistent; a crash between the steps leaves a
+        state it still accepts (records below the horizon are pending removal).
         """
         if self.retention_days is None:
             return []
+        if not self.sealer.enabled:
+            log.error("audit log: retention skipped: %s", self.sealer.problem)
+            return []
         cutoff = utc_iso(now - self.retention_days * 86400)
-        removed: list[str] = []
+        victims: list[tuple[Path, SegmentIndex]] = []
         for seg in self.segments()[:-1]:
             idx = self._indexes.get(seg)
             if idx is None or idx.last_ts is None or idx.last_ts >= cutoff:
                 break  # segments are in time order: the rest are newer
-            after = self._last_record(seg)
-            if after is None:
-                break
-            tmp = self.dir / ".horizon.json.tmp"
-            tmp.write_text(json.dumps({"first_seq": idx.last_seq + 1 if idx.last_seq else 1,
-                                       "prev_hash": after["hash"], "cutoff": cutoff,
-                                       "removed_through": seg.name}))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.dir / "horizon.json")
+            victims.append((seg, idx))
+        if not victims:
+            return []
+        last_seg, last_idx = victims[-1]
+        after = self._last_record(last_seg)
+        if after is None or last_idx.last_seq is None:
+            return []
+        removed = [seg.name for seg, _ in victims]
+        horizon = {"first_seq": last_idx.last_seq + 1, "prev_hash": after["hash"],
+                   "cutoff": cutoff, "last_removed_ts": max(i.last_ts or "" for _, i in victims),
+                   "retention_days": self.retention_days, "removed": removed}
+        self._unsealed_segments = [e for e in self._unsealed_segments
+                                   if e["segment"] not in removed]
+        cp = self._seal(kind="retention", horizon=horizon)
+        atomic_write(self.dir / "horizon.json",
+                     canonical_json({**horizon, "epoch": cp["epoch"]}))
+        for seg, _ in victims:
             with self._index_lock:
                 self._indexes.pop(seg, None)
             self.index_path(seg).unlink(missing_ok=True)
             seg.unlink()
-            removed.append(seg.name)
-        if removed:
-            fsync_dir(self.dir)
-            self._queue.put(_Pending({"action": "audit_retention", "details": {
-                "removed": removed, "cutoff": cutoff,
-                "retention_days": self.retention_days}}, None, None, fail_fast=False))
+        fsync_dir(self.dir)
+        self._queue.put(_Pending({"action": "audit_retention", "details": {
+            "removed": removed, "cutoff": cutoff, "first_seq": horizon["first_seq"],
+            "epoch": cp["epoch"], "retention_days": self.retention_days}},
+            None, None, fail_fast=False))
         return removed
 
     # --------------------------------------------------------------- reading
@@ -670,6 +791,13 @@ class AuditLog:
                     rec = _parse_line(raw)
                     if rec is not None:
                         yield rec
+
+
+def _run_job(job: _Job) -> None:
+    try:
+        job.done.set_result(job.fn())
+    except BaseException as exc:  # handed to the caller, which re-raises it
+        job.done.set_exception(exc)
 
 
 def _deliver(items: list[tuple[_Pending, AuditRecord]],

@@ -16,9 +16,12 @@ Files in the audit directory:
   holding it can forge every checkpoint. ``audit verify --key FILE`` uses the exported
   copy.
 * ``seal.key`` — the current epoch and key (mode 0600), replaced atomically.
-* ``checkpoints.jsonl`` — one sealed checkpoint per line: epoch, seq, hash of the record
-  at seq, time, boot id, MAC. ``edge-agent audit checkpoint`` prints the newest, for
-  shipping off the box; ``audit verify --checkpoint FILE`` checks the log against it.
+* ``checkpoints.jsonl`` — one sealed checkpoint per line: epoch, seq, hash and time
+  (``rec_ts``) of the record at seq, time sealed, boot id, the digests of the indexes of
+  segments closed since the previous checkpoint, for retention the horizon it moved
+  (``kind: retention``), and the MAC over all of it. ``edge-agent audit checkpoint``
+  prints the newest, for shipping off the box; ``audit verify --checkpoint FILE``
+  checks the log against it.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def derive(k0: bytes, epoch: int) -> bytes:
 
 
 def checkpoint_body(cp: dict[str, Any]) -> bytes:
-    body = {k: cp[k] for k in ("epoch", "seq", "hash", "ts", "boot")}
+    """What the MAC covers: every field but the MAC itself (a checkpoint of the first
+    format, five fields, gives the same bytes as it always did)."""
+    body = {k: v for k, v in cp.items() if k != "mac"}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -59,7 +64,12 @@ def mac(key: bytes, cp: dict[str, Any]) -> str:
 
 
 def read_checkpoints(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Checkpoints in a file, and whether its last line was torn (a crash)."""
+    """Checkpoints in a file, and whether its last line was torn (a crash).
+
+    A line that does not parse elsewhere is returned as ``{"unreadable": ...}``: a power
+    cut can leave one (a torn append whose retry sealed the same epoch). It is not by
+    itself tampering: a checkpoint that was really removed leaves a gap in the epochs.
+    """
     out: list[dict[str, Any]] = []
     torn = False
     if not path.exists():
@@ -90,6 +100,8 @@ class Sealer:
         self._key: bytes | None = None
         self.problem: str | None = None
         self.last: dict[str, Any] | None = None
+        # Closed segment name -> SHA-256 of its index, as sealed in a checkpoint.
+        self.sealed_indexes: dict[str, str] = {}
 
     def open(self, *, fresh_log: bool) -> None:
         """Load the current key; create the key series for a new log. Blocking."""
@@ -101,6 +113,9 @@ class Sealer:
             atomic_write(self.cp_file, good, 0o640)
         valid = [c for c in checkpoints if "epoch" in c]
         self.last = valid[-1] if valid else None
+        for c in valid:
+            for entry in c.get("segments") or ():
+                self.sealed_indexes[str(entry["segment"])] = str(entry["idx_sha256"])
         if self.key_file.exists():
             try:
                 doc = json.loads(self.key_file.read_text())
@@ -139,12 +154,21 @@ class Sealer:
     def enabled(self) -> bool:
         return self._key is not None
 
-    def seal(self, seq: int, head_hash: str, boot: str) -> dict[str, Any]:
-        """Write a checkpoint for the record ``seq`` and evolve the key. Blocking."""
+    def seal(self, seq: int, head_hash: str, boot: str, *, rec_ts: str | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write a checkpoint for the record ``seq`` and evolve the key. Blocking.
+
+        ``rec_ts`` is that record's own time (so an exported checkpoint says how old the
+        records it seals are); ``extra`` adds sealed fields: ``segments`` (digests of
+        closed segments' indexes) and, for retention, ``kind`` and ``horizon``.
+        """
         if self._key is None:
             raise StoreError(self.problem or "sealer not open")
         cp: dict[str, Any] = {"epoch": self.epoch, "seq": seq, "hash": head_hash,
                               "ts": time.time(), "boot": boot}
+        if rec_ts is not None:
+            cp["rec_ts"] = rec_ts
+        cp.update(extra or {})
         cp["mac"] = mac(self._key, cp)
         line = json.dumps(cp, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         # All or nothing: a short write on a full disk is cut back off and the key is not
@@ -154,4 +178,6 @@ class Sealer:
         self.epoch += 1
         self._store_key()
         self.last = cp
+        for entry in cp.get("segments") or ():
+            self.sealed_indexes[str(entry["segment"])] = str(entry["idx_sha256"])
         return cp

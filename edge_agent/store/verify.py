@@ -1,29 +1,53 @@
-"""``edge-agent audit verify``: check the whole chain and its sealed checkpoints.
+"""``edge-agent audit verify``: check the whole chain, its sealed checkpoints and indexes.
 
-Reports the first bad sequence number for an altered record (flipped byte), a deleted
-record, records out of order, and, against the checkpoints (or one exported off the
-box), a truncated tail or a rewritten chain. A torn last record after a crash is
-reported as a crash, not as tampering. Adversarial by design: every check is against
-data the writer could not have recomputed (the hash chain for single edits, forward-
-secure MACs for rewrites and truncation).
+Adversarial by design: the attacker it assumes is root on the box, holding every file
+there, the current sealing key included, but not the epoch-0 key exported at
+installation nor checkpoints exported earlier. So every conclusion rests on something
+that attacker could not have recomputed:
+
+* single edits, deletions and reordering: the hash chain;
+* a rewritten chain or a cut tail: forward-secure checkpoint MACs (keys of past epochs
+  are gone from the box), a checkpoint for every epoch, and the sealing key itself,
+  which must be the key of the epoch it claims (a key cannot be stepped back);
+* history removed at the start: a sealed retention checkpoint naming the exact horizon,
+  with a window and times that a real retention run could have had; an exported
+  checkpoint older than the horizon must be covered by one;
+* lying indexes: every closed segment's index is rebuilt and compared.
+
+Without the exported key nothing can be *authenticated*: the report then says what was
+checked (hashes, structure) and what was not, and its verdict is "not proven", never the
+"intact" of a keyed run. A key file found on the box proves nothing (root can replace it).
+A torn last record or checkpoint after a crash is reported as a crash, not tampering.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hmac
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.store.audit import GENESIS, AuditLog, record_hash
+from edge_agent.store.audit import (
+    GENESIS,
+    MIN_RETENTION_DAYS,
+    AuditLog,
+    SegmentIndex,
+    index_bytes,
+    index_diff,
+    record_hash,
+)
 from edge_agent.store.seal import derive, evolve, mac, read_checkpoints
 
 MAX_FINDINGS = 50
+# How far past the epoch it claims a replaced sealing key is looked for (~1 s of work).
+KEY_SEARCH = 1_000_000
 
 
 @dataclass
 class Finding:
-    kind: str  # "tamper", "crash", "warning"
+    kind: str  # "tamper", "crash", "warning", "unproven"
     seq: int | None
     message: str
 
@@ -38,11 +62,24 @@ class VerifyReport:
     last_seq: int | None = None
     checkpoints: int = 0
     macs_checked: bool = False
+    horizon_first: int = 1
+    indexes_checked: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
     def tampered(self) -> bool:
         return any(f.kind == "tamper" for f in self.findings)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.macs_checked
+
+    @property
+    def verdict(self) -> str:
+        """``tampered``, ``intact`` (authenticated with the exported key) or ``not proven``."""
+        if self.tampered:
+            return "tampered"
+        return "intact" if self.authenticated else "not proven"
 
     @property
     def first_bad_seq(self) -> int | None:
@@ -54,9 +91,12 @@ class VerifyReport:
             self.findings.append(Finding(kind, seq, message))
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": not self.tampered, "records": self.records, "first_seq": self.first_seq,
-                "last_seq": self.last_seq, "checkpoints": self.checkpoints,
-                "macs_checked": self.macs_checked, "first_bad_seq": self.first_bad_seq,
+        return {"ok": self.verdict == "intact", "verdict": self.verdict,
+                "authenticated": self.authenticated, "records": self.records,
+                "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "horizon_first_seq": self.horizon_first, "checkpoints": self.checkpoints,
+                "macs_checked": self.macs_checked, "indexes_checked": self.indexes_checked,
+                "first_bad_seq": self.first_bad_seq,
                 "findings": [f.to_json() for f in self.findings]}
 
 
@@ -68,34 +108,74 @@ def load_key(path: Path) -> bytes:
     return bytes.fromhex(doc["key"])
 
 
+def _iso_minus_days(ts: float, days: float) -> str:
+    t = dt.datetime.fromtimestamp(ts - days * 86400, dt.UTC)
+    return t.isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _Walk:
+    """What the chain walk leaves for the checkpoint checks."""
+
+    hash_at: dict[int, str] = field(default_factory=dict)
+
+
 def verify(audit_dir: Path, *, key: bytes | None = None,
-           exported: dict[str, Any] | None = None) -> VerifyReport:
-    report = VerifyReport()
+           exported: dict[str, Any] | None = None,
+           min_retention_days: float = MIN_RETENTION_DAYS) -> VerifyReport:
+    """Verify the audit log in ``audit_dir``. ``key``: the exported epoch-0 key (never one
+    read from the box); ``exported``: a checkpoint exported earlier."""
+    report = VerifyReport(macs_checked=key is not None)
     checkpoints, cp_torn = read_checkpoints(audit_dir / "checkpoints.jsonl")
     if cp_torn:
         report.add("crash", None, "torn last checkpoint line (crash while sealing)")
     pinned = {int(c["seq"]) for c in checkpoints if "seq" in c}
     if exported and "seq" in exported:
         pinned.add(int(exported["seq"]))
-    hash_at: dict[int, str] = {}
 
-    expected, prev = 1, GENESIS
+    horizon: dict[str, Any] | None = None
     horizon_path = audit_dir / "horizon.json"
-    horizon_first = 1
     if horizon_path.exists():
         try:
-            h = json.loads(horizon_path.read_text())
-            expected, prev = int(h["first_seq"]), str(h["prev_hash"])
-            horizon_first = expected
-        except (ValueError, KeyError, TypeError):
+            horizon = json.loads(horizon_path.read_text())
+            assert horizon is not None
+            report.horizon_first = int(horizon["first_seq"])
+            str(horizon["prev_hash"])
+        except (ValueError, KeyError, TypeError, AssertionError):
             report.add("tamper", None, "horizon.json (retention marker) is unreadable")
+            horizon = None
+    walk = _walk_chain(report, audit_dir, horizon, pinned)
+    last = report.last_seq or (report.horizon_first - 1)
+    retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last)
+    _check_horizon(report, horizon, retention, key, min_retention_days)
+    if exported:
+        _check_exported(report, exported, key, walk.hash_at, last, retention)
+    if (audit_dir / "verify.key").exists():
+        report.add("warning", None, "verify.key is still on the box: whoever holds it can "
+                   "forge checkpoints; export it and delete it (see README)")
+    if key is None:
+        report.add("unproven", None, "no exported verify key: the hash chain and structure "
+                   "were checked, but no checkpoint MAC was; a log rewritten by whoever "
+                   "controls this box cannot be ruled out (pass --key with the exported "
+                   "verify.key)")
+    return report
 
+
+def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] | None,
+                pinned: set[int]) -> _Walk:
+    walk = _Walk()
+    expected = report.horizon_first
+    prev = str(horizon["prev_hash"]) if horizon else GENESIS
     segments = sorted(audit_dir.glob(AuditLog.SEGMENT_GLOB))
     for si, seg in enumerate(segments):
+        closed = si < len(segments) - 1
+        idx = SegmentIndex()
         lines = seg.read_bytes().split(b"\n")
         trailing_partial = lines[-1] != b""
         body = lines if trailing_partial else lines[:-1]
+        offset = 0
         for li, raw in enumerate(body):
+            line_offset, offset = offset, offset + len(raw) + 1
             is_last_line = si == len(segments) - 1 and li == len(body) - 1
             try:
                 rec = json.loads(raw)
@@ -115,7 +195,11 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
             if is_last_line and trailing_partial:
                 report.add("crash", rec.get("seq"), f"last record in {seg.name} has no "
                            "newline: a crash mid-write")
+            else:
+                idx.add(rec, line_offset)
             seq = int(rec["seq"])
+            if seq < report.horizon_first:
+                continue  # below the horizon: retention was cut short by a crash
             if report.first_seq is None:
                 report.first_seq = seq
             report.records += 1
@@ -134,80 +218,153 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
                 report.add("tamper", seq, f"record {seq} does not chain to the record "
                            "before it (a record was removed, inserted or replaced)")
             if seq in pinned:
-                hash_at[seq] = str(rec.get("hash"))
+                walk.hash_at[seq] = str(rec.get("hash"))
             expected, prev = max(expected, seq) + 1, str(rec.get("hash"))
             report.last_seq = max(report.last_seq or 0, seq)
-
-    last = report.last_seq or (horizon_first - 1)
-    _check_checkpoints(report, audit_dir, checkpoints, key, hash_at, last, horizon_first)
-    if exported:
-        _check_one(report, exported, key_for(key, int(exported.get("epoch", 0))), hash_at,
-                   last, horizon_first, "exported checkpoint")
-    if (audit_dir / "verify.key").exists():
-        report.add("warning", None, "verify.key is still on the box: whoever holds it can "
-                   "forge checkpoints; export it and delete it (see README)")
-    return report
+        if closed:
+            _check_index(report, seg, idx)
+    return walk
 
 
-def key_for(k0: bytes | None, epoch: int) -> bytes | None:
-    return derive(k0, epoch) if k0 is not None else None
+def _check_index(report: VerifyReport, seg: Path, actual: SegmentIndex) -> None:
+    """A closed segment's index must be exactly the one its records give."""
+    p = AuditLog.index_path(seg)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        return  # the agent rebuilds a missing index; nothing lies
+    report.indexes_checked += 1
+    if raw == index_bytes(actual):
+        return
+    try:
+        detail = index_diff(SegmentIndex.from_json(json.loads(raw)), actual)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"unreadable: {exc}"
+    # No sequence number: the records may be fine; it is the index that lies (or the
+    # segment was edited, which the chain walk reports with its own seq).
+    report.add("tamper", None, f"index {p.name} does not match its segment "
+               f"({detail}): queries and exports would miss records")
+
+
+def _key_epoch(k0: bytes, start: int, stored: bytes) -> int | None:
+    """The epoch whose key is ``stored``, searching forward from ``start`` (bounded)."""
+    key = derive(k0, start)
+    for epoch in range(start, start + KEY_SEARCH):
+        if hmac.compare_digest(key, stored):
+            return epoch
+        key = evolve(key)
+    return None
 
 
 def _check_checkpoints(report: VerifyReport, audit_dir: Path, cps: list[dict[str, Any]],
-                       k0: bytes | None, hash_at: dict[int, str], last: int,
-                       horizon_first: int) -> None:
-    report.macs_checked = k0 is not None
-    if k0 is None and cps:
-        report.add("warning", None, "checkpoint MACs not checked: no verify key (pass --key "
-                   "with the exported verify.key)")
+                       k0: bytes | None, hash_at: dict[int, str], last: int
+                       ) -> list[dict[str, Any]]:
+    """Check every checkpoint and the sealing key; return the retention checkpoints
+    (authenticated ones only when there is a key)."""
     key = k0
     want_epoch = 0
-    good_seq = horizon_first - 1
+    good_seq = report.horizon_first - 1
+    sealed_seq = 0  # the newest record a valid checkpoint vouches for
+    retention: list[dict[str, Any]] = []
+    below: list[dict[str, Any]] = []  # checkpoints of records retention removed
     for cp in cps:
         if "epoch" not in cp:
-            report.add("tamper", None, f"unreadable checkpoint line: {cp.get('unreadable')}")
+            # A power cut can leave a torn append whose retry sealed the same epoch; a
+            # checkpoint really removed shows as a gap in the epochs below.
+            report.add("crash", None, "unreadable checkpoint line (a torn write after a "
+                       f"crash or a full disk): {cp.get('unreadable')}")
             continue
         report.checkpoints += 1
         epoch = int(cp["epoch"])
         if epoch != want_epoch:
-            report.add("tamper", None, f"checkpoint epochs {want_epoch}-{epoch - 1} missing "
-                       "(checkpoints deleted)" if epoch > want_epoch else
+            report.add("tamper", good_seq + 1 if epoch > want_epoch else None,
+                       f"checkpoint epochs {want_epoch}-{epoch - 1} missing (checkpoints "
+                       "deleted)" if epoch > want_epoch else
                        f"checkpoint epoch {epoch} repeated or out of order")
         if key is not None:
             while want_epoch < epoch:
                 key = evolve(key)
                 want_epoch += 1
         want_epoch = epoch + 1
-        if _check_one(report, cp, key, hash_at, last, horizon_first, f"checkpoint {epoch}",
-                      good_seq):
-            good_seq = int(cp["seq"])
+        ok = _check_one(report, cp, key, hash_at, last, f"checkpoint {epoch}", good_seq)
+        if ok and int(cp["seq"]) < report.horizon_first and cp.get("rec_ts"):
+            below.append(cp)
+        if ok:
+            good_seq = max(good_seq, int(cp["seq"]))
+            sealed_seq = max(sealed_seq, int(cp["seq"]))
+            if cp.get("kind") == "retention" and isinstance(cp.get("horizon"), dict):
+                retention.append(cp)
         if key is not None:
             key = evolve(key)
+    _check_seal_key(report, audit_dir, k0, want_epoch, sealed_seq, bool(cps))
+    # Every checkpoint left below the horizon sealed a record that retention removed: a
+    # real retention run only removes records older than its cutoff. (An attacker with
+    # the current key can seal a fake retention run, but not back-date these.)
+    for cp in below:
+        _check_covered(report, cp, retention, f"checkpoint {cp['epoch']}")
+    return retention
+
+
+def _check_covered(report: VerifyReport, cp: dict[str, Any], retention: list[dict[str, Any]],
+                   label: str) -> None:
+    seq = int(cp["seq"])
+    written = str(cp.get("rec_ts") or _iso(float(cp.get("ts", 0))))
+    covering = [r for r in retention if int(r["horizon"].get("first_seq", 0)) > seq
+                and written < str(r["horizon"].get("cutoff", ""))]
+    if not covering:
+        report.add("tamper", seq, f"{label} seals record {seq} (written {written}), which "
+                   "is gone, and no sealed retention run could have removed it: history "
+                   "was removed")
+
+
+def _check_seal_key(report: VerifyReport, audit_dir: Path, k0: bytes | None,
+                    want_epoch: int, sealed_seq: int, have_cps: bool) -> None:
+    """The on-box sealing key is evidence: it must be the key of the epoch it claims, and
+    every epoch below that must have its checkpoint."""
     seal = audit_dir / "seal.key"
-    if seal.exists():
-        try:
-            cur = int(json.loads(seal.read_text())["epoch"])
-        except (ValueError, KeyError, TypeError):
-            report.add("tamper", None, "seal.key is unreadable")
-            return
-        if cur > want_epoch:
-            report.add("tamper", last + 1 if cps else None,
-                       f"the sealing key is at epoch {cur} but the last checkpoint is epoch "
-                       f"{want_epoch - 1}: checkpoints {want_epoch}-{cur - 1} were deleted "
-                       "(with the records they sealed)")
-    elif cps:
-        report.add("tamper", None, "seal.key is missing although checkpoints exist")
+    if not seal.exists():
+        if have_cps or report.records:
+            report.add("tamper", None, "seal.key is missing: the sealing key was removed, "
+                       "so its epoch cannot vouch that no checkpoint was deleted")
+        return
+    try:
+        doc = json.loads(seal.read_text())
+        cur, stored = int(doc["epoch"]), bytes.fromhex(doc["key"])
+    except (ValueError, KeyError, TypeError):
+        report.add("tamper", None, "seal.key is unreadable")
+        return
+    first_unsealed = sealed_seq + 1 if report.last_seq and report.last_seq > sealed_seq \
+        else (report.last_seq or 0) + 1
+    if cur > want_epoch:
+        report.add("tamper", first_unsealed,
+                   f"the sealing key is at epoch {cur} but the last checkpoint is epoch "
+                   f"{want_epoch - 1}: checkpoints {want_epoch}-{cur - 1} were deleted "
+                   "(with the records they sealed)")
+    elif cur < want_epoch - 1:
+        report.add("tamper", first_unsealed,
+                   f"the sealing key claims epoch {cur}, behind the checkpoints (epoch "
+                   f"{want_epoch - 1}): it was stepped back")
+    if k0 is None:
+        return
+    if hmac.compare_digest(derive(k0, cur), stored):
+        return
+    real = _key_epoch(k0, cur, stored)
+    where = (f"it is the key of epoch {real}: checkpoints {want_epoch}-{real - 1} and the "
+             "records they sealed were removed, and the epoch number lowered to hide it"
+             if real is not None and real >= want_epoch else
+             "it is no key of this log's series (replaced)")
+    report.add("tamper", first_unsealed,
+               f"seal.key claims epoch {cur} but is not that epoch's key; {where}")
 
 
 def _check_one(report: VerifyReport, cp: dict[str, Any], key: bytes | None,
-               hash_at: dict[int, str], last: int, horizon_first: int, label: str,
-               good_seq: int = 0) -> bool:
+               hash_at: dict[int, str], last: int, label: str, good_seq: int = 0) -> bool:
     seq = int(cp["seq"])
-    if key is not None and mac(key, cp) != cp.get("mac"):
+    if key is not None and not hmac.compare_digest(mac(key, cp), str(cp.get("mac"))):
         report.add("tamper", None, f"{label} (seq {seq}) has a bad MAC: forged or altered")
         return False
-    if seq < horizon_first:
-        return True  # sealed records removed by retention
+    if seq < report.horizon_first:
+        return True  # its records were removed by retention (checked with the horizon)
     if seq > last:
         report.add("tamper", last + 1, f"log truncated: {label} seals record {seq} but the "
                    f"log ends at record {last}")
@@ -220,3 +377,64 @@ def _check_one(report: VerifyReport, cp: dict[str, Any], key: bytes | None,
                    f"and {seq}: record {seq} differs from what {label} sealed")
         return False
     return True
+
+
+def _retention_problem(cp: dict[str, Any], min_days: float) -> str | None:
+    """Why a retention checkpoint could not be a real retention run, or None."""
+    h = cp["horizon"]
+    try:
+        days = float(h["retention_days"])
+        cutoff, newest = str(h["cutoff"]), str(h["last_removed_ts"])
+    except (KeyError, TypeError, ValueError):
+        return "its horizon is incomplete"
+    if days < min_days:
+        return f"its window of {days:g} days is under the minimum of {min_days:g}"
+    if newest >= cutoff:
+        return f"it removed a record of {newest}, inside its own window (cutoff {cutoff})"
+    # The cutoff is the sealing time less the window (a second of slack for rounding).
+    if cutoff > _iso_minus_days(float(cp["ts"]) + 1, days):
+        return f"its cutoff {cutoff} is later than {days:g} days before it ran"
+    return None
+
+
+def _check_horizon(report: VerifyReport, horizon: dict[str, Any] | None,
+                   retention: list[dict[str, Any]], key: bytes | None,
+                   min_days: float) -> None:
+    """A gap at the start of the log needs a sealed retention checkpoint naming it."""
+    if horizon is None:
+        return  # a log that starts after 1 without a horizon fails the chain walk
+    first, prev = int(horizon["first_seq"]), str(horizon["prev_hash"])
+    match = [cp for cp in retention if int(cp["horizon"].get("first_seq", -1)) == first
+             and cp["horizon"].get("prev_hash") == prev]
+    if not match:
+        report.add("tamper", 1, f"records 1-{first - 1} are gone and no sealed retention "
+                   f"checkpoint names the horizon at {first}: history was removed without "
+                   "the evidence a retention run leaves")
+        return
+    if key is None:
+        return  # its MAC cannot be checked: the report is 'not proven' anyway
+    problems = [p for cp in match if (p := _retention_problem(cp, min_days)) is not None]
+    if len(problems) == len(match):
+        report.add("tamper", 1, f"the retention checkpoint for records 1-{first - 1} "
+                   f"cannot be a real retention run: {problems[0]}")
+
+
+def _check_exported(report: VerifyReport, exported: dict[str, Any], key: bytes | None,
+                    hash_at: dict[int, str], last: int,
+                    retention: list[dict[str, Any]]) -> None:
+    try:
+        epoch, seq = int(exported["epoch"]), int(exported["seq"])
+    except (KeyError, TypeError, ValueError):
+        report.add("tamper", None, "the exported checkpoint is not a checkpoint")
+        return
+    ekey = derive(key, epoch) if key is not None else None
+    if not _check_one(report, exported, ekey, hash_at, last, "exported checkpoint"):
+        return
+    if seq < report.horizon_first:
+        # It seals a record retention removed: only a real retention run may have done
+        # that, one whose cutoff is later than the record's own time.
+        _check_covered(report, exported, retention, "the exported checkpoint")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
