@@ -34,6 +34,7 @@ from edge_agent.discovery.mdns import MdnsBrowser
 from edge_agent.discovery.serialports import matching, usb_ports
 from edge_agent.errors import (
     ConfigError,
+    DeviceTimeout,
     DeviceUnavailable,
     DriverError,
     EdgeAgentError,
@@ -47,6 +48,7 @@ from edge_agent.store.durable import private_dir, tighten_tree
 from edge_agent.supervisor import DeviceSupervisor, Link, Timing, full_jitter
 
 log = logging.getLogger(__name__)
+_COMMAND = "command:"  # name prefix of a command's task once its request is on disk
 
 
 def comp_json(c: CompartmentState) -> dict[str, Any]:
@@ -268,6 +270,10 @@ class Agent:
             await self.mdns.close()
         if self._api is not None:
             await self._api.stop()
+        # Commands already sent to hardware finish and record their outcome first.
+        commands = [t for t in self._tasks if t.get_name().startswith(_COMMAND)]
+        if commands:
+            await asyncio.wait(commands, timeout=self.timing.call_timeout + 5)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -613,15 +619,37 @@ class Agent:
             raise DeviceUnavailable(f"no device {device_id!r}; see 'edge-agent devices'")
         return dev
 
+    def _refuse_if_unrecordable(self) -> None:
+        """Before anything moves: refuse (truthfully, nothing sent) if the outcome could
+        not be recorded."""
+        why = self.audit.command_refusal()
+        if why is not None:
+            raise StoreUnavailable(why)
+
+    async def _sent(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
+        """Run the part of a command after its request is on disk: the hardware call
+        and the outcome record. It runs to the end even if the caller goes away."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None \
+                    and not isinstance(t.exception(), EdgeAgentError):
+                log.error("command %s failed: %r", name, t.exception(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
     async def unlock(self, device_id: str, compartment: int, *, actor: str, reason: str
                      ) -> dict[str, Any]:
-        """Unlock one compartment. Audited before and after; fails closed on store trouble."""
+        """Unlock one compartment. The request is durable before the board is told; the
+        outcome is recorded whatever happens after (in the reserved space if the disk
+        fills meanwhile), and the answer always says what the board was told."""
         dev = self.device(device_id)
         if dev.supervisor is None:
             raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
-        if self.audit.error:
-            raise StoreUnavailable(f"{self.audit.error}: commands that move equipment are "
-                                   "refused until the audit log can be written")
+        self._refuse_if_unrecordable()
         oos = dev.out_of_service.get(str(compartment))
         if oos:
             raise DeviceUnavailable(f"compartment {compartment} of {device_id} is out of "
@@ -629,31 +657,53 @@ class Agent:
         fields = {"device": device_id, "compartment": compartment, "actor": actor,
                   "reason": reason}
         request = await self.record("unlock_requested", **fields)
+        sup = dev.supervisor
+        return dict(await self._sent(self._unlock_sent(sup, request["seq"], fields),
+                                     f"{_COMMAND}unlock:{device_id}:{compartment}"))
+
+    async def _unlock_sent(self, sup: DeviceSupervisor, request_seq: int,
+                           fields: dict[str, Any]) -> dict[str, Any]:
+        compartment = fields["compartment"]
         try:
-            state = await dev.supervisor.unlock(compartment)
+            state = await sup.unlock(compartment)
         except EdgeAgentError as exc:
-            await self.record("unlock", outcome="failed",
-                              details={"error": str(exc), "request_seq": request["seq"]},
-                              **fields)
+            # A timeout means the board may have acted: "unknown", never "refused".
+            unknown = isinstance(exc, DeviceTimeout)
+            rec = await self.audit.append_outcome({
+                "action": "unlock", "outcome": "unknown" if unknown else "failed",
+                "details": {"error": str(exc), "request_seq": request_seq}, **fields})
+            if unknown:
+                raise DeviceTimeout(f"{exc}: the unlock was sent and the board did not "
+                                    f"answer; the door may have opened (audit #"
+                                    f"{rec.get('seq') or 'pending'}, outcome unknown)") from exc
             raise
         comp = next((comp_json(c) for c in state.compartments if c.index == compartment), None)
-        done = await self.record("unlock", outcome="ok",
-                                 details={"request_seq": request["seq"], "compartment_state":
-                                          comp}, **fields)
-        return {"device": device_id, "compartment": compartment, "state": comp,
-                "audit_seq": done["seq"]}
+        done = await self.audit.append_outcome({
+            "action": "unlock", "outcome": "ok",
+            "details": {"request_seq": request_seq, "compartment_state": comp}, **fields})
+        return {"device": fields["device"], "compartment": compartment, "state": comp,
+                "audit_seq": done.get("seq"), **_pending(done)}
 
-    async def identify(self, device_id: str, *, actor: str) -> None:
+    async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]:
         dev = self.device(device_id)
         if dev.supervisor is None:
             raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+        self._refuse_if_unrecordable()
+        return dict(await self._sent(self._identify_sent(dev.supervisor, device_id, actor),
+                                     f"{_COMMAND}identify:{device_id}"))
+
+    async def _identify_sent(self, sup: DeviceSupervisor, device_id: str, actor: str
+                             ) -> dict[str, Any]:
         try:
-            await dev.supervisor.identify()
+            await sup.identify()
         except EdgeAgentError as exc:
-            await self.record("identify", device=device_id, actor=actor, outcome="failed",
-                              details={"error": str(exc)})
+            await self.audit.append_outcome({"action": "identify", "device": device_id,
+                                             "actor": actor, "outcome": "failed",
+                                             "details": {"error": str(exc)}})
             raise
-        await self.record("identify", device=device_id, actor=actor)
+        rec = await self.audit.append_outcome({"action": "identify", "device": device_id,
+                                               "actor": actor})
+        return {"ok": True, "audit_seq": rec.get("seq"), **_pending(rec)}
 
     async def set_out_of_service(self, device_id: str, compartment: int, *, actor: str,
                                  reason: str, out: bool) -> dict[str, Any]:
@@ -760,6 +810,7 @@ class Agent:
                       "config": self.config_path},
             "devices": {"total": len(self.devices), **counts},
             "audit": {"last_seq": self.audit.last_seq, "error": self.audit.error,
+                      "reserve": self.audit.reserve_short or "held",
                       "sealed_seq": self.audit.sealer.last["seq"] if self.audit.sealer.last
                       else None,
                       "commits": self.audit.commits,
@@ -782,7 +833,8 @@ class Agent:
         return out
 
     def _health(self) -> str:
-        if self.audit.error or any(a["severity"] == "critical" for a in self.all_alarms()):
+        if self.audit.command_refusal() or any(a["severity"] == "critical"
+                                               for a in self.all_alarms()):
             return "degraded"
         return "ok"
 
@@ -802,6 +854,14 @@ class Agent:
         if self.audit.sealer.problem:
             self.alarms["audit:seal"] = {"id": "audit:seal", "severity": "critical",
                                          "since": now, "message": self.audit.sealer.problem}
+
+
+def _pending(rec: AuditRecord) -> dict[str, Any]:
+    """What an answer says when its outcome record waits in memory for the disk."""
+    if not rec.get("pending"):
+        return {}
+    return {"audit_pending": f"the outcome is kept in memory and written when the disk "
+                             f"takes writes again ({rec.get('error')})"}
 
 
 _rng = random.Random()

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -229,6 +230,9 @@ class _Pending:
     future: asyncio.Future[AuditRecord] | None
     loop: asyncio.AbstractEventLoop | None
     fail_fast: bool = True
+    # The outcome of a command that reached hardware: may use the reserved disk space,
+    # is never dropped, and its caller is answered even while it waits in memory.
+    outcome: bool = False
 
 
 def _parse_line(raw: bytes) -> AuditRecord | None:
@@ -260,6 +264,7 @@ class AuditLog:
         checkpoint_interval: float = 60.0,
         retention_days: float | None = None,
         retry_interval: float = 1.0,
+        reserve_bytes: int = 64 * 1024,
     ) -> None:
         self.dir = directory
         self.boot_id = boot_id
@@ -292,6 +297,12 @@ class AuditLog:
         self._outage_started: float | None = None
         self._last_retention = 0.0
         self._head_ts: str | None = None
+        # Disk space held back for the outcome records of commands already sent to
+        # hardware: a full disk can refuse a command, never hide what one did.
+        self.reserve_bytes = reserve_bytes
+        self.reserve_path = directory / "space.reserve"
+        self.reserve_short: str | None = None  # why commands are refused, if it is
+        self._seal_error: str | None = None
         # Closed segments whose index digest is not in a checkpoint yet (sealed next).
         self._unsealed_segments: list[dict[str, Any]] = []
         # Index files that did not match their segment at open (rebuilt; an alarm).
@@ -413,6 +424,7 @@ class AuditLog:
         if self.sealer.last is not None:
             self._sealed_seq = int(self.sealer.last["seq"])
         self._open_segment()
+        self._restore_reserve()
         self._thread = threading.Thread(target=self._writer, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -459,8 +471,8 @@ class AuditLog:
 
     # --------------------------------------------------------------- appending
 
-    def append_nowait(self, event: dict[str, Any], *, fail_fast: bool = True
-                      ) -> asyncio.Future[AuditRecord]:
+    def append_nowait(self, event: dict[str, Any], *, fail_fast: bool = True,
+                      outcome: bool = False) -> asyncio.Future[AuditRecord]:
         """Queue an event; the returned future resolves once it is on disk.
 
         ``fail_fast`` (commands): if the log cannot be written the future fails at once.
@@ -470,8 +482,72 @@ class AuditLog:
             raise StoreUnavailable("the audit log is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditRecord] = loop.create_future()
-        self._queue.put(_Pending(event, fut, loop, fail_fast))
+        self._queue.put(_Pending(event, fut, loop, fail_fast and not outcome, outcome))
         return fut
+
+    async def append_outcome(self, event: dict[str, Any]) -> AuditRecord:
+        """Record what a command that reached hardware did. Never refused: it may use the
+        reserved space, and if even that is gone it is kept in memory (and written once
+        the disk takes writes) and the record returned says ``"pending": true``."""
+        return await self.append_nowait(event, outcome=True)
+
+    def command_refusal(self) -> str | None:
+        """Why a command that would move equipment must be refused now, or None: the
+        log cannot be written, or the space for its outcome is not held in reserve."""
+        if self.error is not None:
+            return f"{self.error}: commands that move equipment are refused until the " \
+                   "audit log can be written"
+        if self.reserve_short is not None:
+            return f"{self.reserve_short}: commands that move equipment are refused " \
+                   "until the disk has room again"
+        return None
+
+    # --------------------------------------------------------------- reserve
+
+    def _reserve_size(self) -> int:
+        try:
+            return self.reserve_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _restore_reserve(self) -> bool:
+        """Hold ``reserve_bytes`` of real disk blocks in the reserve file. Blocking."""
+        if self.reserve_bytes <= 0:
+            return True
+        try:
+            fd = os.open(self.reserve_path, os.O_RDWR | os.O_CREAT, 0o640)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            why = (f"the audit log's reserved space ({self.reserve_bytes // 1024} KiB for "
+                   f"command outcomes) cannot be held: {exc.strerror or exc}")
+            if self.reserve_short is None:
+                log.error("audit log: %s", why)
+            self.reserve_short = why
+            return False
+        if self.reserve_short is not None:
+            log.warning("audit log: reserved space for command outcomes held again")
+            self.reserve_short = None
+        return True
+
+    def _release_reserve(self, need: int) -> bool:
+        """Give back enough reserved space for ``need`` bytes of outcomes. Blocking."""
+        size = self._reserve_size()
+        if size == 0:
+            return False
+        keep = max(0, size - need - 16 * 1024)
+        try:
+            os.truncate(self.reserve_path, keep)
+            fsync_dir(self.dir)
+        except OSError:
+            return False
+        self.reserve_short = (f"the disk is full: {(size - keep) // 1024} KiB of the space "
+                              "reserved for command outcomes were used")
+        log.error("audit log: %s", self.reserve_short)
+        return True
 
     async def append(self, event: dict[str, Any]) -> AuditRecord:
         """Append one event and wait until it is durable. Raises StoreUnavailable."""
@@ -504,6 +580,8 @@ class AuditLog:
             except queue.Empty:
                 first = None
                 if not (self._retry or self.error):
+                    if self.reserve_short is not None:
+                        self._restore_reserve()
                     self._maybe_checkpoint()
                     self._maybe_retain()
                     continue
@@ -573,24 +651,14 @@ class AuditLog:
             return
         data = b"".join(line for _, _, line in built)
         try:
-            if self._size >= self.segment_max_bytes:
-                self._open_segment()
-            assert self._fd is not None
-            start = self._size
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(self._fd, view)
-                    view = view[n:]
-                os.fsync(self._fd)
-            except OSError:
-                # Leave no half-written record behind: the chain must stay parseable.
-                try:
-                    os.ftruncate(self._fd, start)
-                    os.fsync(self._fd)
-                except OSError:
-                    pass
-                raise
+                self._write(data)
+            except OSError as exc:
+                # Out of space with a command's outcome in the batch: spend the reserve.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not any(
+                        p.outcome for p, _, _ in built) or not self._release_reserve(len(data)):
+                    raise
+                self._write(data)
         except OSError as exc:
             self._write_failed(exc, built)
             return
@@ -621,6 +689,26 @@ class AuditLog:
         for loop, items in by_loop.items():
             loop.call_soon_threadsafe(_deliver, items, subscribers)
 
+    def _write(self, data: bytes) -> None:
+        if self._size >= self.segment_max_bytes:
+            self._open_segment()
+        assert self._fd is not None
+        start = self._size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fsync(self._fd)
+        except OSError:
+            # Leave no half-written record behind: the chain must stay parseable.
+            try:
+                os.ftruncate(self._fd, start)
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            raise
+
     def _write_failed(self, exc: OSError, built: list[tuple[_Pending, AuditRecord, bytes]]
                       ) -> None:
         msg = f"audit log write failed: {exc.strerror or exc}"
@@ -633,6 +721,11 @@ class AuditLog:
                 _resolve(p, exc=StoreUnavailable(msg))
             elif p.event.get("action") == "audit_log_recovered":
                 continue  # made again, with fresh figures, on the next attempt
+            elif p.outcome:
+                # Never dropped. The caller learns now that it waits in memory; the
+                # record is written with the next batch that reaches the disk.
+                self._retry.append(p)
+                _resolve(p, rec={"seq": None, "pending": True, "error": msg})
             elif len(self._retry) < MAX_RETRY_BUFFER:
                 self._retry.append(p)
             else:
@@ -651,7 +744,13 @@ class AuditLog:
         try:
             self._seal()
         except (OSError, StoreError) as exc:
-            log.error("audit log: checkpoint failed: %s", exc)
+            if self._seal_error is None:  # once per outage, not once per commit
+                log.error("audit log: checkpoint failed: %s; retrying", exc)
+            self._seal_error = str(exc)
+            return
+        if self._seal_error is not None:
+            log.warning("audit log: checkpoints written again")
+            self._seal_error = None
 
     def _seal(self, **extra: Any) -> dict[str, Any]:
         """Seal the head (writer thread only), with the digests of indexes not yet sealed."""
