@@ -66,3 +66,13 @@ def test_an_unlock_sent_is_never_answered_refused(tmp_path: Path) -> None:
     assert all(out["requests"][str(o["request_seq"])] == "during" for o in during)
     assert not [o for o in out["outcomes"] if o["reason"] == "next"]
     assert out["verify"] == "intact", out["findings"]
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_is_not_tampering(tmp_path: Path) -> None:
+    """The disk fills in the middle of a checkpoint append: nothing torn stays behind,
+    the key is not evolved, the same epoch is sealed once the disk has room again."""
+    out = run_on_tmpfs(tmp_path, "checkpoint_scenario.py")
+    assert out["checkpoint_lines_while_full"] == 0 and out["torn_bytes_while_full"] == 0
+    assert out["unreadable_lines"] == 0
+    assert out["epochs"] == list(range(len(out["epochs"])))
+    assert out["verify"] == "intact", out["findings"]
