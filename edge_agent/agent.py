@@ -73,6 +73,10 @@ class Device:
         self.bus: SerialBus | None = None
         self.out_of_service: dict[str, dict[str, Any]] = {}  # compartment -> why/who
         self.alarms: dict[str, dict[str, Any]] = {}  # DeviceAlarm.key -> alarm as shown
+        # Addresses this device really had / claimed while it was gone / in conflict.
+        self.known: dict[str, tuple[Candidate, SerialBus | None]] = {}
+        self.unproven: dict[str, tuple[Candidate, SerialBus | None]] = {}
+        self.conflicts: set[str] = set()
 
     @property
     def link(self) -> str:
@@ -156,6 +160,7 @@ class Agent:
         self._plugin_settings: dict[str, dict[str, Any]] = {}
         self._ignored: dict[str, dict[str, Any]] = {}
         self._mdns_names: dict[str, str] = {}  # mDNS instance name -> device identity
+        self._claims_checking: set[str] = set()
 
     # ------------------------------------------------------------------ tasks
 
@@ -345,6 +350,7 @@ class Agent:
             self.spawn(self._usb_loop(usb, probes), "usb-discovery")
         if self.config.discovery.mdns.enabled:
             await self._start_mdns()
+        self.spawn(self._reacquire_loop(), "reacquire")
 
     async def _bus_loop(self, bus_id: str, port: str, probes: list[tuple[str, BusProbe]],
                         baudrate: int | None) -> None:
@@ -491,20 +497,11 @@ class Agent:
         now = time.time()
         dev = self.devices.get(cand.identity)
         if dev is not None:
-            dev.last_seen = now
             if dev.candidate.address != cand.address:
-                log.info("device %s moved: %s -> %s", dev.id, dev.candidate.address,
-                         cand.address)
-                self.record_soon("device_address_changed", device=dev.id, details={
-                    "old": dev.candidate.address, "new": cand.address})
-                dev.candidate = cand
-                self.store.save_device(dev.registry_doc())
-                if dev.supervisor is not None:
-                    # Same hardware at a new address: a fresh driver for the new address.
-                    dev.supervisor.stop()
-                    dev.supervisor = None
-                    await self._supervise(dev, bus or dev.bus)
-                self._device_changed(dev)
+                # Anyone on the LAN can claim any identity: never a move on its word.
+                self._address_claim(dev, cand, bus)
+                return dev
+            dev.last_seen = now
             if dev.supervisor is not None or dev.ignored:
                 return dev
         else:
@@ -529,6 +526,118 @@ class Agent:
         if dev.adopted:
             await self._supervise(dev, bus)
         return dev
+
+    # ------------------------------------------------------------------ address claims
+
+    def _address_claim(self, dev: Device, cand: Candidate, bus: SerialBus | None) -> None:
+        """A known identity claimed at another address: checked off the discovery path.
+
+        A move is accepted only when the device no longer answers at its address *and*
+        proves its identity at the new one. If the old address still answers, the claim
+        is a conflict: inbox, critical alarm, audit; the device is not touched, and that
+        address is never taken automatically later. Addresses the device really had stay
+        known, so it is re-acquired there as soon as it answers again.
+        """
+        key = f"{dev.id}@{cand.address}"
+        if key in self._claims_checking or cand.address in dev.conflicts:
+            return
+        self._claims_checking.add(key)
+
+        async def check() -> None:
+            try:
+                await self._check_claim(dev, cand, bus)
+            finally:
+                self._claims_checking.discard(key)
+
+        self.spawn(check(), f"claim:{key}")
+
+    async def _proves(self, cand: Candidate, bus: SerialBus | None) -> str | None:
+        """None if a driver at ``cand``'s address connects and confirms the identity;
+        otherwise why not. The driver's connect is where identity is confirmed."""
+        ctx = DriverContext(settings=self._settings(cand.plugin), bus=bus,
+                            timeout=self.timing.call_timeout)
+        try:
+            driver = await self.plugins.call_one(cand.plugin, "edge_agent_create_driver",
+                                                 candidate=cand, context=ctx)
+        except PluginError as exc:
+            return str(exc)
+        if not isinstance(driver, DeviceDriver):
+            return "the plugin gave no driver"
+        try:
+            async with asyncio.timeout(self.timing.call_timeout * 2):
+                await driver.connect()
+            return None
+        except TimeoutError:
+            return "no answer"
+        except Exception as exc:  # a driver's own failure, whatever it raises
+            return str(exc) or type(exc).__name__
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(driver.close(), 1)
+
+    async def _check_claim(self, dev: Device, cand: Candidate, bus: SerialBus | None) -> None:
+        old = dev.candidate
+        old_fails = await self._proves(old, dev.bus)
+        if old_fails is None:
+            self._conflict(dev, cand, f"{dev.id} still answers at {old.address}")
+            return
+        new_fails = await self._proves(cand, bus)
+        if new_fails is not None:
+            # Not a conflict (the device is gone from its address): retried by the watch.
+            dev.unproven[cand.address] = (cand, bus)
+            log.warning("device %s: %s claims it but does not prove it (%s); not moved",
+                        dev.id, cand.address, new_fails)
+            return
+        await self._move(dev, cand, bus, why=f"gone from {old.address} ({old_fails})")
+
+    async def _move(self, dev: Device, cand: Candidate, bus: SerialBus | None, *,
+                    why: str) -> None:
+        old = dev.candidate
+        log.warning("device %s moved: %s -> %s (%s; identity confirmed there)", dev.id,
+                    old.address, cand.address, why)
+        self.record_soon("device_address_changed", device=dev.id, details={
+            "old": old.address, "new": cand.address, "verified": True, "why": why})
+        dev.known[old.address] = (old, dev.bus)
+        dev.unproven.pop(cand.address, None)
+        dev.candidate, dev.last_seen = cand, time.time()
+        if bus is not None:
+            dev.bus = bus
+        self.store.save_device(dev.registry_doc())
+        if dev.supervisor is not None:
+            # Same hardware at a new address: a fresh driver for the new address.
+            dev.supervisor.stop()
+            dev.supervisor = None
+            await self._supervise(dev, dev.bus)
+        self._device_changed(dev)
+
+    def _conflict(self, dev: Device, cand: Candidate, why: str) -> None:
+        dev.conflicts.add(cand.address)
+        item = f"conflict:{dev.id}@{cand.address}"
+        text = (f"{cand.address} ({cand.source}) claims to be {dev.id}, but {why}: not "
+                "trusted; the device stays where it is (possible spoofing)")
+        log.error("identity conflict: %s", text)
+        self.inbox[item] = {"id": item, "what": f"{cand.source} {cand.address}", "why": text,
+                            "since": time.time(), "device": dev.id}
+        self.alarms[item] = {"id": item, "severity": "critical", "since": time.time(),
+                             "device": dev.id, "code": "identity_conflict",
+                             "message": f"{dev.id}: identity claimed by {cand.address}"}
+        self.record_soon("device_identity_conflict", device=dev.id, outcome="refused",
+                         details={"claimed_at": cand.address, "pinned": dev.candidate.address,
+                                  "source": cand.source, "why": why})
+
+    async def _reacquire_loop(self) -> None:
+        """Offline devices with an address they really had (or an unproven claim made
+        while they were gone) are tried there until one answers as the same device."""
+        while not self._stopping.is_set():
+            await self._wait_stop(max(1.0, self.timing.backoff_max))
+            for dev in list(self.devices.values()):
+                if dev.supervisor is None or dev.link != "offline":
+                    continue
+                for address, (cand, bus) in [*dev.known.items(), *dev.unproven.items()]:
+                    if address != dev.candidate.address \
+                            and await self._proves(cand, bus) is None:
+                        await self._move(dev, cand, bus, why="answers there again")
+                        break
 
     async def _supervise(self, dev: Device, bus: SerialBus | None) -> None:
         ctx = DriverContext(settings=self._settings(dev.candidate.plugin), bus=bus,
@@ -774,6 +883,7 @@ class Agent:
                                 reason=reason)
         self._ignored[item_id] = {"id": item_id, "reason": reason, "actor": actor,
                                   "since": time.time()}
+        self.alarms.pop(item_id, None)  # e.g. an identity conflict a technician judged
         self.store.save_ignored(self._ignored[item_id])
         dev = self.devices.get(item_id)
         if dev is not None:

@@ -29,3 +29,25 @@ def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
     assert out["devices_after_move"] == ["gateway:GW-0042"]
     assert out["address_after_move"].startswith("http://127.0.0.2:")
     assert out["move_audited"] is True
+
+
+SPOOF = Path(__file__).parent / "netns" / "spoof_scenario.py"
+
+
+def test_a_spoofed_gateway_never_takes_the_device_over() -> None:
+    out = run_in_netns(SPOOF)
+    assert out["address_after_spoof"] == out["genuine"]
+    assert out["unlock_after_spoof"]["genuine_opens"] == [2]
+    assert out["unlock_after_spoof"]["spoof_opens"] == []
+    assert out["health"] == "degraded"
+    assert any("identity claimed by http://127.0.0.3" in m for m in out["alarms"])
+    assert out["link_during_spoof2"] == "online"
+    assert out["address_during_spoof2"] == out["genuine"]
+    assert out["genuine_opens"] == [2, 3]
+    assert len(out["conflicts"]) == 2
+    claimed = out["audited"]["conflicts"]
+    assert any("127.0.0.3" in c for c in claimed) and any("127.0.0.4" in c for c in claimed)
+    assert out["audited"]["moves"] == []
+    assert out["audited"]["unlocks"] == [[3, "ok"], [4, "ok"]]
+    assert out["real_move"]["verified"] is True
+    assert out["real_move"]["new"].startswith("http://127.0.0.2:")
