@@ -64,12 +64,15 @@ def default_state_dir(config: SiteConfig) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
+    from edge_agent.api.listener import raise_fd_limit
 
     config = _load_config(args.site)
     setup_logging(args.log_level or config.agent.log_level)
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(config)
     sock = Path(args.socket or config.agent.socket or os.environ.get("EDGE_AGENT_SOCKET")
                 or state_dir / "agent.sock")
+
+    raise_fd_limit()
 
     async def main() -> None:
         agent = Agent(config, state_dir=state_dir, socket_path=sock, config_path=args.site)

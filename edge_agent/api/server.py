@@ -45,6 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge_agent.api.listener import BoundedListener
 from edge_agent.errors import (
     DeviceTimeout,
     DeviceUnavailable,
@@ -124,7 +125,8 @@ def _http(status: int, message: str, hint: str = "") -> web.HTTPException:
 class ApiServer:
     def __init__(self, agent: Any) -> None:
         self.agent = agent
-        self.app = web.Application()
+        self.listener: BoundedListener | None = None
+        self.app = web.Application(middlewares=[self._bounded])
         self.app[AGENT_KEY] = agent
         r = self.app.router
         r.add_get("/v1/status", self.status)
@@ -151,26 +153,39 @@ class ApiServer:
             # A socket left by a crashed agent: the state-dir lock says we own it now.
             path.unlink()
 
-    async def start(self, path: Path) -> None:
+    @web.middleware
+    async def _bounded(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.listener is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        return await self.listener.middleware(request, handler)
+
+    async def start(self, path: Path, *, max_connections: int = 256,
+                    request_timeout: float = 10.0) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._prepare, path)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.UnixSite(self.runner, str(path))
-        await site.start()
+        self.listener = BoundedListener(self.runner, max_connections=max_connections,
+                                        request_timeout=request_timeout)
+        await self.listener.start(path)
         os.chmod(path, 0o660)
 
     async def stop(self) -> None:
         for resp in list(self._streams):
             with contextlib.suppress(Exception):
                 await resp.write_eof()
+        if self.listener is not None:
+            await self.listener.stop()
         if self.runner is not None:
             await self.runner.cleanup()
 
     # ------------------------------------------------------------------ handlers
 
     async def status(self, request: web.Request) -> web.Response:
-        return _json(self.agent.status())
+        status = self.agent.status()
+        if self.listener is not None:
+            status["api"] = self.listener.to_json()
+        return _json(status)
 
     async def devices(self, request: web.Request) -> web.Response:
         return _json([d.to_json() for d in sorted(self.agent.devices.values(),
