@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__
+from edge_agent import __version__, decisions
 from edge_agent.bus import SerialBus
 from edge_agent.config import SiteConfig, check_vendor_settings, vendor_settings
 from edge_agent.contract import (
@@ -201,8 +201,8 @@ class Agent:
     def _store_corrupt(self, path: Path, aside: Path, reason: str) -> None:
         self.alarms[f"store:{path.name}"] = {
             "id": f"store:{path.name}", "severity": "critical", "since": time.time(),
-            "message": f"{path.name} did not parse ({reason}); moved aside to {aside.name}. "
-                       "Device registry rebuilt from discovery; ignore decisions are lost.",
+            "message": f"{path.name} was unusable ({reason}); moved aside to {aside.name}. "
+                       "Registry rebuilt from discovery and the audit trail's decisions.",
         }
 
     async def start(self) -> None:
@@ -234,6 +234,12 @@ class Agent:
         self._ignored = {d["id"]: d for d in await self.store.load_ignored()}
         self._saved_registry = {d["id"]: d for d in devices}
         self._saved_comps = comps
+        # The trail is the source of truth for decisions: apply those the registry had
+        # not taken yet (a crash before its flush, or a registry lost or moved aside).
+        meta = await self.store.load_meta(decisions.WATERMARK)
+        watermark = int(meta["seq"]) if meta else 0
+        replayed_records = await asyncio.to_thread(decisions.since, self.audit, watermark)
+        replayed = decisions.apply(replayed_records, self._saved_registry, self._ignored)
         self._api = ApiServer(self)
         await self._api.start(self.socket_path)
         if self.audit.recovered is not None:
@@ -244,11 +250,20 @@ class Agent:
         for problem in self.audit.index_problems:
             await self.record("audit_index_rebuilt", outcome="failed",
                               details={"problem": problem})
+        if replayed.count:
+            log.warning("registry: %d decision(s) after #%d replayed from the audit trail",
+                        replayed.count, watermark)
+            await self.record("decisions_replayed", details={
+                "after_seq": watermark, "through_seq": replayed.last_seq,
+                "decisions": replayed.count, "devices": sorted(replayed.devices or ())})
+            for ig in self._ignored.values():
+                self.store.save_ignored(ig)
+            self._save_watermark(replayed.last_seq)
         await self.record("agent_started", details={
             "version": __version__, "site": self.config.site.id, "pid": os.getpid(),
             "plugins": self.plugins.loaded()})
         for saved in self._saved_registry.values():
-            if saved.get("ignored"):
+            if saved.get("ignored") and "plugin" in saved:
                 cand = Candidate(
                     identity=saved["id"], plugin=saved["plugin"], source=saved["source"],
                     vendor=saved["vendor"], model=saved["model"], address=saved["address"],
@@ -510,6 +525,7 @@ class Agent:
             if saved:
                 dev.first_seen = saved.get("first_seen", now)
                 dev.adopted = bool(saved.get("adopted"))
+                dev.ignored = saved.get("ignored")
                 dev.out_of_service = dict(saved.get("out_of_service") or {})
                 dev.compartments = self._saved_comps.get(cand.identity, [])
             self.devices[dev.id] = dev
@@ -518,7 +534,7 @@ class Agent:
                 "model": cand.model})
         if bus is not None:
             dev.bus = bus
-        if not dev.adopted and self.config.agent.auto_adopt:
+        if not dev.adopted and not dev.ignored and self.config.agent.auto_adopt:
             dev.adopted = True
         self.store.save_device(dev.registry_doc())
         # Clients see the device the moment it is registered; its link state follows.
@@ -842,9 +858,14 @@ class Agent:
         else:
             dev.out_of_service.pop(str(compartment), None)
         self.store.save_device(dev.registry_doc())
+        self._save_watermark(rec["seq"])
         self._device_changed(dev)
         return {"device": device_id, "compartment": compartment, "out_of_service": out,
                 "audit_seq": rec["seq"], "device_told": pushed}
+
+    def _save_watermark(self, seq: int) -> None:
+        """With the registry changes queued before it: they land in one atomic write."""
+        self.store.save_meta({"id": decisions.WATERMARK, "seq": seq})
 
     def inbox_items(self) -> list[dict[str, Any]]:
         """What was found and not adopted, with why; ignored entries are left out."""
@@ -870,6 +891,7 @@ class Agent:
         dev.adopted, dev.ignored = True, None
         self._ignored.pop(item_id, None)
         self.store.save_device(dev.registry_doc())
+        self._save_watermark(rec["seq"])
         if dev.supervisor is None:
             await self._supervise(dev, dev.bus)
         self._device_changed(dev)
@@ -885,6 +907,7 @@ class Agent:
                                   "since": time.time()}
         self.alarms.pop(item_id, None)  # e.g. an identity conflict a technician judged
         self.store.save_ignored(self._ignored[item_id])
+        self._save_watermark(rec["seq"])
         dev = self.devices.get(item_id)
         if dev is not None:
             dev.ignored = reason

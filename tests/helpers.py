@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 
 def site_toml(buses: dict[str, str], *, poll: float = 0.1, extra: str = "") -> str:
@@ -72,3 +74,31 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
+
+
+def http(sock_path: Path, method: str, path: str, body: dict | None = None,
+         timeout: float = 5.0) -> tuple[int, dict, float]:
+    """One request on a fresh connection; (status, JSON body, seconds taken)."""
+    started = time.monotonic()
+    data = json.dumps(body).encode() if body is not None else b""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                  .encode() + data)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if b"chunked" in head.lower():
+        out, rest = b"", payload
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        payload = out
+    return status, json.loads(payload), time.monotonic() - started

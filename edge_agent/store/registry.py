@@ -45,14 +45,17 @@ class AtomicJSONStorage(Storage):
         self.dirty = False
         if self.path.exists():
             raw = self.path.read_bytes()
-            if raw.strip():
-                try:
-                    data = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise CorruptStoreFile(self.path, f"does not parse: {exc}") from exc
-                if not isinstance(data, dict):
-                    raise CorruptStoreFile(self.path, "top level is not an object")
-                self._data = data
+            if not raw.strip():
+                # Never written empty by us (atomic replace): a power cut on a file system
+                # that lost the data but kept the name. Not a fresh start.
+                raise CorruptStoreFile(self.path, "is empty")
+            try:
+                data = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CorruptStoreFile(self.path, f"does not parse: {exc}") from exc
+            if not isinstance(data, dict):
+                raise CorruptStoreFile(self.path, "top level is not an object")
+            self._data = data
 
     def read(self) -> dict[str, Any] | None:
         return self._data
@@ -153,6 +156,21 @@ class StateStore:
 
         result: list[dict[str, Any]] = await self._run(read)
         return result
+
+    async def load_meta(self, doc_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            assert self._db is not None
+            found = self._db.table("meta").get(Query().id == doc_id)
+            return dict(found) if isinstance(found, dict) else None
+
+        result: dict[str, Any] | None = await self._run(read)
+        return result
+
+    def save_meta(self, doc: dict[str, Any]) -> None:
+        """Queue a meta document (e.g. the decisions watermark) for the next flush: it is
+        written in the same atomic replacement as the changes queued with it."""
+        self._pool.submit(self._upsert, "meta", dict(doc))
+        self._schedule_flush()
 
     def save_ignored(self, doc: dict[str, Any]) -> None:
         self._pool.submit(self._upsert, "ignored", dict(doc))
