@@ -246,7 +246,12 @@ class Agent:
             r = self.audit.recovered
             await self.record("audit_recovered", details={
                 "segment": r.segment, "bytes_dropped": r.bytes_dropped, "last_seq": r.last_seq,
-                "note": "torn tail after a crash was cut off"})
+                "offset": r.offset, "note": "a write torn by a crash was cut off"})
+        if self.audit.sealer.repaired:
+            await self.record("audit_checkpoints_repaired", details={
+                "damaged_lines": self.audit.sealer.repaired,
+                "set_aside": "audit/checkpoints.damaged",
+                "note": "torn checkpoint appends after a crash; verify checks epochs"})
         for problem in self.audit.index_problems:
             await self.record("audit_index_rebuilt", outcome="failed",
                               details={"problem": problem})

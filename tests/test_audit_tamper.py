@@ -464,3 +464,82 @@ async def test_a_lying_index_is_rebuilt_and_raises_an_alarm(sealed_log: Path,
         assert len(rebuilt) == 2
     code, rep = run_verify(state)
     assert code == 0, rep
+
+
+# ------------------------------------------------------------------------------------
+# Writes torn by a power cut: the pages and sectors of the last (unsynced) write reach
+# the disk in any order. verify and start-up must agree it is a crash, wherever the
+# surviving pieces fall, and only past the last checkpoint.
+
+def unsynced_write(state: Path, n: int) -> bytes:
+    """The bytes of a group commit of ``n`` records after the log's head."""
+    _seg, lines = lines_of(state)[-1]
+    head = json.loads(lines[-1])
+    out, prev = [], head["hash"]
+    for i in range(1, n + 1):
+        rec = {**head, "seq": head["seq"] + i, "reason": f"unsynced {i}", "prev": prev}
+        rec.pop("hash")
+        rec["hash"] = record_hash(rec)
+        prev = rec["hash"]
+        out.append(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("shape", ["zeros-then-tail", "first-record-lost", "no-newline",
+                                   "middle-sector-lost"])
+async def test_a_torn_last_write_is_a_crash_for_verify_and_start_up(
+        sealed_log: Path, tmp_path: Path, shape: str) -> None:
+    state = copy(sealed_log, tmp_path)
+    seg, lines = lines_of(state)[-1]
+    write = unsynced_write(state, 3)
+    first_len = write.index(b"\n") + 1
+    torn = {
+        "zeros-then-tail": b"\0" * 512 + write[512:],
+        "first-record-lost": b"\0" * (first_len - 1) + write[first_len - 1:],
+        "no-newline": write[:-40],
+        "middle-sector-lost": write[:300] + b"\0" * 512 + write[812:],
+    }[shape]
+    seg.write_bytes(b"".join(lines) + torn)
+    # Whole records in front of the first damaged line chain on and are kept.
+    kept = 0
+    for line in torn.splitlines(keepends=True):
+        if not line.endswith(b"\n") or line.startswith(b"\0") or b"\0" in line:
+            break
+        kept += len(line)
+    code, rep = run_verify(state)
+    assert code == 0, rep
+    crash = [f for f in rep["findings"] if f["kind"] == "crash"]
+    at = sum(map(len, lines)) + kept
+    assert crash and f"torn by a crash at byte {at} " in crash[0]["message"], crash
+    async with running_agent(site_toml({}), state) as (_agent, client):
+        recovered = await client.get("/v1/events", action="audit_recovered")
+        assert recovered[-1]["details"]["bytes_dropped"] == len(torn) - kept
+        status = await client.get("/v1/status")
+        assert status["health"] == "ok" and status["audit"]["damaged_lines"] == 0
+    code, rep = run_verify(state)
+    assert code == 0 and not [f for f in rep["findings"] if f["kind"] == "crash"], rep
+
+
+def test_damage_to_sealed_records_is_never_a_crash(sealed_log: Path, tmp_path: Path) -> None:
+    # The same zeros over the last *sealed* records: tampering, however torn it looks.
+    state = copy(sealed_log, tmp_path)
+    seg, lines = lines_of(state)[-1]
+    body = b"".join(lines)
+    seg.write_bytes(body[:-700] + b"\0" * 512 + body[-188:])
+    code, rep = run_verify(state)
+    assert code == 1, rep
+
+
+async def test_a_torn_checkpoint_line_is_set_aside_at_start_up(sealed_log: Path,
+                                                              tmp_path: Path) -> None:
+    state = copy(sealed_log, tmp_path)
+    cpf = state / "audit" / "checkpoints.jsonl"
+    lines = cpf.read_bytes().splitlines(keepends=True)
+    cpf.write_bytes(b"".join([*lines[:-1], b"\0" * 60 + lines[-1][60:], lines[-1]]))
+    async with running_agent(site_toml({}), state) as (_agent, client):
+        repaired = await client.get("/v1/events", action="audit_checkpoints_repaired")
+        assert repaired and repaired[0]["details"]["damaged_lines"] == 1
+        assert (await client.get("/v1/status"))["health"] == "ok"
+    assert (state / "audit" / "checkpoints.damaged").exists()
+    code, rep = run_verify(state)
+    assert code == 0 and not [f for f in rep["findings"] if f["kind"] == "crash"], rep

@@ -93,6 +93,39 @@ class TailRecovery:
     segment: str
     bytes_dropped: int
     last_seq: int
+    offset: int = 0
+
+
+def segment_first_seq(seg: Path) -> int:
+    """The first sequence number a segment was opened for (from its name)."""
+    try:
+        return int(seg.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return 1
+
+
+def find_torn_tail(seg: Path, sealed_seq: int) -> TailRecovery | None:
+    """Where a crash tore the last write of the newest segment, if it did.
+
+    One rule, used by start-up (which cuts it off) and by ``audit verify`` (which calls
+    it a crash): the tear starts at the first line that is not a whole record (no
+    newline, unparseable, zeros: a power cut persists pages and sectors of an unsynced
+    write in any order) and runs to the end, *provided every record a checkpoint sealed
+    lies before it*. Only the last, unacknowledged write can be torn; damage to a sealed
+    record is never a tear (an attacker cannot pass a cut as a crash).
+    """
+    offset, last_seq = 0, segment_first_seq(seg) - 1
+    with open(seg, "rb") as f:
+        for raw in f:
+            rec = _parse_line(raw)
+            if rec is None:
+                size = seg.stat().st_size
+                if last_seq < sealed_seq:
+                    return None
+                return TailRecovery(seg.name, size - offset, last_seq, offset)
+            last_seq = int(rec["seq"])
+            offset += len(raw)
+    return None
 
 
 @dataclass
@@ -321,36 +354,37 @@ class AuditLog:
     def index_path(segment: Path) -> Path:
         return segment.with_suffix(".idx")
 
-    def _scan(self, seg: Path, *, cut_torn: bool) -> tuple[SegmentIndex, list[AuditRecord]]:
-        """Index a segment; with ``cut_torn``, cut a torn last line (crash) off it."""
+    def _cut_torn_tail(self, seg: Path, sealed_seq: int) -> None:
+        tear = find_torn_tail(seg, sealed_seq)
+        if tear is None:
+            return
+        with open(seg, "r+b") as f:
+            f.truncate(tear.offset)
+            os.fsync(f.fileno())
+        self.recovered = tear
+        log.warning("audit log: cut a write torn by a crash off %s: %d bytes from byte %d "
+                    "(after seq %d)", seg.name, tear.bytes_dropped, tear.offset, tear.last_seq)
+
+    def _scan(self, seg: Path) -> tuple[SegmentIndex, list[AuditRecord]]:
+        """Index a segment (whole records only), counting damaged lines."""
         idx = SegmentIndex()
         tail: collections.deque[AuditRecord] = collections.deque(maxlen=self.recent.maxlen)
-        offset = 0
-        last_ok, last_len, damaged = True, 0, 0
+        offset = damaged = 0
         with open(seg, "rb") as f:
             for raw in f:
-                if not last_ok:
-                    damaged += 1
                 rec = _parse_line(raw)
-                last_ok, last_len = rec is not None, len(raw)
-                if rec is not None:
+                if rec is None:
+                    damaged += 1
+                else:
                     idx.add(rec, offset)
                     tail.append(rec)
                 offset += len(raw)
         if damaged:
+            # A write torn by a crash was cut off before this: what is left is damage to
+            # records a checkpoint sealed, which is tampering (alarm; verify names it).
             self.damaged_lines += damaged
             log.error("audit log: %d damaged line(s) in %s; run 'edge-agent audit verify'",
                       damaged, seg.name)
-        if not last_ok and cut_torn:
-            keep = offset - last_len
-            with open(seg, "r+b") as f:
-                f.truncate(keep)
-                os.fsync(f.fileno())
-            self.recovered = TailRecovery(seg.name, last_len, idx.last_seq or 0)
-            log.warning("audit log: cut a torn tail of %d bytes off %s (crash recovery)",
-                        last_len, seg.name)
-        elif not last_ok:
-            self.damaged_lines += 1
         return idx, list(tail)
 
     def _load_index(self, seg: Path, sealed_digest: str | None) -> SegmentIndex:
@@ -371,7 +405,7 @@ class AuditLog:
                 return SegmentIndex.from_json(json.loads(raw))
             except (ValueError, KeyError, TypeError):
                 pass  # cannot happen for sealed bytes; rebuild all the same
-        idx, _ = self._scan(seg, cut_torn=False)
+        idx, _ = self._scan(seg)
         if raw is not None and sealed_digest is not None:
             try:
                 detail = index_diff(SegmentIndex.from_json(json.loads(raw)), idx)
@@ -404,7 +438,8 @@ class AuditLog:
         tail: list[AuditRecord] = []
         if segs:
             last = segs[-1]
-            idx, tail = self._scan(last, cut_torn=True)
+            self._cut_torn_tail(last, int(self.sealer.last["seq"]) if self.sealer.last else 0)
+            idx, tail = self._scan(last)
             self._indexes[last] = idx
             self._segment = last
         head = tail[-1] if tail else None

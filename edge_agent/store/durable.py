@@ -58,7 +58,9 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
 
 
 def append_all(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Append ``data`` and fsync; on any failure cut the file back to where it was."""
+    """Append ``data`` and fsync; on any failure cut the file back to where it was.
+    A file this creates is made durable by an fsync of its directory."""
+    created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
     try:
         start = os.fstat(fd).st_size
@@ -74,6 +76,8 @@ def append_all(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             raise
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(path.parent)
 
 
 def private_dir(path: Path) -> None:

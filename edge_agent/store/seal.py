@@ -102,16 +102,32 @@ class Sealer:
         self.last: dict[str, Any] | None = None
         # Closed segment name -> SHA-256 of its index, as sealed in a checkpoint.
         self.sealed_indexes: dict[str, str] = {}
+        self.repaired = 0  # damaged checkpoint lines set aside at open
 
     def open(self, *, fresh_log: bool) -> None:
         """Load the current key; create the key series for a new log. Blocking."""
         checkpoints, torn = read_checkpoints(self.cp_file)
-        if torn:
-            # A crash mid-append: cut the torn line so the file stays appendable.
-            good = self.cp_file.read_bytes()
-            good = good[: good.rstrip(b"\n").rfind(b"\n") + 1] if b"\n" in good else b""
-            atomic_write(self.cp_file, good, 0o640)
         valid = [c for c in checkpoints if "epoch" in c]
+        if torn or len(valid) < len(checkpoints):
+            # Torn appends (a crash or power cut): the whole lines are kept, the damaged
+            # bytes set aside beside them, so the file stays appendable and verify reads
+            # clean lines. A checkpoint really lost still shows as a gap in the epochs.
+            raw = self.cp_file.read_bytes()
+            good: list[bytes] = []
+            bad: list[bytes] = []
+            for line in raw.split(b"\n"):
+                if not line:
+                    continue
+                try:
+                    doc = json.loads(line)
+                    ok = isinstance(doc, dict) and "epoch" in doc
+                except (ValueError, UnicodeDecodeError):
+                    ok = False
+                (good if ok else bad).append(line)
+            append_all(self.directory / "checkpoints.damaged", b"".join(
+                b"%.6f " % time.time() + line.hex().encode() + b"\n" for line in bad))
+            atomic_write(self.cp_file, b"".join(line + b"\n" for line in good), 0o640)
+            self.repaired = len(bad)
         self.last = valid[-1] if valid else None
         for c in valid:
             for entry in c.get("segments") or ():

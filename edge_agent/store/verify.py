@@ -34,6 +34,7 @@ from edge_agent.store.audit import (
     MIN_RETENTION_DAYS,
     AuditLog,
     SegmentIndex,
+    find_torn_tail,
     index_bytes,
     index_diff,
     record_hash,
@@ -144,7 +145,8 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
         except (ValueError, KeyError, TypeError, AssertionError):
             report.add("tamper", None, "horizon.json (retention marker) is unreadable")
             horizon = None
-    walk = _walk_chain(report, audit_dir, horizon, pinned)
+    sealed_seq = max((int(c["seq"]) for c in checkpoints if "seq" in c), default=0)
+    walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq)
     last = report.last_seq or (report.horizon_first - 1)
     retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last)
     _check_horizon(report, horizon, retention, key, min_retention_days)
@@ -162,7 +164,7 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
 
 
 def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] | None,
-                pinned: set[int]) -> _Walk:
+                pinned: set[int], sealed_seq: int) -> _Walk:
     walk = _Walk()
     expected = report.horizon_first
     prev = str(horizon["prev_hash"]) if horizon else GENESIS
@@ -170,7 +172,16 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
     for si, seg in enumerate(segments):
         closed = si < len(segments) - 1
         idx = SegmentIndex()
-        lines = seg.read_bytes().split(b"\n")
+        data = seg.read_bytes()
+        tear = None if closed else find_torn_tail(seg, sealed_seq)
+        if tear is not None:
+            # The same rule start-up uses: it cuts these bytes off and records it.
+            report.add("crash", tear.last_seq + 1,
+                       f"{seg.name} was torn by a crash at byte {tear.offset} ({tear.bytes_dropped}"
+                       f" bytes after seq {tear.last_seq}, past the last checkpoint): the "
+                       "last write never completed; not tampering")
+            data = data[:tear.offset]
+        lines = data.split(b"\n")
         trailing_partial = lines[-1] != b""
         body = lines if trailing_partial else lines[:-1]
         offset = 0
