@@ -261,6 +261,9 @@ class Agent:
             await self.record("decisions_replayed", details={
                 "after_seq": watermark, "through_seq": replayed.last_seq,
                 "decisions": replayed.count, "devices": sorted(replayed.devices or ())})
+            # What was replayed is written back before the watermark moves past it.
+            for dev_id in sorted(replayed.devices or ()):
+                self.store.save_device(self._saved_registry[dev_id])
             for ig in self._ignored.values():
                 self.store.save_ignored(ig)
             self._save_watermark(replayed.last_seq)
