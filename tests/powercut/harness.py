@@ -204,7 +204,7 @@ class PowerCutHarness:
                 else:
                     self.acked.maybe_ignored = ignore
             try:
-                status, answer, _ = http(self.sock, "POST", path, body, timeout=5)
+                status, _, _ = http(self.sock, "POST", path, body, timeout=5)
             except (OSError, ValueError, IndexError):
                 continue
             time.sleep(0.01)
