@@ -5,6 +5,9 @@ silently truncated file after a crash (field notes). :class:`AtomicJSONStorage` 
 the document in memory and replaces the file atomically on ``flush``: write a temporary
 file, fsync it, ``os.replace`` it over the old one, fsync the directory. All of it runs
 on one store thread, off the event loop, and only when something changed.
+
+The registry is a cache as far as decisions go (out of service, adopt, ignore): the
+audit trail is their source of truth, see :mod:`edge_agent.decisions` for the rule.
 """
 
 from __future__ import annotations
