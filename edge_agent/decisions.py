@@ -52,6 +52,7 @@ class Replayed:
     count: int = 0
     last_seq: int = 0
     devices: set[str] | None = None
+    after_seq: int = 0  # the registry's watermark the replay started from
 
 
 def apply(records: Iterable[AuditRecord], saved: dict[str, dict[str, Any]],

@@ -52,7 +52,7 @@ def _site(devices: list[tuple[str, str, dict[str, Any]]], profile_dir: Path) -> 
 
 
 def _alarms(agent: Agent, dev: str) -> set[tuple[str, int | None]]:
-    return {(a["code"], a["compartment"]) for a in agent.devices[dev].alarms.values()}
+    return {(a.code, a.compartment) for a in agent.devices[dev].alarms.values()}
 
 
 async def test_cabinets_state_unlock_and_every_alarm(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ async def _check(agent: Agent, client: Any, sims: dict[str, CabinetSimulator]) -
     await asyncio.to_thread(wc.put, 8, None)
     await wait_until(lambda: {("wrong_slot", 6), ("tag_unreadable", 8)}
                      <= _alarms(agent, "armoury:WC12-0001"), what="wrong slot and no tag")
-    msg = agent.devices["armoury:WC12-0001"].alarms["wrong_slot:6"]["message"]
+    msg = agent.devices["armoury:WC12-0001"].alarms["wrong_slot:6"].message
     assert msg == f"armoury:WC12-0001: slot 6: tag {tag5} belongs in slot 5"
     await asyncio.to_thread(wc.take, 6)
     await asyncio.to_thread(wc.put, 5, tag5)

@@ -1,0 +1,81 @@
+"""Every action the core writes into the audit trail: the trail's vocabulary.
+
+The list of event types of a police audit trail is itself a contract (auditors,
+headquarters and exports read these names), so it is one enumeration, documented here
+and listed in the README (a test keeps the two the same). Values are plain strings in
+the records; a new action is added here first.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Action(enum.StrEnum):
+    # The agent and its log
+    AGENT_STARTED = "agent_started"
+    AGENT_STOPPED = "agent_stopped"
+    AUDIT_RECOVERED = "audit_recovered"
+    AUDIT_LOG_RECOVERED = "audit_log_recovered"
+    AUDIT_RETENTION = "audit_retention"
+    AUDIT_INDEX_REBUILT = "audit_index_rebuilt"
+    AUDIT_CHECKPOINTS_REPAIRED = "audit_checkpoints_repaired"
+    DECISIONS_REPLAYED = "decisions_replayed"
+    # Discovery and trust
+    DEVICE_DISCOVERED = "device_discovered"
+    DEVICE_ADOPTED = "device_adopted"
+    DISCOVERY_IGNORED = "discovery_ignored"
+    DEVICE_ADDRESS_CHANGED = "device_address_changed"
+    DEVICE_IDENTITY_CONFLICT = "device_identity_conflict"
+    # Device link
+    DEVICE_ONLINE = "device_online"
+    DEVICE_DEGRADED = "device_degraded"
+    DEVICE_OFFLINE = "device_offline"
+    # What devices report
+    DOOR_OPENED = "door_opened"
+    DOOR_CLOSED = "door_closed"
+    ITEM_REMOVED = "item_removed"
+    ITEM_RETURNED = "item_returned"
+    ALARM_RAISED = "alarm_raised"
+    ALARM_CLEARED = "alarm_cleared"
+    # Commands and decisions
+    UNLOCK_REQUESTED = "unlock_requested"
+    UNLOCK = "unlock"
+    IDENTIFY = "identify"
+    OUT_OF_SERVICE = "out_of_service"
+    BACK_IN_SERVICE = "back_in_service"
+    OUT_OF_SERVICE_PUSH = "out_of_service_push"
+
+
+DESCRIPTIONS: dict[Action, str] = {
+    Action.AGENT_STARTED: "the agent started (version, site, pid, plugins)",
+    Action.AGENT_STOPPED: "the agent stopped cleanly",
+    Action.AUDIT_RECOVERED: "a write torn by a crash was cut off the log (segment, offset, bytes)",
+    Action.AUDIT_LOG_RECOVERED: "the log takes writes again after a full disk or I/O error; "
+                                "observations kept in memory follow",
+    Action.AUDIT_RETENTION: "whole segments older than the window were removed (sealed first)",
+    Action.AUDIT_INDEX_REBUILT: "an index did not match its segment and was rebuilt",
+    Action.AUDIT_CHECKPOINTS_REPAIRED: "torn checkpoint lines were set aside after a crash",
+    Action.DECISIONS_REPLAYED: "decisions the registry had not taken were replayed from the log",
+    Action.DEVICE_DISCOVERED: "a device was found (plugin, source, address, model)",
+    Action.DEVICE_ADOPTED: "a technician adopted a device (actor, reason)",
+    Action.DISCOVERY_IGNORED: "a technician ignored a device or inbox entry (actor, reason)",
+    Action.DEVICE_ADDRESS_CHANGED: "a device proved its identity at a new address and moved",
+    Action.DEVICE_IDENTITY_CONFLICT: "another address claimed a device that still answers; "
+                                     "refused",
+    Action.DEVICE_ONLINE: "a device answers",
+    Action.DEVICE_DEGRADED: "a device misses polls",
+    Action.DEVICE_OFFLINE: "a device stopped answering",
+    Action.DOOR_OPENED: "a compartment door opened (actor: the device)",
+    Action.DOOR_CLOSED: "a compartment door closed",
+    Action.ITEM_REMOVED: "an item left its compartment (item: its tag, if known)",
+    Action.ITEM_RETURNED: "an item came back",
+    Action.ALARM_RAISED: "a device raised an alarm (code, severity, message)",
+    Action.ALARM_CLEARED: "a device alarm cleared (how long it lasted)",
+    Action.UNLOCK_REQUESTED: "an unlock was asked for, durable before the board is told",
+    Action.UNLOCK: "what the board did: outcome ok, failed or unknown (request_seq)",
+    Action.IDENTIFY: "a device was asked to flash or beep",
+    Action.OUT_OF_SERVICE: "a compartment was taken out of service (unlocks refused)",
+    Action.BACK_IN_SERVICE: "a compartment was put back in service",
+    Action.OUT_OF_SERVICE_PUSH: "telling the device itself of an out-of-service failed",
+}
