@@ -112,6 +112,10 @@ async def _snapshot(sock: Path) -> dict[str, Any]:
         return {"status": await c.get("/v1/status"), "devices": await c.get("/v1/devices")}
 
 
+# edge-agent-tui's entry point, run by the interpreter that runs the demo.
+DASHBOARD = "import sys; from tui.app import main; sys.exit(main(sys.argv[1:]))"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     site = Path(args.site) if args.site else DEMO_SITE
     run_dir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
@@ -123,11 +127,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             snap = asyncio.run(_snapshot(demo.sock))
             _print_headless(snap, demo.simulated, as_json=args.json)
         else:
-            from tui.app import Dashboard
-
             print(f"agent API on {demo.sock} (another terminal: EDGE_AGENT_SOCKET={demo.sock} "
                   "edge-agent devices)", flush=True)
-            Dashboard(str(demo.sock), title=f"edge-agent demo: {site.name}").run()
+            # The dashboard is a client like any other: its own program, on this terminal.
+            subprocess.run([sys.executable, "-c", DASHBOARD, "--socket", str(demo.sock),
+                            "--title", f"edge-agent demo: {site.name}"], check=False)
     finally:
         demo.stop()
         if os.environ.get("EDGE_AGENT_KEEP_DEMO"):

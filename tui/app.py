@@ -240,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--theme", choices=["textual-dark", "textual-light", "ansi-dark",
                                        "ansi-light", "high-contrast"],
                    help="colour theme (NO_COLOR is honoured whatever the theme)")
+    p.add_argument("--title", help="what the top bar calls this site (default: its id)")
     args = p.parse_args(argv)
     if not sys.stdout.isatty():
         print("edge-agent-tui needs a terminal", file=sys.stderr)
         return 2
     read_only = args.read_only or os.environ.get("EDGE_AGENT_TUI_READ_ONLY") == "1"
-    Dashboard(args.socket, read_only=read_only, theme=args.theme).run()
+    Dashboard(args.socket, read_only=read_only, theme=args.theme,
+              title=args.title or "edge-agent").run()
     return 0
 
 

@@ -1,0 +1,42 @@
+"""The layers stay apart: the core knows no vendor and no dashboard; the dashboard is a
+client of the API and knows nothing else of the core."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_PACKAGES = {p.name for p in (ROOT / "plugins").glob("*/edge_agent_*")}
+TUI_MAY_IMPORT = {"edge_agent.client", "edge_agent.errors", "edge_agent.api.schema"}
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_core_imports_no_dashboard_and_no_plugin() -> None:
+    assert PLUGIN_PACKAGES >= {"edge_agent_kerong", "edge_agent_gateway", "edge_agent_armoury"}
+    bad = {}
+    for path in sorted((ROOT / "edge_agent").rglob("*.py")):
+        wrong = {m for m in imports(path)
+                 if m.split(".")[0] == "tui" or m.split(".")[0] in PLUGIN_PACKAGES}
+        if wrong:
+            bad[str(path.relative_to(ROOT))] = sorted(wrong)
+    assert bad == {}
+
+
+def test_the_dashboard_uses_only_the_client_and_the_api_schema() -> None:
+    bad = {}
+    for path in sorted((ROOT / "tui").rglob("*.py")):
+        wrong = {m for m in imports(path)
+                 if m.split(".")[0] == "edge_agent" and m not in TUI_MAY_IMPORT}
+        if wrong:
+            bad[str(path.relative_to(ROOT))] = sorted(wrong)
+    assert bad == {}
