@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from edge_agent.actions import Action
 from edge_agent.errors import StoreError, StoreUnavailable
 from edge_agent.store.durable import atomic_write, fsync_dir, private_dir
 from edge_agent.store.seal import Sealer
@@ -631,7 +632,7 @@ class AuditLog:
             batch: list[_Pending] = list(self._retry)
             self._retry.clear()
             if self.error is not None:
-                batch.insert(0, _Pending({"action": "audit_log_recovered", "details": {
+                batch.insert(0, _Pending({"action": Action.AUDIT_LOG_RECOVERED, "details": {
                     "outage_seconds": round(time.monotonic() - (self._outage_started or 0), 3),
                     "kept_observations": len(batch), "dropped_observations": self.dropped,
                     "error": self.error}}, None, None, fail_fast=False))
@@ -754,7 +755,7 @@ class AuditLog:
         for p, _rec, _ in built:
             if p.fail_fast:
                 _resolve(p, exc=StoreUnavailable(msg))
-            elif p.event.get("action") == "audit_log_recovered":
+            elif p.event.get("action") == Action.AUDIT_LOG_RECOVERED:
                 continue  # made again, with fresh figures, on the next attempt
             elif p.outcome:
                 # Never dropped. The caller learns now that it waits in memory; the
@@ -866,7 +867,7 @@ class AuditLog:
             self.index_path(seg).unlink(missing_ok=True)
             seg.unlink()
         fsync_dir(self.dir)
-        self._queue.put(_Pending({"action": "audit_retention", "details": {
+        self._queue.put(_Pending({"action": Action.AUDIT_RETENTION, "details": {
             "removed": removed, "cutoff": cutoff, "first_seq": horizon["first_seq"],
             "epoch": cp["epoch"], "retention_days": self.retention_days}},
             None, None, fail_fast=False))
