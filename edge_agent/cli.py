@@ -548,8 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_err(str(exc))
         return EXIT_USAGE
     except ClientError as exc:
-        _print_err(str(exc))
-        return EXIT_USAGE if exc.status == 400 else EXIT_RUNTIME
+        if getattr(args, "json", False):
+            print(json.dumps(exc.to_json()))  # scripts asked for JSON: errors too
+        else:
+            _print_err(str(exc))
+        return EXIT_USAGE if exc.status == 400 and exc.code == "bad_request" else EXIT_RUNTIME
     except EdgeAgentError as exc:
         _print_err(str(exc))
         return EXIT_RUNTIME

@@ -19,6 +19,16 @@ def default_socket() -> str:
     return os.environ.get("EDGE_AGENT_SOCKET", DEFAULT_SOCKET)
 
 
+def api_error(status: int, data: Any, text: str) -> ClientError:
+    """The API's error object (``{"error": CODE, "message", "hint"}``) as a ClientError."""
+    if not isinstance(data, dict):
+        return ClientError(text or f"HTTP {status}", status=status)
+    msg = str(data.get("message") or data.get("error") or text)
+    hint = str(data.get("hint") or "")
+    return ClientError(msg + (f" ({hint})" if hint else ""), status=status,
+                       code=str(data.get("error") or "error"), hint=hint)
+
+
 class AgentClient:
     """``async with AgentClient(path) as c: await c.get("/v1/devices")``."""
 
@@ -62,12 +72,9 @@ class AgentClient:
                 try:
                     data = json.loads(text) if text else None
                 except json.JSONDecodeError:
-                    data = {"error": text}
+                    data = None
                 if resp.status >= 400:
-                    msg = data.get("error", text) if isinstance(data, dict) else text
-                    hint = data.get("hint", "") if isinstance(data, dict) else ""
-                    raise ClientError(f"{msg}" + (f" ({hint})" if hint else ""),
-                                      status=resp.status)
+                    raise api_error(resp.status, data, text)
                 return data
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError,
                 TimeoutError) as exc:
@@ -88,8 +95,12 @@ class AgentClient:
             async with self._session.get(path, params=query,
                                          timeout=aiohttp.ClientTimeout(total=None)) as resp:
                 if resp.status >= 400:
-                    data = await resp.json(content_type=None)
-                    raise ClientError(str(data.get("error")), status=resp.status)
+                    text = await resp.text()
+                    try:
+                        data = json.loads(text)
+                    except json.JSONDecodeError:
+                        data = None
+                    raise api_error(resp.status, data, text)
                 n = 0
                 async for chunk in resp.content.iter_chunked(65536):
                     out.write(chunk)

@@ -19,13 +19,36 @@ from typing import Any
 
 from edge_agent.actions import Action
 from edge_agent.devices import DeviceRegistry, comp_json
-from edge_agent.errors import DeviceTimeout, DeviceUnavailable, EdgeAgentError, StoreUnavailable
+from edge_agent.errors import (
+    DeviceTimeout,
+    DeviceUnavailable,
+    DoorDidNotOpen,
+    EdgeAgentError,
+    NoSuchCompartment,
+    StoreUnavailable,
+    failure_kind,
+)
 from edge_agent.runtime import Runtime
 from edge_agent.store import AuditRecord
 from edge_agent.supervisor import DeviceSupervisor
 
 log = logging.getLogger(__name__)
 COMMAND_TASK = "command:"  # name prefix of a command's task once its request is on disk
+
+
+def _comp(state: Any, compartment: int) -> dict[str, Any] | None:
+    return next((comp_json(c) for c in state.compartments if c.index == compartment), None)
+
+
+def _in_range(device_id: str, compartments: list[dict[str, Any]], compartment: int) -> None:
+    """Refuse a compartment the device does not have, before anything is audited."""
+    indices = sorted(c["index"] for c in compartments)
+    if indices and compartment not in indices:
+        span = (f"{indices[0]}-{indices[-1]}" if indices == list(range(indices[0],
+                                                                       indices[-1] + 1))
+                else ", ".join(map(str, indices)))
+        raise NoSuchCompartment(f"{device_id} has no compartment {compartment}: its "
+                                f"compartments are {span}")
 
 
 def _pending(rec: AuditRecord) -> dict[str, Any]:
@@ -67,6 +90,7 @@ class Commands:
         if dev.supervisor is None:
             raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
         self._refuse_if_unrecordable()
+        _in_range(dev.id, dev.compartments, compartment)
         oos = dev.out_of_service.get(str(compartment))
         if oos:
             raise DeviceUnavailable(f"compartment {compartment} of {device_id} is out of "
@@ -82,23 +106,41 @@ class Commands:
         compartment = fields["compartment"]
         try:
             state = await sup.unlock(compartment)
+            comp = _comp(state, compartment)
+            if comp is not None and comp["door"] == "closed" \
+                    and getattr(sup.driver, "door_opens_on_unlock", False):
+                comp = await self._settle(sup, compartment)
         except EdgeAgentError as exc:
             # A timeout means the board may have acted: "unknown", never "refused".
             unknown = isinstance(exc, DeviceTimeout)
             rec = await self.rt.audit.append_outcome({
-                "action": Action.UNLOCK, "outcome": "unknown" if unknown else "failed",
+                "action": Action.UNLOCK, "outcome": "unknown" if unknown else failure_kind(exc),
                 "details": {"error": str(exc), "request_seq": request_seq}, **fields})
             if unknown:
                 raise DeviceTimeout(f"{exc}: the unlock was sent and the board did not "
                                     f"answer; the door may have opened (audit #"
                                     f"{rec.get('seq') or 'pending'}, outcome unknown)") from exc
             raise
-        comp = next((comp_json(c) for c in state.compartments if c.index == compartment), None)
         done = await self.rt.audit.append_outcome({
             "action": Action.UNLOCK, "outcome": "ok",
             "details": {"request_seq": request_seq, "compartment_state": comp}, **fields})
         return {"device": fields["device"], "compartment": compartment, "state": comp,
                 "audit_seq": done.get("seq"), **_pending(done)}
+
+    async def _settle(self, sup: DeviceSupervisor, compartment: int) -> dict[str, Any]:
+        """An accepted unlock whose door still reads closed: read again until it opens
+        or the settle time is over (then it is door_did_not_open, never "ok")."""
+        settle = self.rt.config.agent.unlock_settle
+        deadline = asyncio.get_running_loop().time() + settle
+        while True:
+            await asyncio.sleep(min(0.1, settle))
+            comp = _comp(await sup.refresh(), compartment)
+            if comp is None or comp["door"] != "closed":
+                return comp or {}
+            if asyncio.get_running_loop().time() >= deadline:
+                raise DoorDidNotOpen(f"the board accepted the unlock of compartment "
+                                     f"{compartment} but its door still reads closed after "
+                                     f"{settle:g}s (jammed, blocked, or wired wrong)")
 
     # ------------------------------------------------------------------ identify
 
@@ -131,8 +173,7 @@ class Commands:
         """Take a compartment out of service (unlocks refused) or put it back. A
         decision: durable in the trail before the answer (see edge_agent.decisions)."""
         dev = self.registry.device(device_id)
-        if dev.compartments and not any(c["index"] == compartment for c in dev.compartments):
-            raise DeviceUnavailable(f"{device_id} has no compartment {compartment}")
+        _in_range(device_id, dev.compartments, compartment)
         rec = await self.rt.record(Action.OUT_OF_SERVICE if out else Action.BACK_IN_SERVICE,
                                    device=device_id, compartment=compartment, actor=actor,
                                    reason=reason)

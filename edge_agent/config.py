@@ -37,6 +37,9 @@ class AgentSection(_Strict):
     socket: str | None = None
     poll_interval: float = Field(1.0, gt=0, le=3600)
     command_timeout: float = Field(2.0, gt=0, le=120)
+    unlock_settle: float = Field(1.5, ge=0, le=30)
+    """How long after an accepted unlock the door may take to read open before the
+    outcome is audited door_did_not_open (devices that report doors only)."""
     offline_after: int = Field(3, ge=1, le=100)
     backoff_initial: float = Field(0.5, gt=0, le=600)
     backoff_max: float = Field(30.0, gt=0, le=3600)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
 """Version of the plugin contract this core implements (``MAJOR.MINOR``).
 
 A plugin declares the version it was written against in :class:`PluginInfo`. The core
@@ -281,6 +281,19 @@ class DeviceDriver(Protocol):
     Optional (since contract 1.1): ``async def set_out_of_service(self, compartment: int,
     out: bool, reason: str) -> None`` for devices that keep their own out-of-service flag;
     the core calls it after auditing the change (the agent refuses unlocks either way).
+
+    Since contract 1.2:
+
+    * failure kinds: ``unlock`` raises :class:`~edge_agent.errors.LockJammed` when the
+      device says the bolt did not move, :class:`~edge_agent.errors.NoSuchCompartment`
+      when it says there is no such compartment, :class:`~edge_agent.errors.Unsupported`
+      for what it cannot do; the core audits each as its own outcome;
+    * ``door_opens_on_unlock: bool`` (class attribute, default False): set it when the
+      device's doors spring open on release (most self-service lockers) and the reading
+      reports doors. The core then reads the device again until the door reads open, and
+      audits ``door_did_not_open`` (never ``ok``) if it still reads closed after the
+      site's ``unlock_settle`` seconds. Leave it False where a released door stays shut
+      until someone pulls it (most weapon racks).
     """
 
     async def connect(self) -> DeviceInfo: ...

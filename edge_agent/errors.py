@@ -49,6 +49,36 @@ class ProtocolError(DriverError):
 class Unsupported(DriverError):
     """The device cannot do what was asked (for example it has no identify LED)."""
 
+    kind = "unsupported"
+
+
+# Failure kinds (contract 1.2): a driver raises one of these when the device says so,
+# and the core audits the command's outcome as ``kind`` instead of a plain "failed".
+
+class LockJammed(DriverError):
+    """The device reports the lock did not move (jammed, blocked bolt, motor fault)."""
+
+    kind = "lock_jammed"
+
+
+class DoorDidNotOpen(DriverError):
+    """The unlock was accepted but the door still reads closed after the settle time.
+    Raised by the core when a driver reports door state; a driver may raise it too."""
+
+    kind = "door_did_not_open"
+
+
+class NoSuchCompartment(DriverError):
+    """The compartment is outside the device's range. The core refuses such a request
+    before anything is audited; a driver raises it when the device itself says so."""
+
+    kind = "no_such_compartment"
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The outcome to audit for a failed command: its kind, or plain "failed"."""
+    return str(getattr(exc, "kind", "failed"))
+
 
 class DeviceUnavailable(EdgeAgentError):
     """A command targeted a device that is unknown, offline or not adopted."""
@@ -65,6 +95,13 @@ class StoreUnavailable(StoreError):
 class ClientError(EdgeAgentError):
     """A command-line or dashboard client could not reach or use the agent's API."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 hint: str = "") -> None:
         self.status = status
+        self.code = code  # the API's error code, when the agent answered with one
+        self.hint = hint
         super().__init__(message)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"error": self.code or ("unreachable" if self.status is None else "error"),
+                "message": str(self), "hint": self.hint}

@@ -242,6 +242,13 @@ class DeviceSupervisor:
         self._apply(state)
         return state
 
+    async def refresh(self) -> DeviceState:
+        """Read the device now (between polls), applying what it says."""
+        self._require_online()
+        state = await self._call("read_state", self.driver.read_state())
+        self._apply(state)
+        return state
+
     async def identify(self) -> None:
         self._require_online()
         await self._call("identify", self.driver.identify())

@@ -81,7 +81,7 @@ def test_each_decision_survives_kill_9_after_its_answer(kerong_bus, tmp_path: Pa
             assert dev["out_of_service"]["7"]["reason"] == "Taser dock hinge"
             status, body, _ = http(sock, "POST", f"/v1/devices/{DEV}/unlock",
                                    {"compartment": 7, "reason": "try"})
-            assert status == 409 and "out of service" in body["error"]
+            assert status == 409 and "out of service" in body["message"]
             replayed = http(sock, "GET", "/v1/events?action=decisions_replayed")[1]
             assert replayed and replayed[-1]["details"]["decisions"] >= 1
         decide_then_kill(site, state, sock, f"/v1/devices/{DEV}/out-of-service",

@@ -11,6 +11,8 @@ import sys
 import venv
 from pathlib import Path
 
+from edge_agent.contract import CONTRACT_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +39,8 @@ def test_generated_plugin_installs_lists_and_passes_in_a_fresh_venv(tmp_path: Pa
 
     listed = json.loads(_run([str(bin_dir / "edge-agent"), "plugins", "--local", "--json"]))
     mine = {p["name"]: p for p in listed}["acme_lock"]
-    assert (mine["status"], mine["vendor"], mine["contract"]) == ("loaded", "Acme Locks", "1.1")
+    assert (mine["status"], mine["vendor"], mine["contract"]) == (
+        "loaded", "Acme Locks", CONTRACT_VERSION)
     # Only what was installed in that environment: none of this checkout's plugins.
     assert set({p["name"] for p in listed}) == {"acme_lock"}
 

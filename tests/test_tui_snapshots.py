@@ -63,15 +63,17 @@ def model() -> Model:
                      out_of_service={"5": {"reason": "broken hinge", "actor": "tech"}})):
         m.put_device(d)
     m.changed_at.clear()
-    for i, (action, dev, comp, actor, reason) in enumerate([
-            ("device_online", "kerong:bank-a:0", None, "agent", None),
-            ("door_opened", "kerong:bank-a:0", 3, "kerong:bank-a:0", None),
-            ("item_removed", "kerong:bank-a:0", 3, "kerong:bank-a:0", None),
-            ("unlock", "kerong:bank-a:1", 7, "tech", "radio battery swap"),
-            ("device_offline", "kerong:bank-a:2", None, "agent", "no answer")], start=1):
+    for i, (action, dev, comp, actor, reason, outcome) in enumerate([
+            ("device_online", "kerong:bank-a:0", None, "agent", None, "ok"),
+            ("door_opened", "kerong:bank-a:0", 3, "kerong:bank-a:0", None, "ok"),
+            ("item_removed", "kerong:bank-a:0", 3, "kerong:bank-a:0", None, "ok"),
+            ("unlock", "kerong:bank-a:1", 7, "tech", "radio battery swap", "ok"),
+            ("unlock", "kerong:bank-a:1", 9, "tech", "taser issue", "door_did_not_open"),
+            ("device_offline", "kerong:bank-a:2", None, "agent", "no answer", "ok")],
+            start=1):
         m.put_event({"seq": i, "ts": f"2026-11-19T08:0{i}:00.000+00:00", "action": action,
                      "device": dev, "compartment": comp, "actor": actor, "reason": reason,
-                     "outcome": "ok"})
+                     "outcome": outcome})
     m.plugins = [{"name": "kerong", "status": "loaded", "version": "1.0.0",
                   "contract": "1.0", "faults": 0, "reason": "", "last_fault": ""},
                  {"name": "acme", "status": "refused", "version": "2.0", "contract": "2.0",

@@ -563,7 +563,7 @@ class InboxScreen(BaseScreen):
 
 # ------------------------------------------------------------------------ events
 
-EVENT_COLUMNS = ("seq", "time", "action", "device", "actor", "reason")
+EVENT_COLUMNS = ("seq", "time", "action", "outcome", "device", "actor", "reason")
 
 
 class EventsScreen(BaseScreen):
@@ -604,6 +604,8 @@ class EventsScreen(BaseScreen):
         self.shown_version = m.events_version
         evs = [e for e in m.events if self._match(e)][-self.MAX_ROWS:]
         rows = {str(e["seq"]): (str(e["seq"]), e["ts"][11:19], e["action"],
+                                # "ok" is the rule: only the exceptions are written out
+                                "" if e.get("outcome", "ok") == "ok" else e["outcome"],
                                 (e.get("device") or "") + (f"/{e['compartment']}"
                                                            if e.get("compartment") else ""),
                                 e.get("actor") or "", (e.get("reason") or "")[:40])

@@ -30,7 +30,8 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-_BODY = b'{"error": "too many connections to the agent API", "hint": "try again shortly"}'
+_BODY = (b'{"error": "too_many_connections", "message": "too many connections to the agent '
+         b'API", "hint": "try again shortly"}')
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
 

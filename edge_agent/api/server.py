@@ -22,8 +22,11 @@ Routes (all JSON):
 * ``POST /v1/inbox/{id}/adopt``           ``{"reason": "..."}``
 * ``POST /v1/inbox/{id}/ignore``          ``{"reason": "..."}`` (persists)
 
-Errors are ``{"error": "...", "hint": "..."}`` with 400 (bad request), 404 (unknown),
-409 (device offline), 503 (store unavailable: fail closed), 504 (device timeout).
+Every error has one shape, ``{"error": CODE, "message": "...", "hint": "..."}``, with
+400 (``bad_request``, ``no_such_compartment``, ``unsupported``), 404 (``not_found``),
+409 (``device_unavailable``, ``lock_jammed``, ``door_did_not_open``), 502
+(``driver_error``), 503 (``store_unavailable``: fail closed; ``too_many_connections``)
+and 504 (``device_timeout``: the command was sent, its outcome is unknown).
 """
 
 from __future__ import annotations
@@ -40,21 +43,28 @@ import pwd
 import re
 import socket
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from edge_agent.api.listener import BoundedListener
+from edge_agent.api.schema import ROUTES
 from edge_agent.errors import (
     DeviceTimeout,
     DeviceUnavailable,
+    DoorDidNotOpen,
     DriverError,
+    LockJammed,
+    NoSuchCompartment,
     StoreError,
     StoreUnavailable,
     Unsupported,
 )
-from edge_agent.store.audit import Query, canonical_json, parse_time
+from edge_agent.events import EventHub
+from edge_agent.plugins import PluginHost
+from edge_agent.store.audit import AuditLog, Query, canonical_json, parse_time
 
 CSV_FIELDS = ["seq", "ts", "actor", "action", "device", "compartment", "item", "reason",
               "outcome", "boot", "details", "prev", "hash"]
@@ -112,37 +122,65 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
 
 
-def _error(status: int, message: str, hint: str = "") -> web.Response:
-    return _json({"error": message, "hint": hint}, status=status)
+_CODES = {400: "bad_request", 404: "not_found"}
+
+
+def error_body(code: str, message: str, hint: str = "") -> dict[str, str]:
+    """The one error shape of the API."""
+    return {"error": code, "message": message, "hint": hint}
+
+
+def _error(status: int, message: str, hint: str = "", *, code: str | None = None
+           ) -> web.Response:
+    return _json(error_body(code or _CODES.get(status, "error"), message, hint),
+                 status=status)
 
 
 def _http(status: int, message: str, hint: str = "") -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound}[status]
-    return cls(text=json.dumps({"error": message, "hint": hint}),
+    return cls(text=json.dumps(error_body(_CODES[status], message, hint)),
                content_type="application/json")
 
 
+class AgentApi(Protocol):
+    """What the API needs of the agent (the composition root provides it)."""
+
+    @property
+    def devices(self) -> Mapping[str, Any]: ...
+    @property
+    def buses(self) -> Mapping[str, Any]: ...
+    @property
+    def bus_info(self) -> Mapping[str, dict[str, Any]]: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def hub(self) -> EventHub: ...
+    @property
+    def plugins(self) -> PluginHost: ...
+
+    def device(self, device_id: str) -> Any: ...
+    def status(self) -> dict[str, Any]: ...
+    def inbox_items(self) -> list[dict[str, Any]]: ...
+    def describe_wire(self, dev: Any, chunks: list[bytes]) -> list[str]: ...
+    async def unlock(self, device_id: str, compartment: int, *, actor: str,
+                     reason: str) -> dict[str, Any]: ...
+    async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]: ...
+    async def set_out_of_service(self, device_id: str, compartment: int, *, actor: str,
+                                 reason: str, out: bool) -> dict[str, Any]: ...
+    async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
+    async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
+
+
 class ApiServer:
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: AgentApi) -> None:
         self.agent = agent
         self.listener: BoundedListener | None = None
         self.app = web.Application(middlewares=[self._bounded])
         self.app[AGENT_KEY] = agent
-        r = self.app.router
-        r.add_get("/v1/status", self.status)
-        r.add_get("/v1/devices", self.devices)
-        r.add_get("/v1/devices/{id}", self.device)
-        r.add_get("/v1/devices/{id}/wire", self.wire)
-        r.add_post("/v1/devices/{id}/unlock", self.unlock)
-        r.add_post("/v1/devices/{id}/identify", self.identify)
-        r.add_post("/v1/devices/{id}/out-of-service", self.out_of_service)
-        r.add_post("/v1/inbox/{id}/adopt", self.adopt)
-        r.add_post("/v1/inbox/{id}/ignore", self.ignore)
-        r.add_get("/v1/events", self.events)
-        r.add_get("/v1/events/stream", self.stream)
-        r.add_get("/v1/events/export", self.export)
-        r.add_get("/v1/plugins", self.plugins)
-        r.add_get("/v1/inbox", self.inbox)
+        # Every route is named once, in the schema; a handler of the same name serves it.
+        for route in ROUTES.values():
+            self.app.router.add_route(route.method, route.path, getattr(self, route.name),
+                                      name=route.name)
         self.runner: web.AppRunner | None = None
         self._streams: set[web.StreamResponse] = set()
 
@@ -251,11 +289,12 @@ class ApiServer:
                 limit=min(limit, 100_000) if limit is not None else None)
         except ValueError as exc:
             raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"bad query: {exc}", "hint": "limit, after_seq "
-                                 "and compartment are integers; times are ISO 8601"}),
+                text=json.dumps(error_body("bad_request", f"bad query: {exc}",
+                                           "limit, after_seq and compartment are integers; "
+                                           "times are ISO 8601")),
                 content_type="application/json") from exc
         except StoreError as exc:
-            raise web.HTTPBadRequest(text=json.dumps({"error": str(exc), "hint": ""}),
+            raise web.HTTPBadRequest(text=json.dumps(error_body("bad_request", str(exc))),
                                      content_type="application/json") from exc
 
     async def events(self, request: web.Request) -> web.Response:
@@ -264,7 +303,7 @@ class ApiServer:
             None, self.agent.audit.query, query)
         return _json(hits)
 
-    async def export(self, request: web.Request) -> web.StreamResponse:
+    async def events_export(self, request: web.Request) -> web.StreamResponse:
         """Stream every matching record as JSON lines or CSV (``?format=csv``)."""
         query = self._query(request, None)
         fmt = request.query.get("format", "jsonl")
@@ -294,7 +333,7 @@ class ApiServer:
         await resp.write_eof()
         return resp
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
+    async def events_stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -344,15 +383,19 @@ class ApiServer:
         try:
             result = await fn(user)
         except StoreUnavailable as exc:
-            return _error(503, str(exc), "free disk space on the state directory's filesystem")
+            return _error(503, str(exc), "free disk space on the state directory's filesystem",
+                          code="store_unavailable")
         except DeviceUnavailable as exc:
-            return _error(409, str(exc))
+            return _error(409, str(exc), code="device_unavailable")
         except DeviceTimeout as exc:
-            return _error(504, str(exc))
-        except Unsupported as exc:
-            return _error(400, str(exc))
+            return _error(504, str(exc), code="device_timeout")
+        except (Unsupported, NoSuchCompartment) as exc:
+            return _error(400, str(exc), code=exc.kind)
+        except (LockJammed, DoorDidNotOpen) as exc:
+            return _error(409, str(exc), "see the compartment before trying again",
+                          code=exc.kind)
         except DriverError as exc:
-            return _error(502, str(exc))
+            return _error(502, str(exc), code="driver_error")
         if isinstance(result, dict):
             result["actor"] = user
         return _json(result if result is not None else {"ok": True, "actor": user})

@@ -9,13 +9,22 @@ from typing import Any
 import aiohttp
 
 from edge_agent.contract import CompartmentState, DeviceInfo, DeviceState, Door, Item
-from edge_agent.errors import DeviceTimeout, DriverError, ProtocolError, TransportError
+from edge_agent.errors import (
+    DeviceTimeout,
+    DriverError,
+    LockJammed,
+    ProtocolError,
+    TransportError,
+)
 
 OPEN_TIMEOUT = 20.0  # the gateway's own open attempt times out at 20 s (protocols.md)
 OPEN_RETRIES = 3
 
 
 class GatewayDriver:
+    # The gateway's open answers doorOpen and its lockers pop open (contract 1.2).
+    door_opens_on_unlock = True
+
     def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any]) -> None:
         self.base = f"http://{host}:{port}"
         self.serial = serial
@@ -71,8 +80,10 @@ class GatewayDriver:
                 r = await self._request("POST", f"/lockers/{compartment - 1}/open",
                                         timeout=OPEN_TIMEOUT)
                 if not r.get("success"):
-                    raise DriverError(f"gateway could not open locker {compartment}: "
-                                      f"{r.get('message') or 'no reason given'}")
+                    why = str(r.get("message") or "no reason given")
+                    # The gateway's words for a lock that did not move (contract 1.2 kind).
+                    kind = LockJammed if "jam" in why.lower() else DriverError
+                    raise kind(f"gateway could not open locker {compartment}: {why}")
                 return await self.read_state()
             except (TransportError, DeviceTimeout) as exc:
                 last = exc

@@ -26,6 +26,7 @@ class Locker:
     occupied: bool = True
     out_of_service: bool = False
     reason: str = ""
+    jammed: bool = False  # the motor runs, the bolt does not move
 
 
 @dataclass
@@ -103,6 +104,9 @@ class GatewaySimulator:
             if self.state[i].out_of_service:
                 return web.json_response({"success": False, "lockerId": i, "doorOpen": False,
                                           "message": "out of service"})
+            if self.state[i].jammed:
+                return web.json_response({"success": False, "lockerId": i, "doorOpen": False,
+                                          "message": "lock jammed"})
             self.state[i].door_open = True
             self.opens.append(i)
         return web.json_response({"success": True, "lockerId": i, "doorOpen": True,

@@ -18,6 +18,8 @@ def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
     assert out["serial_confirmed"] == "GW-0042"
     assert out["items"] == ["absent" if i % 3 == 0 else "present" for i in range(12)]
     assert out["unlock"]["opens"] == [4] and out["unlock"]["state"]["door"] == "open"
+    assert out["jammed"] == {"status": 409, "code": "lock_jammed"}
+    assert out["jammed_outcome"] == "lock_jammed"
     assert "500" in out["reason_500"]
     assert "no answer" in out["reason_slow_s"] or "longer than" in out["reason_slow_s"]
     assert out["reason_drop"], "a dropped connection gives a reason"

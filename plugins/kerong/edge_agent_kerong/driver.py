@@ -61,6 +61,10 @@ def to_state(reply: codec.StatusReply, hook_closed_bit: int) -> DeviceState:
 class KerongBoardDriver:
     """One board: status polls with 0x30, unlocks with 0x31 followed by a status poll."""
 
+    # KR-CU16 lockers are spring-loaded: a released door pops open (contract 1.2), so
+    # one that still reads closed after an unlock did not open.
+    door_opens_on_unlock = True
+
     def __init__(self, bus: BusLink, board: int, settings: Mapping[str, Any]) -> None:
         self.bus = bus
         self.board = board

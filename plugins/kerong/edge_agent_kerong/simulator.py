@@ -63,6 +63,7 @@ class SimBus:
         self.lock = threading.RLock()
         self.requests = 0
         self.unlocks: list[tuple[int, int]] = []  # (board, lock index) in order received
+        self.jammed: set[tuple[int, int]] = set()  # (board, lock index) whose bolt sticks
         self.first_answer: dict[int, float] = {}  # board -> time.monotonic() of first reply
         self._rng = random.Random(0x4B52)
         self._pending_close: dict[tuple[int, int], float] = {}
@@ -103,6 +104,10 @@ class SimBus:
                 return codec.encode_status(b.address, self.hooks_of(b), b.items)
             if req.cmd == codec.CMD_UNLOCK:
                 self.unlocks.append((req.board, req.lock))
+                if (req.board, req.lock) in self.jammed:
+                    # The board acknowledges, the bolt does not move: the door stays shut.
+                    return (codec.encode_status(b.address, self.hooks_of(b), b.items)
+                            if self.options.unlock_replies else None)
                 b.doors_closed = _set_bit(b.doors_closed, req.lock, False)
                 self._pending_close[(req.board, req.lock)] = (
                     time.monotonic() + self.options.auto_close_s

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge_agent_gateway.simulator import GatewaySimulator
 
+from edge_agent.errors import ClientError
 from edge_agent.testing import running_agent, wait_until
 
 DEV = "gateway:GW-0042"
@@ -41,6 +42,17 @@ async def main() -> int:
                 r = await client.post(f"/v1/devices/{DEV}/unlock",
                                       {"compartment": 5, "reason": "radio swap"})
                 out["unlock"] = {"state": r["state"], "opens": list(gw.opens)}
+                # A jammed lock (contract 1.2 failure kind): refused with its kind, audited.
+                gw.state[2].jammed = True
+                try:
+                    await client.post(f"/v1/devices/{DEV}/unlock",
+                                      {"compartment": 3, "reason": "jam test"})
+                    out["jammed"] = "accepted"
+                except ClientError as exc:
+                    out["jammed"] = {"status": exc.status, "code": exc.code}
+                gw.state[2].jammed = False
+                jam = await client.get("/v1/events", action="unlock", compartment=3)
+                out["jammed_outcome"] = jam[-1]["outcome"] if jam else None
                 # 500s: degraded/offline, then back.
                 gw.faults.error_500 = True
                 await wait_until(lambda: agent.devices[DEV].link == "offline", timeout=10,
