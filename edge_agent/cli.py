@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--headless", action="store_true", help="no dashboard: print what was found")
     sp.add_argument("--seconds", type=float, default=8.0, help="headless run time")
     sp.add_argument("--json", action="store_true", help="headless output as JSON")
+    sp.add_argument("--serve", metavar="RUN_DIR", help=argparse.SUPPRESS)  # the inner half
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config")

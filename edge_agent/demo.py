@@ -112,14 +112,72 @@ async def _snapshot(sock: Path) -> dict[str, Any]:
         return {"status": await c.get("/v1/status"), "devices": await c.get("/v1/devices")}
 
 
+def _private_network() -> bool:
+    """Whether the demo can run its simulators and agent in a network namespace of their
+    own (then two demos on one host, or a demo beside the test suite, never see each
+    other's mDNS advertisements)."""
+    if os.environ.get("EDGE_AGENT_DEMO_HOST_NETWORK") == "1":
+        return False
+    from edge_agent.testing import netns_available
+
+    return netns_available()
+
+
+class _NamespacedDemo:
+    """The demo site served by a child in its own network namespace (``unshare -rn``).
+    The agent's socket is a file, so clients outside reach it all the same."""
+
+    def __init__(self, site: Path, run_dir: Path) -> None:
+        self.site, self.run_dir = site, run_dir
+        self.sock = run_dir / "agent.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.simulated: list[str] = []
+
+    def start(self) -> None:
+        inner = [sys.executable, "-m", "edge_agent.cli", "demo", "--serve", str(self.run_dir),
+                 "--site", str(self.site)]
+        self.proc = subprocess.Popen(
+            ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "demo", *inner],
+            stdin=subprocess.DEVNULL)
+        ready = self.run_dir / "ready.json"
+        deadline = time.monotonic() + 40
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise EdgeAgentError("the demo site did not start (see above)")
+            time.sleep(0.1)
+        self.simulated = json.loads(ready.read_text())["simulated"]
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def _serve(args: argparse.Namespace, site: Path) -> int:
+    """Inside the namespace: run the simulators and the agent until told to stop."""
+    run_dir = Path(args.serve)
+    demo = DemoSite(site, run_dir)
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    try:
+        demo.start()
+        (run_dir / "ready.json").write_text(json.dumps({"simulated": demo.simulated}))
+        while not stop[0]:
+            time.sleep(0.2)
+    finally:
+        demo.stop()
+    return 0
+
+
 # edge-agent-tui's entry point, run by the interpreter that runs the demo.
 DASHBOARD = "import sys; from tui.app import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     site = Path(args.site) if args.site else DEMO_SITE
+    if args.serve:
+        return _serve(args, site)
     run_dir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
-    demo = DemoSite(site, run_dir)
+    demo: DemoSite | _NamespacedDemo = (_NamespacedDemo(site, run_dir) if _private_network()
+                                        else DemoSite(site, run_dir))
     try:
         demo.start()
         if args.headless:

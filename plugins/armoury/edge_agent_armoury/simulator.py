@@ -10,6 +10,7 @@ wrote. Runs its own event loop in a thread; every public method is thread-safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -335,13 +336,21 @@ class CabinetSimulator:
                         "unit": str(self.unit)},
             server=f"cabinet-{self.serial.lower()}.local.")
 
+    async def _end_announcing(self) -> None:
+        task = getattr(self, "_announcing", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _advertise(self) -> None:
         if self._zc is None:
             self._zc = AsyncZeroconf(interfaces=self.mdns_interfaces,
                                      ip_version=IPVersion.V4Only)
         self._info = self._service()
-        await self._zc.async_register_service(self._info, allow_name_change=False,
-                                              cooperating_responders=True)
+        # The announcement goes on in a task of zeroconf's: kept, so stop() can end it.
+        self._announcing = await self._zc.async_register_service(
+            self._info, allow_name_change=False, cooperating_responders=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -355,7 +364,8 @@ class CabinetSimulator:
                 t.cancel()
             if self._zc is not None:
                 if self._info is not None:
-                    await self._zc.async_unregister_service(self._info)
+                    await self._end_announcing()
+                    await (await self._zc.async_unregister_service(self._info))  # goodbyes
                 await self._zc.async_close()
             if self._server is not None:
                 await self._server.shutdown()  # type: ignore[no-untyped-call]

@@ -5,6 +5,7 @@ disappearing from mDNS and coming back). Runs its own event loop in a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -164,6 +165,13 @@ class GatewaySimulator:
                         "serial": self.advertise_serial or self.serial},
             server=f"{self.name}.local.")
 
+    async def _end_announcing(self) -> None:
+        task = getattr(self, "_announcing", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _advertise(self) -> None:
         if self._zc is None:
             self._zc = AsyncZeroconf(interfaces=self.mdns_interfaces,
@@ -171,12 +179,14 @@ class GatewaySimulator:
         self._info = self._service()
         # cooperating_responders: when the gateway comes back, caches may still hold the
         # records of whoever held its name meanwhile (a spoofer); the real device claims it.
-        await self._zc.async_register_service(self._info, allow_name_change=False,
-                                              cooperating_responders=True)
+        # The announcement goes on in a task of zeroconf's: kept, so stop() can end it.
+        self._announcing = await self._zc.async_register_service(
+            self._info, allow_name_change=False, cooperating_responders=True)
 
     async def _withdraw(self) -> None:
         if self._zc is not None and self._info is not None:
-            await self._zc.async_unregister_service(self._info)
+            await self._end_announcing()
+            await (await self._zc.async_unregister_service(self._info))  # goodbyes sent
             self._info = None
 
     async def _scenario(self) -> None:
