@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -26,7 +27,9 @@ class Tmux:
     """A private tmux server (its own socket name) for driving programs in a terminal."""
 
     def __init__(self, server: str, session: str) -> None:
-        self.server, self.session = server, session
+        # One tmux server per test process: a second copy of the suite on the same host
+        # must not attach to (or kill) this one's sessions.
+        self.server, self.session = f"{server}-{os.getpid()}", session
 
     def __call__(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.server, *args], capture_output=True,
