@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from edge_agent.actions import Action
+from edge_agent.contract import driver_capabilities
 from edge_agent.devices import DeviceRegistry, comp_json
 from edge_agent.errors import (
     DeviceTimeout,
@@ -26,6 +27,7 @@ from edge_agent.errors import (
     EdgeAgentError,
     NoSuchCompartment,
     StoreUnavailable,
+    Unsupported,
     failure_kind,
 )
 from edge_agent.runtime import Runtime
@@ -148,6 +150,9 @@ class Commands:
         dev = self.registry.device(device_id)
         if dev.supervisor is None:
             raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+        if "identify" not in driver_capabilities(dev.supervisor.driver):
+            raise Unsupported(f"{device_id} ({dev.candidate.model}) has no identify "
+                              "indicator")
         self._refuse_if_unrecordable()
         return dict(await self._sent(self._identify_sent(dev.supervisor, device_id, actor),
                                      f"identify:{device_id}"))

@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 CONTRACT_VERSION = "1.2"
+# Optional commands a driver may declare (contract 1.2, ``DeviceDriver.capabilities``).
+CAPABILITIES = frozenset({"identify", "out_of_service"})
+
+
+def driver_capabilities(driver: object) -> frozenset[str]:
+    """What a driver declares it can do; for contract 1.0/1.1 drivers, what it has."""
+    declared = getattr(driver, "capabilities", None)
+    if declared is not None:
+        return frozenset(declared) & CAPABILITIES
+    return frozenset({"identify"} | ({"out_of_service"} if hasattr(
+        driver, "set_out_of_service") else set()))
 """Version of the plugin contract this core implements (``MAJOR.MINOR``).
 
 A plugin declares the version it was written against in :class:`PluginInfo`. The core
@@ -288,6 +299,10 @@ class DeviceDriver(Protocol):
       device says the bolt did not move, :class:`~edge_agent.errors.NoSuchCompartment`
       when it says there is no such compartment, :class:`~edge_agent.errors.Unsupported`
       for what it cannot do; the core audits each as its own outcome;
+    * ``capabilities: frozenset[str]`` (class attribute): which optional commands the
+      device really has, of :data:`CAPABILITIES`. Clients offer only those, and the core
+      refuses the others before anything is audited. A driver without it (contract 1.0
+      and 1.1) is taken to have ``identify``, and ``out_of_service`` if it has the method;
     * ``door_opens_on_unlock: bool`` (class attribute, default False): set it when the
       device's doors spring open on release (most self-service lockers) and the reading
       reports doors. The core then reads the device again until the door reads open, and

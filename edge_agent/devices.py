@@ -24,6 +24,7 @@ from edge_agent.contract import (
     DeviceDriver,
     DeviceState,
     DriverContext,
+    driver_capabilities,
 )
 from edge_agent.errors import DeviceUnavailable, PluginError
 from edge_agent.inbox import InboxItem
@@ -87,6 +88,8 @@ class Device:
         doc["error"] = self.error
         doc["compartments"] = self.compartments
         doc["alarms"] = [a.to_json() for a in self.alarms.values()]
+        doc["capabilities"] = sorted(driver_capabilities(self.supervisor.driver)) \
+            if self.supervisor is not None else []
         if self.supervisor is not None:
             sup = self.supervisor.to_json()
             doc["since"] = sup["since"]

@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import site_toml
 
+from edge_agent.errors import ClientError
 from edge_agent.testing import running_agent, wait_until
 
 DEV = "kerong:Bank-1:0"
@@ -46,6 +48,13 @@ async def test_a_jammed_bolt_is_door_did_not_open_and_out_of_range_is_refused(
         assert "no compartment 17" in done.stderr and "1-16" in done.stderr
         asked = await client.get("/v1/events", action="unlock_requested", compartment=17)
         assert asked == []
+        # A KR-CU16 declares no identify (contract 1.2): refused, nothing audited.
+        dev = await client.get(f"/v1/devices/{DEV}")
+        assert dev["capabilities"] == []
+        with pytest.raises(ClientError) as refused:
+            await client.post(f"/v1/devices/{DEV}/identify", {})
+        assert refused.value.status == 400 and refused.value.code == "unsupported"
+        assert await client.get("/v1/events", action="identify") == []
         # A good one still answers ok.
         r = await client.post(f"/v1/devices/{DEV}/unlock", {"compartment": 2, "reason": "ok"})
         assert r["state"]["door"] == "open"

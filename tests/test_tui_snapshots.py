@@ -42,6 +42,7 @@ def device(dev_id: str, link: str, items: int, **extra: Any) -> dict[str, Any]:
          f"{dev_id[-1]}", "bus_id": "bank-a", "properties": {}, "first_seen": T0,
          "last_seen": T0 + 60, "adopted": True, "ignored": None, "out_of_service": {},
          "link": link, "error": "", "compartments": comps(items), "since": T0, "reason": "",
+         "capabilities": [],  # a KR-CU16 has no identify indicator
          "counters": {"polls": 120, "poll_failures": 0, "timeouts": 0, "reconnects": 0,
                       "plugin_faults": 0, "last_poll_ms": 9.1},
          "info": {"vendor": "Kerong", "model": "KR-CU16", "compartments": 16, "serial": None,
@@ -115,3 +116,17 @@ SCREENS = {
 def test_screen_snapshot(name: str, snap_compare: Any) -> None:
     assert snap_compare(app(read_only=name.endswith("read_only")), press=SCREENS[name],
                         terminal_size=(80, 24))
+
+
+async def test_the_device_screen_offers_only_what_the_device_can_do() -> None:
+    for caps, offered in (([], False), (["identify"], True)):
+        dash = app()
+        dash.model.devices["kerong:bank-a:0"]["capabilities"] = caps
+        async with dash.run_test(size=(200, 60)) as pilot:
+            await pilot.press("d", "enter")
+            await pilot.pause()
+            footer = " ".join(b.binding.description
+                              for b in dash.screen.active_bindings.values()
+                              if b.binding.show and dash.screen.check_action(
+                                  b.binding.action, ()) is not False)
+            assert ("Identify" in footer) is offered, footer

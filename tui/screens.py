@@ -361,6 +361,10 @@ class DeviceScreen(BaseScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("unlock", "identify", "out_of_service") and self.dash.read_only:
             return False  # hidden from the footer and refused
+        if action == "identify":
+            # Offered only where the device declares it (contract 1.2 capabilities).
+            d = self.dash.model.devices.get(self.device_id) or {}
+            return "identify" in d.get("capabilities", ["identify"])
         return True
 
     def render_model(self) -> None:
@@ -368,6 +372,10 @@ class DeviceScreen(BaseScreen):
         if d is None:
             self.query_one("#identity", Static).update(f"{self.device_id}: not (yet) known")
             return
+        caps = tuple(d.get("capabilities", ["identify"]))
+        if caps != getattr(self, "_caps", None):
+            self._caps = caps
+            self.refresh_bindings()  # the footer offers what this device can do
         info = d.get("info") or {}
         details = info.get("details") or {}
         ident = Text()

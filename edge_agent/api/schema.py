@@ -81,6 +81,8 @@ class Device(_Open):
     error: str = ""
     compartments: list[Compartment] = []
     alarms: list[Alarm] = []
+    capabilities: list[Literal["identify", "out_of_service"]] = Field(
+        default=[], description="optional commands the device has (contract 1.2)")
     since: float | None = None
     reason: str | None = None
     counters: dict[str, Any] | None = None

@@ -121,6 +121,10 @@ class _Shared:
 
 
 class CabinetDriver:
+    # Profiles define no identify output and cabinets keep no out-of-service flag of
+    # their own (contract 1.2): the agent's refusal is the quarantine.
+    capabilities: frozenset[str] = frozenset()
+
     def __init__(self, profile: Profile, endpoint: Endpoint, *, unit: int | None = None,
                  serial: str | None = None, settings: Mapping[str, Any] | None = None,
                  timeout: float = 2.0) -> None:

@@ -24,6 +24,7 @@ OPEN_RETRIES = 3
 class GatewayDriver:
     # The gateway's open answers doorOpen and its lockers pop open (contract 1.2).
     door_opens_on_unlock = True
+    capabilities = frozenset({"identify", "out_of_service"})
 
     def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any]) -> None:
         self.base = f"http://{host}:{port}"

@@ -64,6 +64,7 @@ class KerongBoardDriver:
     # KR-CU16 lockers are spring-loaded: a released door pops open (contract 1.2), so
     # one that still reads closed after an unlock did not open.
     door_opens_on_unlock = True
+    capabilities: frozenset[str] = frozenset()  # no identify LED, no out-of-service flag
 
     def __init__(self, bus: BusLink, board: int, settings: Mapping[str, Any]) -> None:
         self.bus = bus
