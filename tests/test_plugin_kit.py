@@ -45,7 +45,9 @@ def test_generated_plugin_installs_lists_and_passes_in_a_fresh_venv(tmp_path: Pa
     assert set({p["name"] for p in listed}) == {"acme_lock"}
 
     result = _run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=pkg)
-    assert "11 passed" in result, result  # 4 codec + 7 conformance checks
+    # 4 codec + 10 conformance checks; the jammed-lock check needs a Target.jam the
+    # example simulator does not have, and says so by skipping.
+    assert "13 passed, 1 skipped" in result, result
 
 
 def test_plugin_new_refuses_bad_names_and_existing_dirs(tmp_path: Path) -> None:

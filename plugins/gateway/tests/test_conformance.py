@@ -43,6 +43,10 @@ class GatewayTarget(Target):
     def silent(self, on: bool) -> None:
         self.sim.faults.drop = on
 
+    def jam(self, identity: str, compartment: int, on: bool) -> None:
+        with self.sim.lock:
+            self.sim.state[compartment - 1].jammed = on
+
 
 class TestGatewayConformance(ConformanceSuite):
     plugin = "gateway"

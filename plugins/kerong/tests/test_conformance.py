@@ -41,6 +41,10 @@ class KerongTarget(Target):
     def silent(self, on: bool) -> None:
         self.sim.bus.faults.silent = on
 
+    def jam(self, identity: str, compartment: int, on: bool) -> None:
+        key = (int(identity.rsplit(":", 1)[1]), compartment - 1)
+        (self.sim.bus.jammed.add if on else self.sim.bus.jammed.discard)(key)
+
 
 class TestKerongConformance(ConformanceSuite):
     plugin = "kerong"
