@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from edge_agent.errors import TransportError
 log = logging.getLogger(__name__)
 
 _READ_SLICE = 0.02  # seconds a blocking read may wait before the deadline is checked
+_IDLE_READ = 0.01  # how often an idle bus with listeners is read for unsolicited frames
 
 
 @dataclass
@@ -63,6 +65,11 @@ class SerialBus:
         self._wire_lock = threading.Lock()
         self.counters = BusCounters()
         self.closed = False
+        # Contract 1.2 listeners: frames nobody asked for (see BusLink.listen).
+        self._listeners: list[Callable[[Any], None]] = []
+        self._idle_decoder: FrameDecoder | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+        self._busy = 0  # transactions queued or running
 
     @property
     def bus_id(self) -> str:
@@ -128,7 +135,10 @@ class SerialBus:
             # Late replies to an earlier, timed-out request must not be taken for ours.
             stale = port.read(port.in_waiting) if port.in_waiting else b""
             if stale:
-                self._record("rx", stale, "discarded before request")
+                self._record("rx", stale, "before request: unsolicited or late")
+                if self._idle_decoder is not None:  # a board's own report, not a reply
+                    for frame in self._idle_decoder.feed(stale):
+                        self._unsolicited(frame)
             port.write(request)
             port.flush()
             self._record("tx", request)
@@ -151,16 +161,61 @@ class SerialBus:
                 if port.in_waiting:
                     chunk += port.read(port.in_waiting)
                 self._record("rx", chunk)
+                found = None
                 for frame in decoder.feed(chunk):
-                    if match(frame):
-                        self.counters.last_rtt_ms = (time.monotonic() - started) * 1000
-                        return frame
+                    if found is None and match(frame):
+                        found = frame
+                    else:
+                        self._unsolicited(frame)  # a board speaking on its own
+                if found is not None:
+                    self.counters.last_rtt_ms = (time.monotonic() - started) * 1000
+                    return found
         except (serial.SerialException, OSError) as exc:
             self.counters.errors += 1
             self._close_sync()
             raise TransportError(f"{self._url}: {exc}") from exc
         finally:
             self.counters.transactions += 1
+
+    def _unsolicited(self, frame: Any) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(frame)
+            except Exception:  # a listener's bug must not stop the bus
+                log.exception("bus %s: a frame listener failed", self._bus_id)
+
+    def _idle_read_sync(self) -> None:
+        """Bytes that arrived while nobody asked: decode and hand to the listeners."""
+        port, decoder = self._port, self._idle_decoder
+        if port is None or decoder is None or self._busy:
+            return
+        try:
+            waiting = port.in_waiting
+            if not waiting:
+                return
+            data = port.read(waiting)
+        except (serial.SerialException, OSError):
+            return  # the next transaction reports and reopens
+        if data:
+            self._record("rx", data, "unsolicited")
+            for frame in decoder.feed(data):
+                self._unsolicited(frame)
+
+    async def _idle_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(_IDLE_READ)
+            if not self._busy and self._port is not None:
+                await loop.run_in_executor(self._thread, self._idle_read_sync)
+
+    def listen(self, decoder: FrameDecoder, callback: Callable[[Any], None]) -> None:
+        """See :meth:`edge_agent.contract.BusLink.listen`. Call from the event loop."""
+        self._listeners.append(callback)
+        if self._idle_decoder is None:
+            self._idle_decoder = decoder
+        if self._idle_task is None:
+            self._idle_task = asyncio.get_running_loop().create_task(
+                self._idle_loop(), name=f"bus-idle:{self._bus_id}")
 
     # -------------------------------------------------------------- loop side
 
@@ -181,14 +236,18 @@ class SerialBus:
             raise TransportError(f"bus {self._bus_id} is closed")
         if self._port is None:
             self.counters.reopens += 1
+        self._busy += 1
         # The single bus thread runs jobs in submission order, one at a time, so the wire
         # is serialised without a lock on the loop, and the next queued transaction starts
         # the moment the previous one ends (no event-loop round trip in between). A caller
         # cancelled while its job is still queued takes the job out of the queue; a job
         # already on the wire runs to its own deadline.
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._transact_sync, request, decoder, match, timeout, expect_reply
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._transact_sync, request, decoder, match, timeout,
+                expect_reply)
+        finally:
+            self._busy -= 1
 
     def wire_snapshot(self, limit: int = 100) -> list[WireRecord]:
         with self._wire_lock:
@@ -196,5 +255,9 @@ class SerialBus:
 
     async def close(self) -> None:
         self.closed = True
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_task
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close_sync)
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,7 @@ plugin never imports core internals.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -142,7 +143,17 @@ class BusLink(Protocol):
         """Send ``request`` and return the first decoded frame for which ``match`` is
         true, or ``None`` if none came within ``timeout`` seconds (or if
         ``expect_reply`` is false). Raises :class:`edge_agent.errors.TransportError`
-        if the port itself fails."""
+        if the port itself fails. Other frames that arrive meanwhile go to the bus's
+        listeners (see :meth:`listen`)."""
+        ...
+
+    def listen(self, decoder: FrameDecoder, callback: Callable[[Any], None]) -> None:
+        """Contract 1.2, optional: have frames nobody asked for delivered to
+        ``callback`` (a board that reports a change on its own): those that arrive
+        during another transaction and match no request, and those that arrive while
+        the bus is idle (decoded with ``decoder``, read every few milliseconds). The
+        callback runs on the bus's thread: hand the work to the loop (``PushChannel``
+        does). Every listener sees every such frame; keep those of your device."""
         ...
 
 
@@ -280,6 +291,39 @@ class DriverContext:
     """The bus the candidate was found on, for bus devices."""
     timeout: float = 2.0
     """Deadline the core applies to each driver call, in seconds."""
+    events: PushChannel | None = None
+    """Contract 1.2: where the driver pushes what the device reports on its own."""
+
+
+class PushChannel:
+    """Pushed events (contract 1.2): a driver whose device reports changes on its own
+    (a door, a badge read, tamper) calls :meth:`push` with the new reading the moment it
+    arrives, instead of waiting for the next poll. The core applies it exactly as a poll
+    result. Safe to call from any thread; pushes before the device is supervised, or
+    after it stops, are dropped."""
+
+    def __init__(self) -> None:
+        self._sink: Callable[[DeviceState], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def connect(self, sink: Callable[[DeviceState], None]) -> None:
+        self._sink, self._loop = sink, asyncio.get_running_loop()
+
+    def disconnect(self) -> None:
+        self._sink = None
+
+    def push(self, state: DeviceState) -> None:
+        sink, loop = self._sink, self._loop
+        if sink is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            sink(state)
+        else:
+            loop.call_soon_threadsafe(sink, state)
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ from edge_agent.contract import (
     DeviceDriver,
     DeviceState,
     DriverContext,
+    PushChannel,
     driver_capabilities,
 )
 from edge_agent.errors import DeviceUnavailable, PluginError
@@ -201,10 +202,11 @@ class DeviceRegistry:
 
     # ------------------------------------------------------------------ supervision
 
-    async def create_driver(self, cand: Candidate, bus: SerialBus | None) -> DeviceDriver:
+    async def create_driver(self, cand: Candidate, bus: SerialBus | None,
+                            events: PushChannel | None = None) -> DeviceDriver:
         """A driver from the candidate's plugin; raises PluginError with the reason."""
         ctx = DriverContext(settings=self.rt.settings(cand.plugin), bus=bus,
-                            timeout=self.rt.timing.call_timeout)
+                            timeout=self.rt.timing.call_timeout, events=events)
         driver = await self.rt.plugins.call_one(cand.plugin, "edge_agent_create_driver",
                                                 candidate=cand, context=ctx)
         if driver is None or not isinstance(driver, DeviceDriver):
@@ -213,8 +215,9 @@ class DeviceRegistry:
         return driver
 
     async def supervise(self, dev: Device, bus: SerialBus | None) -> None:
+        events = PushChannel()
         try:
-            driver = await self.create_driver(dev.candidate, bus)
+            driver = await self.create_driver(dev.candidate, bus, events)
         except PluginError as exc:
             dev.error = str(exc)
             log.error("device %s: %s", dev.id, dev.error)
@@ -224,6 +227,7 @@ class DeviceRegistry:
                                on_link=self._on_link, on_state=self._on_state,
                                on_plugin_fault=self.rt.plugins.isolate)
         dev.supervisor = sup
+        events.connect(sup.pushed)  # what the device reports on its own, between polls
         dev.task = self.rt.spawn(sup.run(), f"device:{dev.id}")
 
     def _on_link(self, sup: DeviceSupervisor, old: Link, new: Link, reason: str) -> None:

@@ -40,6 +40,7 @@ class Counters:
     timeouts: int = 0
     reconnects: int = 0
     plugin_faults: int = 0
+    pushed: int = 0
     last_poll_ms: float | None = None
 
 
@@ -241,6 +242,14 @@ class DeviceSupervisor:
         state = await self._call(f"unlock {compartment}", self.driver.unlock(compartment))
         self._apply(state)
         return state
+
+    def pushed(self, state: DeviceState) -> None:
+        """A reading the device reported on its own (contract 1.2 pushed events): applied
+        as a poll result would be, the moment it arrives."""
+        if self._stopping or self.status.link not in (Link.ONLINE, Link.DEGRADED):
+            return
+        self.status.counters.pushed += 1
+        self._apply(state)
 
     async def refresh(self) -> DeviceState:
         """Read the device now (between polls), applying what it says."""

@@ -13,6 +13,7 @@ from edge_agent.contract import (
     DeviceState,
     Door,
     Item,
+    PushChannel,
 )
 from edge_agent.errors import DeviceTimeout, DriverError, Unsupported
 from edge_agent_kerong import codec
@@ -34,6 +35,12 @@ SETTINGS_SCHEMA: dict[str, tuple[type, Any, str]] = {
         "whether 0x31 answers: 'auto' waits briefly and copes either way, 'yes', 'no'",
     ),
     "probe_timeout_ms": (int, 80, "how long a probe waits for each address 0-15"),
+    "listen_unsolicited": (
+        bool,
+        False,
+        "boards on this bus send a status frame on their own when a door or item changes "
+        "(firmware with change reports): apply it at once instead of at the next poll",
+    ),
     "reply_timeout_ms": (int, 300, "how long a status poll waits for its reply"),
 }
 
@@ -66,9 +73,12 @@ class KerongBoardDriver:
     door_opens_on_unlock = True
     capabilities: frozenset[str] = frozenset()  # no identify LED, no out-of-service flag
 
-    def __init__(self, bus: BusLink, board: int, settings: Mapping[str, Any]) -> None:
+    def __init__(self, bus: BusLink, board: int, settings: Mapping[str, Any],
+                 events: PushChannel | None = None) -> None:
         self.bus = bus
         self.board = board
+        self.events = events if settings.get("listen_unsolicited") else None
+        self._listening = False
         self.hook_closed_bit = int(settings.get("hook_closed_bit", 1))
         self.unlock_reply = str(settings.get("unlock_reply", "auto"))
         self.reply_timeout = int(settings.get("reply_timeout_ms", 300)) / 1000
@@ -95,6 +105,10 @@ class KerongBoardDriver:
 
     async def connect(self) -> DeviceInfo:
         await self._status()
+        listen = getattr(self.bus, "listen", None)
+        if self.events is not None and listen is not None and not self._listening:
+            listen(codec.Decoder(), self._on_frame)  # contract 1.2: change reports
+            self._listening = True
         return DeviceInfo(
             vendor=VENDOR,
             model=MODEL,
@@ -108,6 +122,12 @@ class KerongBoardDriver:
                 "unlock_reply": self.unlock_reply,
             },
         )
+
+    def _on_frame(self, frame: Any) -> None:
+        """A frame nobody asked for (bus thread): this board's status, pushed."""
+        if self.events is not None and isinstance(frame, codec.StatusReply) \
+                and frame.board == self.board:
+            self.events.push(to_state(frame, self.hook_closed_bit))
 
     async def read_state(self) -> DeviceState:
         state = to_state(await self._status(), self.hook_closed_bit)

@@ -25,7 +25,7 @@ def edge_agent_plugin_info() -> PluginInfo:
         name=PLUGIN,
         vendor="Kerong",
         version=__version__,
-        contract="1.0",
+        contract="1.2",
         description="KR-CU16 16-lock boards on RS-485 (19200 8N1) or a TCP bridge",
     )
 
@@ -60,7 +60,8 @@ def edge_agent_create_driver(
 ) -> KerongBoardDriver | None:
     if context.bus is None:
         return None
-    return KerongBoardDriver(context.bus, int(candidate.properties["board"]), context.settings)
+    return KerongBoardDriver(context.bus, int(candidate.properties["board"]), context.settings,
+                             getattr(context, "events", None))
 
 
 @hookimpl

@@ -51,6 +51,7 @@ class BusOptions:
     pace: bool = True  # hold replies for their wire time at ``baudrate``
     turnaround_ms: float = 1.0  # board's think time between request and reply
     auto_close_s: float = 3.0  # a door popped by unlock is pushed shut after this long
+    push_changes: bool = False  # firmware that sends a status frame on every change
 
 
 class SimBus:
@@ -67,6 +68,7 @@ class SimBus:
         self.first_answer: dict[int, float] = {}  # board -> time.monotonic() of first reply
         self._rng = random.Random(0x4B52)
         self._pending_close: dict[tuple[int, int], float] = {}
+        self.push_out: Any = None  # set by the endpoint: writes bytes onto the wire
 
     # ------------------------------------------------------------ state changes
 
@@ -76,12 +78,28 @@ class SimBus:
     def set_door(self, board: int, lock: int, closed: bool) -> None:
         with self.lock:
             b = self.boards[board]
+            before = b.doors_closed
             b.doors_closed = _set_bit(b.doors_closed, lock, closed)
+            if b.doors_closed != before:
+                self._report(b)
 
     def set_item(self, board: int, lock: int, present: bool) -> None:
         with self.lock:
             b = self.boards[board]
+            before = b.items
             b.items = _set_bit(b.items, lock, present)
+            if b.items != before:
+                self._report(b)
+
+    def _report(self, b: SimBoard) -> None:
+        """With ``push_changes``: the board sends its status on its own."""
+        push = self.push_out
+        if self.options.push_changes and push is not None and b.present \
+                and not self.faults.silent:
+            try:
+                push(codec.encode_status(b.address, self.hooks_of(b), b.items))
+            except OSError:
+                pass
 
     def drop_board(self, board: int, present: bool = False) -> None:
         with self.lock:
@@ -211,8 +229,16 @@ class PtyEndpoint(_Endpoint):
         return self.link or self.tty_name
 
     def start(self) -> None:
+        write_lock = threading.Lock()
+
+        def write(data: bytes) -> None:  # replies and change reports never interleave
+            with write_lock:
+                os.write(self.master, data)
+
+        self.bus.push_out = write
+
         def run() -> None:
-            self._serve_stream(self.master, lambda b: os.write(self.master, b), lambda: True)
+            self._serve_stream(self.master, write, lambda: True)
 
         self._thread = threading.Thread(target=run, name=f"sim-pty-{self.tty_name}", daemon=True)
         self._thread.start()
@@ -260,6 +286,7 @@ class TcpEndpoint(_Endpoint):
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             old, self._client = self._client, conn
+            self.bus.push_out = conn.sendall
             if old is not None:
                 with contextlib.suppress(OSError):
                     old.close()
@@ -336,6 +363,7 @@ class KerongSimulator:
         known = {
             "transport", "link", "listen", "boards", "hook_closed_bit", "unlock_replies",
             "pace", "turnaround_ms", "scenario", "scenario_interval", "seed", "auto_close_s",
+            "push_changes",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -354,6 +382,7 @@ class KerongSimulator:
             pace=bool(options.get("pace", True)),
             turnaround_ms=float(options.get("turnaround_ms", 1.0)),
             auto_close_s=float(options.get("auto_close_s", 3.0)),
+            push_changes=bool(options.get("push_changes", False)),
         )
         bus = SimBus(sim_boards, opts)
         transport = options.get("transport", "pty")
