@@ -200,10 +200,22 @@ def _event_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    if args.output and not args.format:
+        # Never print to the terminal what was asked for in a file.
+        suffix = Path(args.output).suffix.lower().lstrip(".")
+        if suffix not in ("csv", "jsonl"):
+            raise UsageError(f"--output {args.output}: say --format csv or --format jsonl "
+                             "(or name the file .csv or .jsonl)")
+        args.format = suffix
     if args.follow:
+        wanted = {k: v for k, v in _event_params(args).items() if v is not None
+                  and k in ("device", "action", "actor", "item", "compartment")}
+
         async def follow(c: AgentClient) -> None:
             async for kind, data in c.stream():
-                if kind == "audit" and (not args.device or data.get("device") == args.device):
+                # Every filter the listing takes applies to the live tail too.
+                if kind == "audit" and all(str(data.get(k)) == str(v)
+                                           for k, v in wanted.items()):
                     print(json.dumps(data) if args.json else _event_line(data), flush=True)
 
         try:

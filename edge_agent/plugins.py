@@ -13,6 +13,7 @@ import concurrent.futures
 import importlib.metadata
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -62,6 +63,12 @@ class PluginRecord:
             "last_fault": self.last_fault,
             "hooks": self.hooks,
         }
+
+
+def _hook_name(exc: Exception) -> str:
+    """The hook name in pluggy's validation error (its text also names the module)."""
+    found = re.search(r"unknown hook '([^']+)'", str(exc))
+    return found.group(1) if found else str(exc)
 
 
 def contract_compatible(declared: str, core: str = CONTRACT_VERSION) -> str | None:
@@ -151,7 +158,7 @@ class PluginHost:
             self.pm.unregister(name=name)
             return self._refuse(
                 name,
-                f"unknown hook {exc.plugin!r}: {exc} (misspelled? see edge_agent/hookspecs.py)",
+                f"unknown hook {_hook_name(exc)!r} (misspelled? see edge_agent/hookspecs.py)",
                 source,
                 dist,
             )

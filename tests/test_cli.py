@@ -79,3 +79,31 @@ async def test_demo_headless_json() -> None:
                    "armoury:WC12-DEMO-1": ("online", 12, "mdns"),
                    "armoury:TD8-DEMO-2": ("online", 8, "mdns")}
     assert any(d["address"].startswith("socket://127.0.0.1:") for d in demo["devices"])
+
+
+async def test_events_follow_applies_type_and_output_needs_a_format(kerong_bus,
+                                                                    tmp_path: Path) -> None:
+    sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port})
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        dev = "kerong:Bank-1:0"
+        await wait_until(lambda: dev in agent.devices and agent.devices[dev].link == "online")
+        sock = str(agent.socket_path)
+        follow = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_agent.cli", "events", "-f", "--type", "door_opened",
+            "--json", "--socket", sock, stdout=asyncio.subprocess.PIPE)
+        await asyncio.sleep(1.0)
+        await client.post(f"/v1/devices/{dev}/unlock", {"compartment": 3, "reason": "f"})
+        await asyncio.to_thread(sim.set_door, 0, 8, False)
+        await wait_until(lambda: agent.devices[dev].compartments[8]["door"] == "open")
+        await asyncio.sleep(0.5)
+        follow.terminate()
+        out, _ = await follow.communicate()
+        actions = [json.loads(line)["action"] for line in out.decode().splitlines()]
+        assert actions and set(actions) == {"door_opened"}, actions
+        csv_out = tmp_path / "out.csv"
+        code, _, err = await cli("events", "--socket", sock, "--output", str(csv_out))
+        assert code == 0 and csv_out.read_text().startswith("seq,ts,actor,action")
+        code, out_text, err = await cli("events", "--socket", sock, "--output",
+                                        str(tmp_path / "out.txt"))
+        assert code == 2 and "--format" in err and out_text == ""

@@ -85,6 +85,10 @@ def test_entry_point_plugins_loaded_or_refused_with_reasons(tmp_path: Path) -> N
     assert got["typo"]["status"] == "refused"
     assert "edge_agent_bus_probe" in got["typo"]["reason"]
     assert "misspelled" in got["typo"]["reason"]
+    # The hook's name comes first and the module is not repeated: a cut-off table cell
+    # still shows what to fix.
+    assert got["typo"]["reason"].startswith("unknown hook 'edge_agent_bus_probe'")
+    assert "<module" not in got["typo"]["reason"]
     assert got["future"]["status"] == "refused"
     assert "written for contract 2.0" in got["future"]["reason"]
     assert "major versions differ" in got["future"]["reason"]

@@ -130,3 +130,23 @@ async def test_the_device_screen_offers_only_what_the_device_can_do() -> None:
                               if b.binding.show and dash.screen.check_action(
                                   b.binding.action, ()) is not False)
             assert ("Identify" in footer) is offered, footer
+
+
+async def test_events_filter_matches_mixed_case_ids_and_says_when_nothing_does() -> None:
+    dash = app()
+    dash.model.put_event({"seq": 7, "ts": "2026-11-19T08:07:00.000+00:00",
+                          "action": "door_opened", "device": "armoury:WC12-DEMO-1",
+                          "compartment": 4, "actor": "armoury:WC12-DEMO-1", "reason": None,
+                          "outcome": "ok"})
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e", "slash")
+        await pilot.press(*"device=armoury:WC12-DEMO-1", "enter")
+        await pilot.pause()
+        table = dash.screen.query_one("#events")
+        assert table.row_count == 1
+        assert dash.screen.query_one("#no-match").has_class("hidden")
+        await pilot.press("slash", *"ctrl+u".split(), *"device=nosuch", "enter")
+        await pilot.pause()
+        assert table.row_count == 0
+        note = dash.screen.query_one("#no-match")
+        assert not note.has_class("hidden") and "no events match" in str(note.render())

@@ -580,6 +580,7 @@ class EventsScreen(BaseScreen):
 
     def body(self) -> ComposeResult:
         yield KeyedTable(id="events", cursor_type="row")
+        yield Label("", id="no-match", classes="hidden")
         yield Input(placeholder="filter: text, or device=… action=… actor=… since=HH:MM",
                     id="filter", classes="hidden")
 
@@ -592,13 +593,15 @@ class EventsScreen(BaseScreen):
         super().on_mount()
 
     def _match(self, e: dict[str, Any]) -> bool:
+        # The filter text is lowercased, so every value is compared lowercased too
+        # (device ids are mixed-case: armoury:WC12-DEMO-1).
         for term in self.filter_text.split():
             if "=" in term:
                 k, v = term.split("=", 1)
                 if k == "since":
                     if e["ts"][11:16] < v:
                         return False
-                elif str(e.get(k, "")) != v and v not in str(e.get(k, "")):
+                elif v not in str(e.get(k) or "").lower():
                     return False
             elif term not in " ".join(str(e.get(k, "")) for k in
                                       ("action", "device", "actor", "reason")).lower():
@@ -623,6 +626,10 @@ class EventsScreen(BaseScreen):
             t.sync(rows, EVENT_COLUMNS)
             if t.row_count:
                 t.move_cursor(row=t.row_count - 1)
+            none = self.query_one("#no-match", Label)
+            none.update(f"no events match “{self.filter_text}” (/ to change, empty to clear)"
+                        if self.filter_text and not rows else "")
+            none.set_class(not (self.filter_text and not rows), "hidden")
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -658,7 +665,7 @@ class PluginsScreen(BaseScreen):
             status = Text(p["status"], style="green" if p["status"] == "loaded" else "bold red")
             rows[p["name"]] = (p["name"], status, p.get("version") or "-",
                                p.get("contract") or "-", str(p.get("faults", 0)),
-                               (p.get("reason") or p.get("last_fault") or "")[:60])
+                               (p.get("reason") or p.get("last_fault") or "")[:200])
         self.query_one("#plugins", KeyedTable).sync(
             rows, ("plugin", "status", "version", "contract", "faults", "reason"))
 
