@@ -10,15 +10,13 @@ end). Then the disk is freed and logging goes on. Prints a JSON summary."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 
-from scenario import fill
+from scenario import fill, report
 
 from edge_agent.store.audit import AuditLog
 from edge_agent.store.seal import read_checkpoints
-from edge_agent.store.verify import load_key, verify
 from edge_agent.testing import wait_until
 
 PAGE = 4096
@@ -72,11 +70,7 @@ async def main(root: Path) -> int:
     lines, torn = read_checkpoints(cps)
     out["unreadable_lines"] = sum("unreadable" in c for c in lines) + int(torn)
     out["epochs"] = [c["epoch"] for c in lines if "epoch" in c]
-    report = verify(audit, key=load_key(audit / "verify.key"))
-    out["verify"] = report.verdict
-    out["findings"] = [f.message for f in report.findings if f.kind != "warning"]
-    print(json.dumps(out))
-    return 0
+    return report(out, audit)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus
-from scenario import fill
+from scenario import fill, report
 
 from edge_agent.errors import ClientError
-from edge_agent.store.verify import load_key, verify
 from edge_agent.testing import running_agent, wait_until
 
 PAGE = 4096
@@ -101,11 +100,7 @@ async def main(state: Path) -> int:
                                if e["action"] == "unlock_requested"}
     finally:
         ep.stop()
-    report = verify(state / "audit", key=load_key(state / "audit" / "verify.key"))
-    out["verify"] = report.verdict
-    out["findings"] = [f.message for f in report.findings if f.kind != "warning"]
-    print(json.dumps(out))
-    return 0
+    return report(out, state / "audit")
 
 
 if __name__ == "__main__":

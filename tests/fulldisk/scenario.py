@@ -28,6 +28,18 @@ def fill(path: Path) -> int:
                 return n
 
 
+def report(out: dict[str, object], audit: Path) -> int:
+    """Add what ``audit verify`` says of the log (with the key it was made with), print
+    the summary for the test, and exit 0."""
+    from edge_agent.store.verify import load_key, verify
+
+    rep = verify(audit, key=load_key(audit / "verify.key"))
+    out["verify"] = rep.verdict
+    out["findings"] = [f.message for f in rep.findings if f.kind != "warning"]
+    print(json.dumps(out))
+    return 0
+
+
 async def main(state: Path) -> int:
     sim = SimBus([SimBoard(0, items=0xFFFF)], BusOptions(pace=False))
     ep = PtyEndpoint(sim)
