@@ -45,6 +45,9 @@ class Action(enum.StrEnum):
     OUT_OF_SERVICE = "out_of_service"
     BACK_IN_SERVICE = "back_in_service"
     OUT_OF_SERVICE_PUSH = "out_of_service_push"
+    # People
+    ENTITLEMENTS_LOADED = "entitlements_loaded"
+    ENTITLEMENTS_REFUSED = "entitlements_refused"
 
 
 DESCRIPTIONS: dict[Action, str] = {
@@ -78,4 +81,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.OUT_OF_SERVICE: "a compartment was taken out of service (unlocks refused)",
     Action.BACK_IN_SERVICE: "a compartment was put back in service",
     Action.OUT_OF_SERVICE_PUSH: "telling the device itself of an out-of-service failed",
+    Action.ENTITLEMENTS_LOADED: "a signed training-records snapshot came into force (id, "
+                                "key, officers, expiry)",
+    Action.ENTITLEMENTS_REFUSED: "a snapshot was refused (why: signature, key, dates)",
 }

@@ -37,6 +37,7 @@ from edge_agent.devices import Device, DeviceRegistry
 from edge_agent.discovery.claims import AddressClaims
 from edge_agent.discovery.coordinator import Discovery
 from edge_agent.discovery.mdns import MdnsBrowser
+from edge_agent.entitlements import EntitlementError, EntitlementStore, trusted_keys
 from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.events import EventHub
 from edge_agent.inbox import InboxItem
@@ -88,6 +89,7 @@ class Agent:
         self.commands = Commands(self.rt, self.registry)
         self.views = Views(self.rt, self.registry, self.discovery, AgentIdentity(
             self.boot_id, self.started, state_dir, socket_path, config_path))
+        self.entitlements: EntitlementStore | None = None
         self._extra_plugins = extra_plugins or {}
         self._load_entry_points = load_entry_points
         self._lock_fd: int | None = None
@@ -172,6 +174,38 @@ class Agent:
             f"{path.name} was unusable ({reason}); moved aside to {aside.name}. "
             "Registry rebuilt from discovery and the audit trail's decisions."))
 
+    def _trusted_keys(self) -> dict[str, Any]:
+        """The issuing office's public keys named in the site config (relative to it)."""
+        base = Path(self.config_path).parent if self.config_path else Path.cwd()
+        paths = [base / p for p in self.config.entitlements.trusted_keys]
+        try:
+            return trusted_keys(paths)
+        except EntitlementError as exc:
+            raise ConfigError(self.config_path, [
+                f"{self.config_path or '<site config>'}: entitlements.trusted_keys: {exc}"]
+            ) from exc
+
+    async def load_entitlements(self, doc: Any, *, actor: str) -> dict[str, Any]:
+        """Verify a signed snapshot and put it in force (audited either way)."""
+        assert self.entitlements is not None
+        try:
+            snap = await asyncio.to_thread(self.entitlements.load, doc)
+        except EntitlementError as exc:
+            await self.rt.record(Action.ENTITLEMENTS_REFUSED, actor=actor, outcome="refused",
+                                 reason=str(exc), details={
+                                     "id": (doc.get("snapshot") or {}).get("id")
+                                     if isinstance(doc, dict) else None})
+            raise
+        rec = await self.rt.record(Action.ENTITLEMENTS_LOADED, actor=actor,
+                                   details=snap.summary())
+        return {**snap.summary(), "audit_seq": rec["seq"]}
+
+    def entitlements_summary(self) -> dict[str, Any]:
+        e = self.entitlements
+        if e is None or e.current is None:
+            return {"loaded": False, "problem": e.problem if e else "agent not started"}
+        return {"loaded": True, **e.current.summary()}
+
     def _config_source(self) -> str | None:
         try:
             return Path(self.config_path).read_text(encoding="utf-8") if self.config_path \
@@ -204,7 +238,10 @@ class Agent:
 
         rt = self.rt
         await self._load_plugins()
+        trusted = await asyncio.to_thread(self._trusted_keys)
         self._take_lock()
+        self.entitlements = EntitlementStore(self.state_dir, trusted)
+        await asyncio.to_thread(self.entitlements.open)
         await asyncio.get_running_loop().run_in_executor(None, rt.audit.open)
         rt.audit.subscribers.append(lambda rec: rt.hub.publish("audit", rec))
         self._audit_alarms()

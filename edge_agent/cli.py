@@ -366,6 +366,46 @@ def _local_plugins() -> list[dict[str, Any]]:
         host.shutdown()
 
 
+def cmd_entitlements(args: argparse.Namespace) -> int:
+    from edge_agent import entitlements as ent
+
+    try:
+        if args.ent_command == "keygen":
+            priv, pub, kid = ent.keygen(Path(args.out))
+            print(f"key {kid}: {priv} (private, 0600: keep it in the issuing office), {pub} "
+                  f"(list it in each site's [entitlements] trusted_keys), "
+                  f"{Path(args.out) / 'badge.key'} (0600: give it to the sites)")
+            return EXIT_OK
+        if args.ent_command == "sign":
+            officers = ent.parse_records(Path(args.records),
+                                         ent.load_badge_key(Path(args.badge_key)))
+            doc = ent.sign(ent.load_private(Path(args.key)), officers, args.valid_hours)
+            Path(args.out).write_bytes(ent.canonical(doc) + b"\n")
+            snap = doc["snapshot"]
+            print(f"signed {snap['id']}: {len(officers)} officer(s), key {doc['key_id']}, "
+                  f"expires {snap['expires']} -> {args.out}")
+            return EXIT_OK
+    except ent.EntitlementError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.ent_command == "load":
+        try:
+            doc = json.loads(Path(args.file).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {args.file}: {exc}") from exc
+        result = _client_call(args, lambda c: c.post("/v1/entitlements", doc))
+    else:
+        result = _client_call(args, lambda c: c.get("/v1/entitlements"))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif not result.get("loaded"):
+        print(f"no entitlements in force: {result.get('problem')}")
+    else:
+        print(f"entitlements {result['id']}: {result['officers']} officer(s), issued "
+              f"{result['issued']}, expires {result['expires']}, key {result['key_id']}"
+              + (f" (audit #{result['audit_seq']})" if result.get("audit_seq") else ""))
+    return EXIT_OK
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     note = ""
     if args.local:
@@ -508,6 +548,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("device")
     sp.add_argument("compartment", type=int)
     sp.add_argument("--reason", required=True)
+
+    sp = sub.add_parser("entitlements", help="signed training records: make, sign, load, "
+                        "show")
+    esub = sp.add_subparsers(dest="ent_command", required=True, metavar="ACTION")
+    ep = esub.add_parser("keygen", help="make the issuing office's signing key and the "
+                         "badge key")
+    ep.add_argument("--out", required=True, help="a new directory for the keys")
+    ep.set_defaults(func=cmd_entitlements)
+    ep = esub.add_parser("sign", help="sign a CSV export of training records")
+    ep.add_argument("--key", required=True, help="signing.key from keygen")
+    ep.add_argument("--badge-key", required=True, help="badge.key from keygen")
+    ep.add_argument("--records", required=True, help="CSV: officer_id,name,roles,badges,"
+                    "qualifications")
+    ep.add_argument("--valid-hours", type=float, required=True)
+    ep.add_argument("--out", required=True)
+    ep.set_defaults(func=cmd_entitlements)
+    for name, help_ in (("load", "verify a signed snapshot and put it in force (audited)"),
+                        ("show", "the snapshot in force")):
+        ep = esub.add_parser(name, help=help_)
+        if name == "load":
+            ep.add_argument("file")
+        ep.add_argument("--socket", help="agent API socket")
+        ep.add_argument("--json", action="store_true")
+        ep.set_defaults(func=cmd_entitlements)
 
     sp = sub.add_parser("audit", help="audit log tools (read the state directory directly)")
     asub = sp.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

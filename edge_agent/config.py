@@ -115,6 +115,12 @@ class SimulatorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class EntitlementsSection(_Strict):
+    trusted_keys: list[str] = Field(default_factory=list, max_length=2)
+    """Public keys (PEM) of the issuing office whose snapshots this site accepts: the
+    current one and, during a rotation, the next (relative to this config file)."""
+
+
 class SiteConfig(_Strict):
     site: SiteSection
     agent: AgentSection = Field(default_factory=AgentSection)
@@ -123,6 +129,7 @@ class SiteConfig(_Strict):
     devices: list[StaticDevice] = Field(default_factory=list)
     plugins: PluginsSection = Field(default_factory=PluginsSection)
     audit: AuditSection = Field(default_factory=AuditSection)
+    entitlements: EntitlementsSection = Field(default_factory=EntitlementsSection)
     vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
     simulators: list[SimulatorConfig] = Field(default_factory=list)
 

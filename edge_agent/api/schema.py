@@ -34,6 +34,7 @@ class Error(BaseModel):
 
 ERROR_CODES = {
     "bad_request": 400, "no_such_compartment": 400, "unsupported": 400,
+    "entitlements_refused": 400,
     "not_found": 404,
     "device_unavailable": 409, "lock_jammed": 409, "door_did_not_open": 409,
     "driver_error": 502,
@@ -160,6 +161,17 @@ class OutOfServiceRequest(BaseModel):
     out: bool = True
 
 
+class EntitlementsSummary(_Open):
+    loaded: bool
+    id: str | None = None
+    issued: str | None = None
+    expires: str | None = None
+    key_id: str | None = None
+    officers: int | None = None
+    problem: str | None = None
+    audit_seq: int | None = None
+
+
 class CommandAnswer(_Open):
     audit_seq: int | None = Field(description="the outcome record (None while it waits "
                                               "in memory for the disk: see audit_pending)")
@@ -230,6 +242,10 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
           many=True),
     Route("inbox", "GET", "/v1/inbox", "discovered but not adopted, with why", InboxItem,
           many=True),
+    Route("entitlements", "GET", "/v1/entitlements",
+          "the signed training-records snapshot in force", EntitlementsSummary),
+    Route("entitlements_load", "POST", "/v1/entitlements",
+          "verify a signed snapshot and put it in force (audited)", EntitlementsSummary),
 )}
 
 

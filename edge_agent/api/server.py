@@ -51,6 +51,7 @@ from aiohttp import web
 
 from edge_agent.api.listener import BoundedListener
 from edge_agent.api.schema import ROUTES
+from edge_agent.entitlements import EntitlementError
 from edge_agent.errors import (
     DeviceTimeout,
     DeviceUnavailable,
@@ -169,6 +170,8 @@ class AgentApi(Protocol):
                                  reason: str, out: bool) -> dict[str, Any]: ...
     async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
+    def entitlements_summary(self) -> dict[str, Any]: ...
+    async def load_entitlements(self, doc: Any, *, actor: str) -> dict[str, Any]: ...
 
 
 class ApiServer:
@@ -357,6 +360,24 @@ class ApiServer:
             sub.close()
             self._streams.discard(resp)
         return resp
+
+    async def entitlements(self, request: web.Request) -> web.Response:
+        return _json(self.agent.entitlements_summary())
+
+    async def entitlements_load(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body is not JSON", "send the snapshot file as it is")
+        user, _uid = peer_user(request)
+        try:
+            result = await self.agent.load_entitlements(doc, actor=user)
+        except EntitlementError as exc:
+            return _error(400, str(exc), "nothing changed: the snapshot in force stays",
+                          code="entitlements_refused")
+        except StoreUnavailable as exc:
+            return _error(503, str(exc), code="store_unavailable")
+        return _json({"loaded": True, **result})
 
     async def plugins(self, request: web.Request) -> web.Response:
         return _json([r.to_json() for r in sorted(self.agent.plugins.records.values(),

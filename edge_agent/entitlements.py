@@ -1,0 +1,295 @@
+"""Entitlements: a signed snapshot of the force's training records, decided on the box.
+
+The issuing office (headquarters' training unit) turns a CSV export of training records
+into a snapshot and signs it with its Ed25519 key; each site lists the public keys it
+trusts (two, so a key can be rotated) and verifies every snapshot before it is used.
+Nothing on the box needs the network to decide who may take what.
+
+Badge numbers never appear in the clear in a snapshot or on the box: each is stored as
+HMAC-SHA256 under the force's *badge key* (a secret file the office and the sites share),
+so a reader's card number is hashed the same way and compared.
+
+CSV columns (header row required, UTF-8)::
+
+    officer_id,name,roles,badges,qualifications
+    PC1234,Alex Smith,officer,04A1B2C3;04FFEE01,taser:2027-03-31;firearm:2026-12-31
+
+``roles`` and ``badges`` are ``;``-separated; ``qualifications`` are ``class:YYYY-MM-DD``
+(the date the qualification lapses), ``;``-separated. A bad row is reported as
+``FILE:LINE: column: problem``.
+
+Snapshot file (JSON): ``{"snapshot": {...}, "signature": BASE64, "key_id": HEX}`` where the
+signature covers the canonical JSON of ``snapshot`` (keys sorted, no whitespace).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from edge_agent.errors import EdgeAgentError
+from edge_agent.store.durable import atomic_write
+
+FORMAT = 1
+COLUMNS = ("officer_id", "name", "roles", "badges", "qualifications")
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a snapshot issued this far "in the future" is fine
+_CLASS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class EntitlementError(EdgeAgentError):
+    """A snapshot, key or records file is unusable; the message says why."""
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def badge_hash(badge_key: bytes, badge: str) -> str:
+    """A card number as the snapshot and the box keep it (never in the clear)."""
+    return hmac.new(badge_key, badge.strip().upper().encode(), hashlib.sha256).hexdigest()
+
+
+# ------------------------------------------------------------------ keys
+
+
+def keygen(out: Path) -> tuple[Path, Path, str]:
+    """Write ``signing.key`` (0600, for the issuing office only), ``signing.pub`` (for the
+    sites' config) and ``badge.key`` (0600, shared with the sites) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    priv_path, pub_path = out / "signing.key", out / "signing.pub"
+    for p in (priv_path, pub_path, out / "badge.key"):
+        if p.exists():
+            raise EntitlementError(f"{p} exists: keys are never overwritten")
+    atomic_write(priv_path, private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()), 0o600)
+    atomic_write(pub_path, private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    atomic_write(out / "badge.key", base64.b64encode(os.urandom(32)) + b"\n", 0o600)
+    return priv_path, pub_path, key_id(private.public_key())
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise EntitlementError(f"{path}: not an Ed25519 private key ({exc})") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise EntitlementError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise EntitlementError(f"{path}: not an Ed25519 public key ({exc})") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise EntitlementError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def load_badge_key(path: Path) -> bytes:
+    try:
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise EntitlementError(f"{path}: not a badge key ({exc})") from exc
+    if len(key) < 16:
+        raise EntitlementError(f"{path}: a badge key is at least 16 bytes")
+    return key
+
+
+# ------------------------------------------------------------------ records → snapshot
+
+
+def parse_records(path: Path, badge_key: bytes) -> list[dict[str, Any]]:
+    """Officers from a CSV export; any bad row raises with ``FILE:LINE: column: why``."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EntitlementError(f"{path}: cannot read ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise EntitlementError(f"{path}:1: header: missing column(s) {', '.join(missing)} "
+                               f"(expected {','.join(COLUMNS)})")
+    officers: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    seen_badges: dict[str, str] = {}
+    problems: list[str] = []
+    for row in reader:
+        line = reader.line_num
+
+        def bad(col: str, why: str, line: int = line) -> None:
+            problems.append(f"{path}:{line}: {col}: {why}")
+
+        oid = (row.get("officer_id") or "").strip()
+        if not oid:
+            bad("officer_id", "empty")
+        elif oid in seen_ids:
+            bad("officer_id", f"{oid} appears twice")
+        seen_ids.add(oid)
+        roles = [r.strip() for r in (row.get("roles") or "").split(";") if r.strip()]
+        badges = [b.strip() for b in (row.get("badges") or "").split(";") if b.strip()]
+        hashed = []
+        for b in badges:
+            if not re.fullmatch(r"[0-9A-Fa-f]{4,32}", b):
+                bad("badges", f"{b!r} is not a card number (4-32 hex digits)")
+                continue
+            h = badge_hash(badge_key, b)
+            if h in seen_badges:
+                bad("badges", f"card {b} is also {seen_badges[h]}'s")
+            seen_badges[h] = oid
+            hashed.append(h)
+        quals: dict[str, str] = {}
+        for q in (row.get("qualifications") or "").split(";"):
+            q = q.strip()
+            if not q:
+                continue
+            cls, _, until = q.partition(":")
+            if not _CLASS.match(cls):
+                bad("qualifications", f"{q!r}: the class must be a lower-case name")
+                continue
+            try:
+                dt.date.fromisoformat(until)
+            except ValueError:
+                bad("qualifications", f"{q!r}: give the lapse date as class:YYYY-MM-DD")
+                continue
+            quals[cls] = until
+        officers.append({"id": oid, "name": (row.get("name") or "").strip(), "roles": roles,
+                         "badges": hashed, "qualifications": quals})
+    if problems:
+        raise EntitlementError("\n".join(problems))
+    return officers
+
+
+def sign(private: Ed25519PrivateKey, officers: list[dict[str, Any]], valid_hours: float,
+         now: dt.datetime | None = None) -> dict[str, Any]:
+    if not 0 < valid_hours <= 24 * 14:
+        raise EntitlementError("--valid-hours must be more than 0 and at most 336 (14 days): "
+                               "offline caches in the trade revalidate at least fortnightly")
+    now = now or dt.datetime.now(dt.UTC)
+    snapshot = {"format": FORMAT, "id": uuid.uuid4().hex,
+                "issued": now.isoformat(timespec="seconds"),
+                "expires": (now + dt.timedelta(hours=valid_hours)).isoformat(
+                    timespec="seconds"),
+                "officers": officers}
+    signature = private.sign(canonical(snapshot))
+    return {"snapshot": snapshot, "key_id": key_id(private.public_key()),
+            "signature": base64.b64encode(signature).decode()}
+
+
+# ------------------------------------------------------------------ verify on the box
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    issued: dt.datetime
+    expires: dt.datetime
+    key_id: str
+    officers: dict[str, dict[str, Any]]  # officer id -> record
+    by_badge: dict[str, str]  # badge hash -> officer id
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "issued": self.issued.isoformat(),
+                "expires": self.expires.isoformat(), "key_id": self.key_id,
+                "officers": len(self.officers)}
+
+
+def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
+           now: dt.datetime | None = None) -> Snapshot:
+    """The snapshot in ``doc`` if a trusted key signed it and it is in date; otherwise
+    EntitlementError saying why."""
+    now = now or dt.datetime.now(dt.UTC)
+    if not isinstance(doc, dict) or not {"snapshot", "signature", "key_id"} <= set(doc):
+        raise EntitlementError("not an entitlements snapshot (snapshot, signature, key_id)")
+    kid = str(doc["key_id"])
+    public = trusted.get(kid)
+    if public is None:
+        raise EntitlementError(f"signed with key {kid}, which this site does not trust "
+                               f"(trusted: {', '.join(sorted(trusted)) or 'none'})")
+    try:
+        public.verify(base64.b64decode(str(doc["signature"]), validate=True),
+                      canonical(doc["snapshot"]))
+    except (InvalidSignature, ValueError) as exc:
+        raise EntitlementError("the signature does not match the snapshot: altered or "
+                               "forged") from exc
+    snap = doc["snapshot"]
+    try:
+        issued = dt.datetime.fromisoformat(snap["issued"])
+        expires = dt.datetime.fromisoformat(snap["expires"])
+        officers = {o["id"]: o for o in snap["officers"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EntitlementError(f"the snapshot is malformed ({exc})") from exc
+    if snap.get("format") != FORMAT:
+        raise EntitlementError(f"snapshot format {snap.get('format')} (this agent reads "
+                               f"{FORMAT})")
+    if issued > now + CLOCK_SKEW:
+        raise EntitlementError(f"issued {issued.isoformat()}, in the future: check this "
+                               "box's clock and the office's")
+    if expires <= now:
+        raise EntitlementError(f"expired {expires.isoformat()}: ask the issuing office for "
+                               "a fresh snapshot")
+    by_badge = {b: oid for oid, o in officers.items() for b in o.get("badges", [])}
+    return Snapshot(str(snap["id"]), issued, expires, kid, officers, by_badge)
+
+
+def trusted_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
+    keys = [load_public(p) for p in paths]
+    return {key_id(k): k for k in keys}
+
+
+class EntitlementStore:
+    """The snapshot in force on this box (``STATE/entitlements.json``)."""
+
+    FILE = "entitlements.json"
+
+    def __init__(self, state_dir: Path, trusted: dict[str, Ed25519PublicKey]) -> None:
+        self.path = state_dir / self.FILE
+        self.trusted = trusted
+        self.current: Snapshot | None = None
+        self.problem: str | None = None
+
+    def open(self) -> None:
+        """Load and re-verify what is on disk (blocking). A snapshot that no longer
+        verifies (expired, key withdrawn, altered) is not used; ``problem`` says why."""
+        if not self.path.exists():
+            self.problem = "no entitlements loaded"
+            return
+        try:
+            self.current = verify(json.loads(self.path.read_bytes()), self.trusted)
+            self.problem = None
+        except (EntitlementError, ValueError) as exc:
+            self.current, self.problem = None, f"entitlements on disk unusable: {exc}"
+
+    def load(self, doc: Any) -> Snapshot:
+        """Verify, then swap atomically (blocking). Nothing changes if it fails."""
+        snap = verify(doc, self.trusted)
+        atomic_write(self.path, canonical(doc))
+        self.current, self.problem = snap, None
+        return snap
