@@ -324,6 +324,13 @@ def check_vendor_settings(
                     f"{where}: vendor.{plugin}.{key}: expected {typ.__name__}, "
                     f"got {type(value).__name__}"
                 )
+                continue
+            allowed = schema[key][3] if len(schema[key]) > 3 else None
+            if allowed is not None and value not in allowed:
+                problems.append(
+                    f"{where}: vendor.{plugin}.{key}: {value!r} is not allowed (one of "
+                    f"{', '.join(repr(a) for a in allowed)})"
+                )
     return problems
 
 

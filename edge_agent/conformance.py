@@ -203,7 +203,8 @@ class ConformanceSuite:
                                          f"as loaded: {listed.get(self.plugin)}")
             schema = await agent.plugins.call_one(self.plugin, "edge_agent_settings_schema")
             for key, spec in (schema or {}).items():
-                ok = (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], type)
+                ok = (isinstance(spec, tuple) and len(spec) in (3, 4)
+                      and isinstance(spec[0], type)
                       and isinstance(spec[2], str))
                 if not ok:
                     raise ConformanceFailure(

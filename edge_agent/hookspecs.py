@@ -189,15 +189,19 @@ def edge_agent_settings_schema() -> Mapping[str, Any] | None:
     """Describe the keys the plugin accepts in the site config's ``[vendor.<name>]``.
 
     Since contract 1.0. Maps each key to ``(type, default, help)``; ``edge-agent config
-    check`` rejects unknown keys and wrong types with the file and line.
+    check`` rejects unknown keys and wrong types with the file and line. Since contract
+    1.2 a fourth element may list the allowed values, and ``config check`` (and ``run``)
+    rejects any other the same way, before anything starts.
 
-    :returns: a mapping of key to ``(type, default, help)``, or ``None`` for no settings.
+    :returns: a mapping of key to ``(type, default, help)`` or ``(type, default, help,
+        allowed)``, or ``None`` for no settings.
 
     Example::
 
         @hookimpl
         def edge_agent_settings_schema():
-            return {"hook_closed_bit": (int, 1, "HOOK bit value meaning door closed")}
+            return {"hook_closed_bit": (int, 1, "HOOK bit value meaning door closed",
+                                        (0, 1))}
     """
 
 

@@ -102,3 +102,19 @@ def test_run_refuses_bad_vendor_settings_before_starting(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr
     assert f"{cfg}:16: vendor.kerong.unlock_reply: expected str, got int" in proc.stderr
     assert not state.exists() and not sock.exists()
+
+
+def test_vendor_setting_values_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    """hook_closed_bit = 2 and unlock_reply = "maybe" used to pass config check and put
+    every device in error at run time, with health ok."""
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(GOOD + '\n[vendor.kerong]\nhook_closed_bit = 2\nunlock_reply = "maybe"\n')
+    proc = _run(["config", "check", str(cfg)], tmp_path)
+    assert proc.returncode == 2
+    assert f"{cfg}:16: vendor.kerong.hook_closed_bit: 2 is not allowed (one of 0, 1)" \
+        in proc.stderr
+    assert f"{cfg}:17: vendor.kerong.unlock_reply: 'maybe' is not allowed" in proc.stderr
+    state, sock = tmp_path / "state", tmp_path / "agent.sock"
+    proc = _run(["run", "--site", str(cfg), "--state-dir", str(state), "--socket", str(sock)],
+                tmp_path)
+    assert proc.returncode == 2 and not state.exists()

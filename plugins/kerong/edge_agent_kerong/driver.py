@@ -22,17 +22,19 @@ VENDOR = "Kerong"
 MODEL = "KR-CU16"
 PLUGIN = "kerong"
 
-SETTINGS_SCHEMA: dict[str, tuple[type, Any, str]] = {
+SETTINGS_SCHEMA: dict[str, tuple[Any, ...]] = {
     "hook_closed_bit": (
         int,
         1,
         "HOOK bit value that means door closed (1 per three implementations; "
         "two documents read 1 as unlocked: set 0 for those boards)",
+        (0, 1),
     ),
     "unlock_reply": (
         str,
         "auto",
         "whether 0x31 answers: 'auto' waits briefly and copes either way, 'yes', 'no'",
+        ("auto", "yes", "no"),
     ),
     "probe_timeout_ms": (int, 80, "how long a probe waits for each address 0-15"),
     "listen_unsolicited": (
