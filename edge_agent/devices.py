@@ -85,6 +85,9 @@ class Device:
 
     def to_json(self) -> dict[str, Any]:
         doc = self.registry_doc()
+        answered = self.supervisor.status.last_answer if self.supervisor else None
+        if answered is not None and answered > doc["last_seen"]:
+            doc["last_seen"] = answered  # "seen" is the last answer, not the discovery
         doc["link"] = self.link
         doc["error"] = self.error
         doc["compartments"] = self.compartments

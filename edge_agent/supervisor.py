@@ -73,6 +73,7 @@ class Supervised:
     info: DeviceInfo | None = None
     state: DeviceState | None = None
     counters: Counters = field(default_factory=Counters)
+    last_answer: float | None = None  # wall time the device last answered a poll or push
 
 
 class DeviceSupervisor:
@@ -194,6 +195,7 @@ class DeviceSupervisor:
                 failures = 0
                 self.status.counters.polls += 1
                 self.status.counters.last_poll_ms = round((loop.time() - started) * 1000, 2)
+                self.status.last_answer = time.time()
                 self._set(Link.ONLINE)
                 self._apply(state)
             delay = self.timing.poll_interval - (loop.time() - started)
@@ -249,6 +251,7 @@ class DeviceSupervisor:
         if self._stopping or self.status.link not in (Link.ONLINE, Link.DEGRADED):
             return
         self.status.counters.pushed += 1
+        self.status.last_answer = time.time()
         self._apply(state)
 
     async def refresh(self) -> DeviceState:

@@ -62,3 +62,17 @@ async def test_a_board_that_pushes_nothing_still_polls(kerong_bus, tmp_path: Pat
                          timeout=5, what="the poll sees the door")
         dev = await client.get(f"/v1/devices/{DEV}")
         assert dev["counters"]["pushed"] == 0
+
+
+async def test_seen_follows_the_polls_not_only_discovery(kerong_bus, tmp_path: Path) -> None:
+    """A device's "seen" time is when it last answered (it used to stay at discovery for
+    devices discovery does not offer again, such as network ones)."""
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}, poll=0.1).replace("probe_interval = 2.0",
+                                                               "probe_interval = 60.0")
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].link == "online")
+        first = (await client.get(f"/v1/devices/{DEV}"))["last_seen"]
+        await asyncio.sleep(1.0)
+        later = (await client.get(f"/v1/devices/{DEV}"))["last_seen"]
+        assert later - first >= 0.5
