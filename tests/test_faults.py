@@ -144,3 +144,28 @@ async def test_plugins_that_raise_or_hang_do_not_stall_others(kerong_bus, tmp_pa
         assert "RuntimeError" in plugins_json["raise"]["last_fault"]
         assert plugins_json["kerong"]["status"] == "loaded"
     assert time.monotonic() - started < 30
+
+
+async def test_a_wrong_hook_polarity_is_an_alarm_that_names_the_setting(kerong_bus,
+                                                                        tmp_path: Path) -> None:
+    """Boards that read HOOK 0 as closed, a site config that says 1: every door reads open
+    and the audit trail would be inverted silently (issue 13 item 12)."""
+    _sim, pty = kerong_bus({0: 0xFFFF}, hook_closed_bit=0, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                  client):
+        dev = "kerong:Bank-1:0"
+        await wait_until(lambda: dev in agent.devices and agent.devices[dev].compartments)
+        status = await wait_until_alarm(client)
+        assert status["health"] == "degraded"
+        msg = next(a["message"] for a in status["alarms"] if a.get("code") == "hook_polarity")
+        assert msg.startswith(f"{dev}: all 16 doors read open")
+        assert "hook_closed_bit = 1" in msg and "try 0" in msg
+
+
+async def wait_until_alarm(client) -> dict:  # type: ignore[no-untyped-def]
+    for _ in range(100):
+        status = await client.get("/v1/status")
+        if any(a.get("code") == "hook_polarity" for a in status["alarms"]):
+            return status  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no hook_polarity alarm: {status['alarms']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -9,11 +10,13 @@ from edge_agent.contract import (
     BusLink,
     Candidate,
     CompartmentState,
+    DeviceAlarm,
     DeviceInfo,
     DeviceState,
     Door,
     Item,
     PushChannel,
+    Severity,
 )
 from edge_agent.errors import DeviceTimeout, DriverError, Unsupported
 from edge_agent_kerong import codec
@@ -22,6 +25,7 @@ VENDOR = "Kerong"
 MODEL = "KR-CU16"
 PLUGIN = "kerong"
 
+POLARITY_QUIET_S = 60.0  # no unlock for this long: all doors open is implausible
 SETTINGS_SCHEMA: dict[str, tuple[Any, ...]] = {
     "hook_closed_bit": (
         int,
@@ -89,6 +93,7 @@ class KerongBoardDriver:
         if self.unlock_reply not in ("auto", "yes", "no"):
             raise DriverError("unlock_reply must be 'auto', 'yes' or 'no'")
         self.decoder = codec.Decoder()
+        self._last_unlock = float("-inf")
 
     async def _status(self) -> codec.StatusReply:
         frame = await self.bus.transact(
@@ -136,11 +141,25 @@ class KerongBoardDriver:
         details = {**state.details, "checksum_errors": self.decoder.checksum_errors,
                    "garbage_bytes": self.decoder.garbage_bytes,
                    "buffer_overflows": self.decoder.overflows}
-        return DeviceState(state.compartments, details)
+        return DeviceState(state.compartments, details, alarms=self._polarity(state))
+
+    def _polarity(self, state: DeviceState) -> tuple[DeviceAlarm, ...]:
+        """Every door of the board open with no unlock lately is no locker room anyone
+        has seen: it is the hook polarity set wrong, which silently inverts the audit
+        trail (door_opened for a door that shut). Say so, naming the setting."""
+        quiet = time.monotonic() - self._last_unlock > POLARITY_QUIET_S
+        if quiet and all(c.door is Door.OPEN for c in state.compartments):
+            return (DeviceAlarm(
+                "hook_polarity",
+                f"all {len(state.compartments)} doors read open with no unlock: if they are "
+                f"shut, [vendor.kerong] hook_closed_bit = {self.hook_closed_bit} is wrong "
+                f"for this board (try {1 - self.hook_closed_bit})", Severity.CRITICAL),)
+        return ()
 
     async def unlock(self, compartment: int) -> DeviceState:
         if not 1 <= compartment <= codec.LOCKS:
             raise DriverError(f"compartment {compartment} out of range 1-{codec.LOCKS}")
+        self._last_unlock = time.monotonic()
         if self.unlock_reply == "no":
             await self.bus.transact(
                 codec.unlock_request(self.board, compartment - 1),
