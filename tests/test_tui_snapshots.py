@@ -150,3 +150,24 @@ async def test_events_filter_matches_mixed_case_ids_and_says_when_nothing_does()
         assert table.row_count == 0
         note = dash.screen.query_one("#no-match")
         assert not note.has_class("hidden") and "no events match" in str(note.render())
+
+
+async def test_alarm_severity_survives_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR: a critical alarm is marked in words and reverse video (it used to be
+    dark grey on near-black, the least readable line on the screen)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    dash = app()
+    dash.model.status["alarms"] = [
+        {"id": "audit:index", "severity": "critical", "since": T0,
+         "message": "1 audit index(es) did not match their segments"},
+        {"id": "mdns", "severity": "warning", "since": T0 + 1,
+         "message": "mDNS discovery unavailable"}]
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = dash.screen.query_one("#summary").render()
+        plain = text.plain
+        assert "!! CRITICAL  1 audit index(es)" in plain and "! warning  mDNS" in plain
+        marks = [span.style for span in text.spans
+                 if plain[span.start:span.end].strip() in ("!! CRITICAL", "! warning")]
+        assert len(marks) == 2
+        assert all(getattr(m, "reverse", None) is True or "reverse" in str(m) for m in marks)

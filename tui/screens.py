@@ -176,9 +176,14 @@ class OverviewScreen(BaseScreen):
         summary.append(f"alarms {len(alarms)}  ", style="bold red" if alarms else "")
         summary.append(f"inbox {len(m.inbox)}")
         for a in alarms[:8]:
-            word = "ALARM" if a.get("severity") == "critical" else "alarm"
-            summary.append(f"\n{word} {a['message']}",
-                           style="bold red" if a.get("severity") == "critical" else "bold yellow")
+            # Severity in words and in reverse video, not in colour alone: it must read
+            # the same with NO_COLOR, on a monochrome screen and in a photo of it.
+            critical = a.get("severity") == "critical"
+            summary.append("\n")
+            summary.append(" !! CRITICAL " if critical else " ! warning ",
+                           style="bold reverse red" if critical else "bold reverse yellow")
+            summary.append(f" {a['message']}",
+                           style="bold red" if critical else "bold yellow")
         if len(alarms) > 8:
             summary.append(f"\n... and {len(alarms) - 8} more alarms", style="bold")
         if (st.get("audit") or {}).get("error"):
