@@ -464,6 +464,41 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    """adopt, ignore, identify, out-of-service and return-to-service: what the dashboard
+    does, from a shell (each audited with the caller and, where asked, the reason)."""
+    from urllib.parse import quote
+
+    what = args.decision
+    reason = getattr(args, "reason", None)
+    if reason is not None and not reason.strip():
+        raise UsageError("--reason must say why: it goes into the audit log")
+    target = quote(args.target, safe=":")
+    if what in ("adopt", "ignore"):
+        path, body = f"/v1/inbox/{target}/{what}", {"reason": reason}
+    elif what == "identify":
+        path, body = f"/v1/devices/{target}/identify", {}
+    else:
+        path = f"/v1/devices/{target}/out-of-service"
+        body = {"compartment": args.compartment, "reason": reason,
+                "out": what == "out-of-service"}
+    result = _client_call(args, lambda c: c.post(path, body))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    seq = result.get("audit_seq")
+    done = {"adopt": f"adopted {args.target}", "ignore": f"ignored {args.target}",
+            "identify": f"asked {args.target} to identify itself",
+            "out-of-service": f"{args.target} compartment {getattr(args, 'compartment', '')} "
+                              "is out of service (unlocks refused)",
+            "return-to-service": f"{args.target} compartment "
+                                 f"{getattr(args, 'compartment', '')} is back in service"}[what]
+    told = result.get("device_told")
+    print(done + (f"; the device itself: {told}" if isinstance(told, str) else "")
+          + f"; audit #{seq} by {result.get('actor')}")
+    return EXIT_OK
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = args.file
     config = _load_config(path)
@@ -548,6 +583,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("device")
     sp.add_argument("compartment", type=int)
     sp.add_argument("--reason", required=True)
+
+    for name, help_ in (("adopt", "adopt a discovered device (a decision, audited)"),
+                        ("ignore", "ignore a discovered device or inbox entry (persists)")):
+        sp = client(name, help_, cmd_decide)
+        sp.add_argument("target", metavar="ITEM", help="inbox id (see the inbox)")
+        sp.add_argument("--reason", required=True)
+        sp.set_defaults(decision=name)
+    sp = client("identify", "flash or beep a device, if it can", cmd_decide)
+    sp.add_argument("target", metavar="DEVICE")
+    sp.set_defaults(decision="identify")
+    for name, help_ in (("out-of-service", "take a compartment out of service: unlocks "
+                         "are refused until it returns (a decision, audited)"),
+                        ("return-to-service", "put a compartment back in service")):
+        sp = client(name, help_, cmd_decide)
+        sp.add_argument("target", metavar="DEVICE")
+        sp.add_argument("compartment", type=int)
+        sp.add_argument("--reason", required=True)
+        sp.set_defaults(decision=name)
 
     sp = sub.add_parser("entitlements", help="signed training records: make, sign, load, "
                         "show")

@@ -107,3 +107,37 @@ async def test_events_follow_applies_type_and_output_needs_a_format(kerong_bus,
         code, out_text, err = await cli("events", "--socket", sock, "--output",
                                         str(tmp_path / "out.txt"))
         assert code == 2 and "--format" in err and out_text == ""
+
+
+async def test_decisions_from_the_shell_like_the_dashboard(kerong_bus, tmp_path: Path) -> None:
+    """adopt, out-of-service, return-to-service, identify and ignore as commands: each
+    through the API, audited with the caller and the reason."""
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}).replace("[agent]\n", "[agent]\nauto_adopt = false\n")
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        dev = "kerong:Bank-1:0"
+        await wait_until(lambda: dev in agent.devices)
+        sock = str(agent.socket_path)
+        code, out, err = await cli("adopt", dev, "--reason", "label checked", "--socket", sock)
+        assert code == 0 and f"adopted {dev}" in out, err
+        await wait_until(lambda: agent.devices[dev].link == "online")
+        code, out, err = await cli("out-of-service", dev, "3", "--reason", "broken hinge",
+                                   "--socket", sock)
+        assert code == 0 and "out of service" in out, err
+        code, _, err = await cli("unlock", dev, "3", "--reason", "try", "--socket", sock)
+        assert code == 1 and "out of service" in err
+        code, out, err = await cli("return-to-service", dev, "3", "--reason", "fixed",
+                                   "--socket", sock)
+        assert code == 0 and "back in service" in out, err
+        code, _, err = await cli("unlock", dev, "3", "--reason", "works", "--socket", sock)
+        assert code == 0, err
+        code, out, _ = await cli("identify", dev, "--socket", sock, "--json")
+        assert code == 1 and json.loads(out)["error"] == "unsupported"
+        code, out, err = await cli("ignore", dev, "--reason", "not ours", "--socket", sock)
+        assert code == 0 and f"ignored {dev}" in out, err
+        events = await client.get("/v1/events", device=dev, limit=1000)
+        said = [(e["action"], e["reason"]) for e in events if e["actor"] != dev
+                and e["action"] in ("device_adopted", "out_of_service", "back_in_service",
+                                    "discovery_ignored")]
+        assert said == [("device_adopted", "label checked"), ("out_of_service", "broken hinge"),
+                        ("back_in_service", "fixed"), ("discovery_ignored", "not ours")]
