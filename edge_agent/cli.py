@@ -499,6 +499,25 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_trusted_keys(config: SiteConfig, path: str, source: str) -> list[str]:
+    """What `run` would refuse at start: each trusted key must be an Ed25519 public key
+    (paths are relative to the config file)."""
+    if not config.entitlements.trusted_keys:
+        return []
+    from edge_agent.config import _line_for, key_lines
+    from edge_agent.entitlements import EntitlementError, load_public
+
+    line = _line_for(("entitlements", "trusted_keys"), key_lines(source))
+    where = f"{path}:{line}" if line else path
+    problems = []
+    for i, key in enumerate(config.entitlements.trusted_keys):
+        try:
+            load_public(Path(path).parent / key)
+        except EntitlementError as exc:
+            problems.append(f"{where}: entitlements.trusted_keys[{i}]: {exc}")
+    return problems
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = args.file
     config = _load_config(path)
@@ -513,6 +532,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     for i, dev in enumerate(config.devices):
         if dev.plugin not in schemas:
             problems.append(f"{path}: devices[{i}].plugin: no loaded plugin {dev.plugin!r}")
+    problems += _check_trusted_keys(config, path, source)
     host.shutdown()
     if problems:
         raise ConfigError(path, problems)

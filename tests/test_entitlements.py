@@ -111,3 +111,19 @@ async def test_load_show_and_every_refusal_through_a_running_agent(tmp_path: Pat
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_config_check_reads_the_trusted_keys_as_run_would(tmp_path: Path) -> None:
+    keys = office(tmp_path)
+    cfg = tmp_path / "site.toml"
+    base = site_toml({})
+    cfg.write_text(base + '[entitlements]\ntrusted_keys = ["office/signing.pub"]\n')
+    done = cli("config", "check", str(cfg))
+    assert done.returncode == 0, done.stderr
+    cfg.write_text(base + '[entitlements]\ntrusted_keys = ["office/signing.pub", '
+                   '"office/badge.key"]\n')
+    done = cli("config", "check", str(cfg))
+    line = base.count("\n") + 2
+    assert done.returncode == 2
+    assert f"{cfg}:{line}: entitlements.trusted_keys[1]:" in done.stderr, done.stderr
+    assert (keys / "signing.pub").exists()
