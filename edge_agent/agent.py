@@ -22,7 +22,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from edge_agent.events import EventHub
 from edge_agent.inbox import InboxItem
 from edge_agent.plugins import PluginHost
 from edge_agent.runtime import Runtime
-from edge_agent.store import AuditLog, AuditRecord, StateStore
+from edge_agent.store import AuditLog, StateStore
 from edge_agent.store.durable import private_dir, tighten_tree
 from edge_agent.supervisor import Timing
 from edge_agent.views import AgentIdentity, Views
@@ -140,12 +139,6 @@ class Agent:
     @property
     def mdns(self) -> MdnsBrowser | None:
         return self.discovery.mdns
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        return self.rt.spawn(coro, name)
-
-    async def record(self, action: Action, **fields: Any) -> AuditRecord:
-        return await self.rt.record(action, **fields)
 
     # ------------------------------------------------------------------ start/stop
 

@@ -93,23 +93,29 @@ def keygen(out: Path) -> tuple[Path, Path, str]:
     return priv_path, pub_path, key_id(private.public_key())
 
 
-def load_private(path: Path) -> Ed25519PrivateKey:
+def _load_pem(path: Path, private: bool) -> object:
+    """A PEM key file, as an EntitlementError naming the file when it is none."""
+    kind = "private" if private else "public"
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))
     except (OSError, ValueError, TypeError) as exc:
-        raise EntitlementError(f"{path}: not an Ed25519 private key ({exc})") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise EntitlementError(f"{path}: not an Ed25519 private key")
+        raise EntitlementError(f"{path}: not an Ed25519 {kind} key ({exc})") from exc
+    if not isinstance(key, Ed25519PrivateKey if private else Ed25519PublicKey):
+        raise EntitlementError(f"{path}: not an Ed25519 {kind} key")
+    return key
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    key = _load_pem(path, private=True)
+    assert isinstance(key, Ed25519PrivateKey)
     return key
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise EntitlementError(f"{path}: not an Ed25519 public key ({exc})") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise EntitlementError(f"{path}: not an Ed25519 public key")
+    key = _load_pem(path, private=False)
+    assert isinstance(key, Ed25519PublicKey)
     return key
 
 
