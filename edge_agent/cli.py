@@ -7,24 +7,27 @@ Exit codes: 0 success, 1 runtime failure (agent unreachable, device offline),
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.client import AgentClient, default_socket
-from edge_agent.config import SiteConfig, check_vendor_settings, load_site_config
+from edge_agent.api import schema
 from edge_agent.errors import ClientError, ConfigError, EdgeAgentError
-from edge_agent.plugins import PluginHost
-from edge_agent.store.audit import MIN_RETENTION_DAYS
+from edge_agent.oneshot import SocketClient, default_socket
+
+if TYPE_CHECKING:
+    from edge_agent.config import SiteConfig
+
+# One-shot commands answer like native tools: this module imports only the standard
+# library and the stdlib client at start; the agent, the config models (pydantic), the
+# plugin host and the store are imported by the commands that use them
+# (tests/test_cli.py::test_one_shot_commands_import_no_framework keeps it so).
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 EXIT_UNPROVEN = 3  # audit verify without the exported key: nothing authenticated
@@ -39,6 +42,8 @@ def _print_err(msg: str) -> None:
 
 
 def setup_logging(level: str = "info") -> None:
+    import logging
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -47,6 +52,8 @@ def setup_logging(level: str = "info") -> None:
 
 
 def _load_config(path: str) -> SiteConfig:
+    from edge_agent.config import load_site_config
+
     return load_site_config(path)
 
 
@@ -63,6 +70,9 @@ def default_state_dir(config: SiteConfig) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from edge_agent.agent import Agent
     from edge_agent.api.listener import raise_fd_limit
 
@@ -101,6 +111,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def start_simulators(config: SiteConfig) -> list[Any]:
+    from edge_agent.plugins import PluginHost
+
     host = PluginHost()
     host.load_entry_points()
     sims = []
@@ -126,6 +138,8 @@ def start_simulators(config: SiteConfig) -> list[Any]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import signal
+
     config = _load_config(args.site)
     setup_logging("warning")
     sims = start_simulators(config)
@@ -152,12 +166,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- clients
 
 
-def _client_call(args: argparse.Namespace, fn: Callable[[AgentClient], Any]) -> Any:
-    async def go() -> Any:
-        async with AgentClient(args.socket or default_socket()) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
+def _client(args: argparse.Namespace) -> SocketClient:
+    return SocketClient(args.socket or default_socket())
 
 
 def _fmt_time(t: float | None) -> str:
@@ -171,7 +181,7 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
                      for r in cells)
 
 
-def _comp_summary(comps: list[dict[str, Any]]) -> str:
+def _comp_summary(comps: list[schema.Compartment]) -> str:
     if not comps:
         return "-"
     opened = sum(1 for c in comps if c["door"] == "open")
@@ -180,7 +190,8 @@ def _comp_summary(comps: list[dict[str, Any]]) -> str:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    devices = _client_call(args, lambda c: c.get("/v1/devices"))
+    with _client(args) as c:
+        devices: list[schema.Device] = c.call("devices")
     if args.json:
         print(json.dumps(devices, indent=2))
         return EXIT_OK
@@ -211,15 +222,14 @@ def cmd_events(args: argparse.Namespace) -> int:
         wanted = {k: v for k, v in _event_params(args).items() if v is not None
                   and k in ("device", "action", "actor", "item", "compartment")}
 
-        async def follow(c: AgentClient) -> None:
-            async for kind, data in c.stream():
-                # Every filter the listing takes applies to the live tail too.
-                if kind == "audit" and all(str(data.get(k)) == str(v)
-                                           for k, v in wanted.items()):
-                    print(json.dumps(data) if args.json else _event_line(data), flush=True)
-
         try:
-            _client_call(args, follow)
+            with _client(args) as c:
+                for kind, data in c.stream():
+                    # Every filter the listing takes applies to the live tail too.
+                    if kind == "audit" and all(str(data.get(k)) == str(v)
+                                               for k, v in wanted.items()):
+                        print(json.dumps(data) if args.json else _event_line(data),
+                              flush=True)
         except KeyboardInterrupt:
             pass
         return EXIT_OK
@@ -227,13 +237,15 @@ def cmd_events(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             out = (stack.enter_context(open(args.output, "wb")) if args.output
                    else sys.stdout.buffer)
-            n = _client_call(args, lambda c: c.download(
-                "/v1/events/export", out, format=args.format, **_event_params(args)))
+            with _client(args) as c:
+                n = c.download(schema.path("events_export"), out, format=args.format,
+                               **_event_params(args))
         if args.output:
             print(f"wrote {n} bytes to {args.output}", file=sys.stderr)
         return EXIT_OK
-    events = _client_call(args, lambda c: c.get("/v1/events", limit=args.limit,
-                                                **_event_params(args)))
+    with _client(args) as c:
+        events: list[schema.AuditRecord] = c.call("events", limit=args.limit,
+                                                  **_event_params(args))
     if args.json:
         print(json.dumps(events, indent=2))
     else:
@@ -283,8 +295,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read checkpoint {args.checkpoint}: {exc}") from exc
         if not isinstance(exported, dict):
             raise UsageError(f"{args.checkpoint} does not hold a checkpoint")
+    from edge_agent.store.audit import MIN_RETENTION_DAYS
+
     report = verify(audit, key=key, exported=exported,
-                    min_retention_days=args.min_retention_days)
+                    min_retention_days=args.min_retention_days or MIN_RETENTION_DAYS)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -322,10 +336,10 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _event_line(e: dict[str, Any]) -> str:
+def _event_line(e: schema.AuditRecord) -> str:
     parts = [f"#{e['seq']}", e["ts"], e["action"]]
-    if e.get("device"):
-        parts.append(e["device"] + (f"/{e['compartment']}" if e.get("compartment") else ""))
+    if device := e.get("device"):
+        parts.append(device + (f"/{e['compartment']}" if e.get("compartment") else ""))
     parts.append(f"by {e['actor']}")
     if e.get("reason"):
         parts.append(f"reason={e['reason']!r}")
@@ -335,7 +349,8 @@ def _event_line(e: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = _client_call(args, lambda c: c.get("/v1/status"))
+    with _client(args) as c:
+        st: schema.Status = c.call("status")
     if args.json:
         print(json.dumps(st, indent=2))
         return EXIT_OK
@@ -358,6 +373,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _local_plugins() -> list[dict[str, Any]]:
+    from edge_agent.plugins import PluginHost
+
     host = PluginHost()
     host.load_entry_points()
     try:
@@ -392,9 +409,11 @@ def cmd_entitlements(args: argparse.Namespace) -> int:
             doc = json.loads(Path(args.file).read_bytes())
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read {args.file}: {exc}") from exc
-        result = _client_call(args, lambda c: c.post("/v1/entitlements", doc))
+        with _client(args) as c:
+            result: schema.EntitlementsSummary = c.call("entitlements_load", body=doc)
     else:
-        result = _client_call(args, lambda c: c.get("/v1/entitlements"))
+        with _client(args) as c:
+            result = c.call("entitlements")
     if args.json:
         print(json.dumps(result, indent=2))
     elif not result.get("loaded"):
@@ -412,7 +431,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         plugins = _local_plugins()
     else:
         try:
-            plugins = _client_call(args, lambda c: c.get("/v1/plugins"))
+            with _client(args) as c:
+                plugins = c.call("plugins")
         except ClientError as exc:
             if args.socket:
                 raise
@@ -451,15 +471,16 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 def cmd_unlock(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why the compartment is being opened")
-    result = _client_call(args, lambda c: c.post(
-        f"/v1/devices/{args.device}/unlock",
-        {"compartment": args.compartment, "reason": args.reason}))
+    body: schema.UnlockRequest = {"compartment": args.compartment, "reason": args.reason}
+    with _client(args) as c:
+        result: schema.UnlockAnswer = c.call("unlock", id=args.device, body=body)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        st = result.get("state") or {}
+        st = result["state"]
+        door, item = (st["door"], st["item"]) if st else ("?", "?")
         print(f"unlocked {result['device']} compartment {result['compartment']} "
-              f"(door {st.get('door', '?')}, item {st.get('item', '?')}); "
+              f"(door {door}, item {item}); "
               f"audit #{result['audit_seq']} by {result['actor']}")
     return EXIT_OK
 
@@ -467,22 +488,21 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_decide(args: argparse.Namespace) -> int:
     """adopt, ignore, identify, out-of-service and return-to-service: what the dashboard
     does, from a shell (each audited with the caller and, where asked, the reason)."""
-    from urllib.parse import quote
-
     what = args.decision
     reason = getattr(args, "reason", None)
     if reason is not None and not reason.strip():
         raise UsageError("--reason must say why: it goes into the audit log")
-    target = quote(args.target, safe=":")
+    body: dict[str, Any]
     if what in ("adopt", "ignore"):
-        path, body = f"/v1/inbox/{target}/{what}", {"reason": reason}
+        route, body = what, {"reason": reason}
     elif what == "identify":
-        path, body = f"/v1/devices/{target}/identify", {}
+        route, body = "identify", {}
     else:
-        path = f"/v1/devices/{target}/out-of-service"
+        route = "out_of_service"
         body = {"compartment": args.compartment, "reason": reason,
                 "out": what == "out-of-service"}
-    result = _client_call(args, lambda c: c.post(path, body))
+    with _client(args) as c:
+        result = c.call(route, id=args.target, body=body)
     if args.json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
@@ -519,6 +539,9 @@ def _check_trusted_keys(config: SiteConfig, path: str, source: str) -> list[str]
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge_agent.config import check_vendor_settings
+    from edge_agent.plugins import PluginHost
+
     path = args.file
     config = _load_config(path)
     host = PluginHost()
@@ -655,9 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--site", help="site config (to find its state directory)")
     ap.add_argument("--key", help="the verify.key exported at installation (a key read "
                     "from the box authenticates nothing)")
-    ap.add_argument("--min-retention-days", type=float, default=MIN_RETENTION_DAYS,
+    ap.add_argument("--min-retention-days", type=float,
                     help="the shortest retention window the site may have had "
-                    "(default %(default)g); a retention run claiming less is tampering")
+                    "(default: the least a site may configure, 30); a retention run "
+                    "claiming less is tampering")
     ap.add_argument("--checkpoint", help="a checkpoint exported off the box")
     ap.add_argument("--json", action="store_true")
     ap.set_defaults(func=cmd_audit_verify)

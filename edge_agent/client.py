@@ -1,36 +1,24 @@
-"""Client for the agent's Unix-socket API, used by the CLI, the dashboard and tests."""
+"""asyncio client for the agent's Unix-socket API: the dashboard and tests, which hold the
+live event stream open. One-shot commands use :mod:`edge_agent.oneshot`."""
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from edge_agent.api.schema import ROUTES, path
 from edge_agent.errors import ClientError
+from edge_agent.oneshot import DEFAULT_SOCKET, api_error, default_socket, unreachable
 
-DEFAULT_SOCKET = "/run/edge-agent/agent.sock"
-
-
-def default_socket() -> str:
-    return os.environ.get("EDGE_AGENT_SOCKET", DEFAULT_SOCKET)
-
-
-def api_error(status: int, data: Any, text: str) -> ClientError:
-    """The API's error object (``{"error": CODE, "message", "hint"}``) as a ClientError."""
-    if not isinstance(data, dict):
-        return ClientError(text or f"HTTP {status}", status=status)
-    msg = str(data.get("message") or data.get("error") or text)
-    hint = str(data.get("hint") or "")
-    return ClientError(msg + (f" ({hint})" if hint else ""), status=status,
-                       code=str(data.get("error") or "error"), hint=hint)
-
+__all__ = ["DEFAULT_SOCKET", "AgentClient", "api_error", "default_socket"]
 
 class AgentClient:
-    """``async with AgentClient(path) as c: await c.get("/v1/devices")``."""
+    """``async with AgentClient(path) as c: devices: list[Device] = await c.call("devices")``."""
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None,
                  *, timeout: float = 10.0) -> None:
@@ -51,14 +39,7 @@ class AgentClient:
             await self._session.close()
 
     def _unreachable(self, exc: Exception) -> ClientError:
-        if not Path(self.socket_path).exists():
-            why = "no socket there"
-        else:
-            why = str(exc) or type(exc).__name__
-        return ClientError(
-            f"cannot reach the agent at {self.socket_path} ({why}). Is 'edge-agent run' "
-            "running? Pass --socket PATH or set EDGE_AGENT_SOCKET."
-        )
+        return unreachable(self.socket_path, exc)
 
     async def request(self, method: str, path: str, body: Any = None,
                       params: dict[str, str] | None = None) -> Any:
@@ -86,6 +67,15 @@ class AgentClient:
 
     async def post(self, path: str, body: Any) -> Any:
         return await self.request("POST", path, body)
+
+    async def call(self, route: str, *, id: str | None = None, body: Any = None,
+                   **query: Any) -> Any:
+        """Call a named route of :data:`edge_agent.api.schema.ROUTES`; the answer is the
+        route's record in :mod:`edge_agent.api.schema` (annotate the variable)."""
+        r = ROUTES[route]
+        url = path(route, id=urllib.parse.quote(id, safe="")) if id is not None else r.path
+        return await self.request(r.method, url, body, params={
+            k: str(v) for k, v in query.items() if v is not None})
 
     async def download(self, path: str, out: Any, **params: Any) -> int:
         """Copy a streamed response body into the binary file ``out``; return bytes."""
@@ -118,7 +108,7 @@ class AgentClient:
         """
         assert self._session is not None
         try:
-            async with self._session.get("/v1/events/stream",
+            async with self._session.get(path("events_stream"),
                                          timeout=aiohttp.ClientTimeout(total=None,
                                                                        sock_read=40)) as resp:
                 kind, data_lines = "message", list[str]()

@@ -15,8 +15,32 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 CONTRACT_VERSION = "1.2"
+"""Version of the plugin contract this core implements (``MAJOR.MINOR``).
+
+A plugin declares the version it was written against in :class:`PluginInfo`. The core
+accepts a plugin whose major version equals its own and whose minor version is not
+newer than its own; anything else is refused with a reason shown by
+``edge-agent plugins``.
+"""
 # Optional commands a driver may declare (contract 1.2, ``DeviceDriver.capabilities``).
 CAPABILITIES = frozenset({"identify", "out_of_service"})
+
+
+def diagnostic_rows(details: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The labelled rows a client shows for a driver's ``details`` (contract 1.2).
+
+    ``DeviceInfo.details`` and ``DeviceState.details`` are how a plugin tells a
+    technician what only its vendor knows (a checksum error count, what a status bit
+    means) without any client knowing the vendor: each key with a scalar value becomes
+    one row, the key as its label (underscores read as spaces) and the value as text.
+    Nested values stay in the API's raw ``info``/``details`` but are not shown as rows.
+    """
+    rows = []
+    for key, value in details.items():
+        if value is None or isinstance(value, (dict, list, tuple, set)):
+            continue
+        rows.append((str(key).replace("_", " "), str(value)))
+    return rows
 
 
 def driver_capabilities(driver: object) -> frozenset[str]:
@@ -26,13 +50,6 @@ def driver_capabilities(driver: object) -> frozenset[str]:
         return frozenset(declared) & CAPABILITIES
     return frozenset({"identify"} | ({"out_of_service"} if hasattr(
         driver, "set_out_of_service") else set()))
-"""Version of the plugin contract this core implements (``MAJOR.MINOR``).
-
-A plugin declares the version it was written against in :class:`PluginInfo`. The core
-accepts a plugin whose major version equals its own and whose minor version is not
-newer than its own; anything else is refused with a reason shown by
-``edge-agent plugins``.
-"""
 
 
 @dataclass(frozen=True)
@@ -237,6 +254,8 @@ class DeviceInfo:
     serial: str | None = None
     firmware: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    """Fixed facts a technician may need (what a status bit means, a reply mode); each
+    scalar becomes a labelled row on the dashboard, see :func:`diagnostic_rows`."""
 
 
 class Severity(enum.StrEnum):
@@ -278,6 +297,8 @@ class DeviceState:
 
     compartments: tuple[CompartmentState, ...]
     details: Mapping[str, Any] = field(default_factory=dict)
+    """Changing diagnostic figures of this reading (checksum errors, garbage bytes); each
+    scalar becomes a labelled row on the dashboard, see :func:`diagnostic_rows`."""
     alarms: tuple[DeviceAlarm, ...] = ()
 
 

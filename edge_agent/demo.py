@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from edge_agent.api import schema
 from edge_agent.client import AgentClient
 from edge_agent.config import load_site_config
 from edge_agent.errors import ClientError, EdgeAgentError
@@ -58,7 +59,7 @@ async def _wait_agent(sock: Path, agent: subprocess.Popen[Any], log: Path, timeo
         if await asyncio.to_thread(sock.exists):
             try:
                 async with AgentClient(sock, timeout=2) as c:
-                    await c.get("/v1/status")
+                    await c.call("status")
                 return
             except ClientError:
                 pass
@@ -107,9 +108,14 @@ class DemoSite:
         _stop(self.sim)
 
 
-async def _snapshot(sock: Path) -> dict[str, Any]:
+class Snapshot(TypedDict):
+    status: schema.Status
+    devices: list[schema.Device]
+
+
+async def _snapshot(sock: Path) -> Snapshot:
     async with AgentClient(sock) as c:
-        return {"status": await c.get("/v1/status"), "devices": await c.get("/v1/devices")}
+        return {"status": await c.call("status"), "devices": await c.call("devices")}
 
 
 def _private_network() -> bool:
@@ -200,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_headless(snap: dict[str, Any], simulated: list[str], *, as_json: bool) -> None:
+def _print_headless(snap: Snapshot, simulated: list[str], *, as_json: bool) -> None:
     devices = snap["devices"]
     if as_json:
         print(json.dumps({
@@ -208,9 +214,10 @@ def _print_headless(snap: dict[str, Any], simulated: list[str], *, as_json: bool
             "health": snap["status"]["health"],
             "simulated": simulated,
             "buses": snap["status"]["buses"],
-            "devices": [{k: d.get(k) for k in ("id", "plugin", "vendor", "model", "source",
-                                               "address", "bus_id", "link", "compartments")}
-                        for d in devices],
+            "devices": [{"id": d["id"], "plugin": d["plugin"], "vendor": d["vendor"],
+                         "model": d["model"], "source": d["source"], "address": d["address"],
+                         "bus_id": d["bus_id"], "link": d["link"],
+                         "compartments": d["compartments"]} for d in devices],
         }, indent=2))
         return
     st = snap["status"]

@@ -25,6 +25,7 @@ from edge_agent.contract import (
     DeviceState,
     DriverContext,
     PushChannel,
+    diagnostic_rows,
     driver_capabilities,
 )
 from edge_agent.errors import DeviceUnavailable, PluginError
@@ -101,6 +102,12 @@ class Device:
             doc["counters"] = sup["counters"]
             info = self.supervisor.status.info
             doc["info"] = asdict(info) if info else None
+            state = self.supervisor.status.state
+            doc["diagnostics"] = [
+                {"label": label, "value": value, "source": source}
+                for source, details in (("device", info.details if info else {}),
+                                        ("reading", state.details if state else {}))
+                for label, value in diagnostic_rows(details)]
         return doc
 
 

@@ -141,3 +141,18 @@ async def test_decisions_from_the_shell_like_the_dashboard(kerong_bus, tmp_path:
                                     "discovery_ignored")]
         assert said == [("device_adopted", "label checked"), ("out_of_service", "broken hinge"),
                         ("back_in_service", "fixed"), ("discovery_ignored", "not ours")]
+
+
+def test_one_shot_commands_import_no_framework() -> None:
+    """A one-shot command answers like a native tool: importing the CLI entry point pulls
+    in neither aiohttp, pydantic (the config models), asyncio, the plugin host nor the
+    store; only the commands that need them import them."""
+    import subprocess
+
+    heavy = ["aiohttp", "pydantic", "edge_agent.config", "asyncio", "pluggy", "tinydb",
+             "edge_agent.plugins", "edge_agent.store.audit", "textual", "zeroconf"]
+    code = ("import sys, edge_agent.cli\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    assert out == "", f"importing edge_agent.cli pulled in: {out}"

@@ -11,6 +11,16 @@ from typing import Any
 
 import pytest
 
+from edge_agent.api.schema import (
+    Alarm,
+    AuditRecord,
+    Device,
+    InboxItem,
+    Plugin,
+    Status,
+    Wire,
+    adapter,
+)
 from tui.app import Dashboard
 from tui.state import Model
 
@@ -42,27 +52,49 @@ def device(dev_id: str, link: str, items: int, **extra: Any) -> dict[str, Any]:
          f"{dev_id[-1]}", "bus_id": "bank-a", "properties": {}, "first_seen": T0,
          "last_seen": T0 + 60, "adopted": True, "ignored": None, "out_of_service": {},
          "link": link, "error": "", "compartments": comps(items), "since": T0, "reason": "",
+         "alarms": [],
          "capabilities": [],  # a KR-CU16 has no identify indicator
          "counters": {"polls": 120, "poll_failures": 0, "timeouts": 0, "reconnects": 0,
-                      "plugin_faults": 0, "last_poll_ms": 9.1},
+                      "plugin_faults": 0, "pushed": 0, "last_poll_ms": 9.1},
          "info": {"vendor": "Kerong", "model": "KR-CU16", "compartments": 16, "serial": None,
-                  "firmware": None, "details": {"hook_meaning": "HOOK bit 1 = door closed"}}}
+                  "firmware": None, "details": {"hook_meaning": "HOOK bit 1 = door closed"}},
+         "diagnostics": [{"label": "hook meaning", "value": "HOOK bit 1 = door closed",
+                          "source": "device"},
+                         {"label": "checksum errors", "value": "3", "source": "reading"}]}
     d.update(extra)
     return d
+
+
+def checked(record: Any, data: Any) -> Any:
+    """Fixed data is only worth a snapshot if it is what the API sends."""
+    adapter(record).validate_python(data, strict=True)
+    return data
+
+
+def event(seq: int, action: str, dev: str, comp: int | None, actor: str,
+          reason: str | None, outcome: str) -> AuditRecord:
+    e = {"seq": seq, "ts": f"2026-11-19T08:{seq:02d}:00.000+00:00", "mono": float(seq),
+         "boot": "b", "action": action, "device": dev, "compartment": comp, "actor": actor,
+         "reason": reason, "outcome": outcome, "details": {}, "prev": "0" * 64,
+         "hash": "0" * 64}
+    return checked(AuditRecord, e)  # type: ignore[no-any-return]
 
 
 def model() -> Model:
     m = Model()
     m.connected = True
     m.link_text = "site station-12 · agent 0.1.0 · /run/edge-agent/agent.sock"
-    m.status = {"site": {"id": "station-12", "name": "Station 12 equipment room"},
-                "health": "ok", "alarms": [], "audit": {"error": None}}
+    m.status = checked(Status, {
+        "site": {"id": "station-12", "name": "Station 12 equipment room"},
+        "agent": {"version": "0.1.0", "pid": 1, "uptime": 60.0}, "devices": {"total": 3},
+        "store": {}, "inbox": 1, "buses": [], "plugins": {"kerong": "loaded"},
+        "health": "ok", "alarms": [], "audit": {"error": None, "last_seq": 6}})
     for d in (device("kerong:bank-a:0", "online", 0x00FF, compartments=comps(0x00FF, (3,))),
               device("kerong:bank-a:1", "degraded", 0x0F0F,
                      reason="board 1 did not answer a status poll within 300 ms"),
               device("kerong:bank-a:2", "offline", 0, reason="no answer for 3 polls",
                      out_of_service={"5": {"reason": "broken hinge", "actor": "tech"}})):
-        m.put_device(d)
+        m.put_device(checked(Device, d))
     m.changed_at.clear()
     for i, (action, dev, comp, actor, reason, outcome) in enumerate([
             ("device_online", "kerong:bank-a:0", None, "agent", None, "ok"),
@@ -72,26 +104,29 @@ def model() -> Model:
             ("unlock", "kerong:bank-a:1", 9, "tech", "taser issue", "door_did_not_open"),
             ("device_offline", "kerong:bank-a:2", None, "agent", "no answer", "ok")],
             start=1):
-        m.put_event({"seq": i, "ts": f"2026-11-19T08:0{i}:00.000+00:00", "action": action,
-                     "device": dev, "compartment": comp, "actor": actor, "reason": reason,
-                     "outcome": outcome})
-    m.plugins = [{"name": "kerong", "status": "loaded", "version": "1.0.0",
-                  "contract": "1.0", "faults": 0, "reason": "", "last_fault": ""},
-                 {"name": "acme", "status": "refused", "version": "2.0", "contract": "2.0",
-                  "faults": 0, "reason": "written for contract 2.0, this agent implements "
-                  "1.0", "last_fault": ""}]
-    m.inbox = [{"id": "mdns:locker-9._acme._tcp.local.", "what": "mDNS locker-9",
-                "why": "acme: TXT vendor='other', expected 'acme'", "since": T0}]
-    m.wire["kerong:bank-a:0"] = {
+        m.put_event(event(i, action, dev, comp, actor, reason, outcome))
+    plugin = {"vendor": "Kerong", "description": "", "source": "edge_agent_kerong",
+              "distribution": "edge-agent-kerong", "hooks": [], "last_fault": None}
+    m.plugins = checked(list[Plugin], [
+        {**plugin, "name": "kerong", "status": "loaded", "version": "1.0.0",
+         "contract": "1.0", "faults": 0, "reason": ""},
+        {**plugin, "name": "acme", "status": "refused", "version": "2.0", "contract": "2.0",
+         "faults": 0, "reason": "written for contract 2.0, this agent implements 1.0"}])
+    m.inbox = checked(list[InboxItem], [
+        {"id": "mdns:locker-9._acme._tcp.local.", "what": "mDNS locker-9",
+         "why": "acme: TXT vendor='other', expected 'acme'", "since": T0}])
+    m.wire["kerong:bank-a:0"] = checked(Wire, {
         "bus": "bank-a", "address": "/dev/serial/by-id/usb-FTDI-if00", "settings": "19200 8N1",
         "bus_info": {"answering": ["b0", "b1"], "error": ""},
         "counters": {"transactions": 240, "timeouts": 2, "errors": 0, "reopens": 0,
                      "last_rtt_ms": 8.9},
+        "diagnostics": [{"label": "checksum errors", "value": "3", "source": "reading"},
+                        {"label": "garbage bytes", "value": "17", "source": "reading"}],
         "frames": [{"t": T0 + i * 0.5, "dir": "tx" if i % 2 == 0 else "rx",
                     "hex": "02 00 30 03 35" if i % 2 == 0 else "02 00 35 ff 00 ff 00 03 36",
                     "decoded": "status? board 0" if i % 2 == 0 else
                     "status reply board 0: hooks 0000000011111111 ir 0000000011111111",
-                    "note": ""} for i in range(8)]}
+                    "note": ""} for i in range(8)]})
     return m
 
 
@@ -134,10 +169,8 @@ async def test_the_device_screen_offers_only_what_the_device_can_do() -> None:
 
 async def test_events_filter_matches_mixed_case_ids_and_says_when_nothing_does() -> None:
     dash = app()
-    dash.model.put_event({"seq": 7, "ts": "2026-11-19T08:07:00.000+00:00",
-                          "action": "door_opened", "device": "armoury:WC12-DEMO-1",
-                          "compartment": 4, "actor": "armoury:WC12-DEMO-1", "reason": None,
-                          "outcome": "ok"})
+    dash.model.put_event(event(7, "door_opened", "armoury:WC12-DEMO-1", 4,
+                               "armoury:WC12-DEMO-1", None, "ok"))
     async with dash.run_test(size=(80, 24)) as pilot:
         await pilot.press("e", "slash")
         await pilot.press(*"device=armoury:WC12-DEMO-1", "enter")
@@ -157,11 +190,13 @@ async def test_alarm_severity_survives_without_colour(monkeypatch: pytest.Monkey
     dark grey on near-black, the least readable line on the screen)."""
     monkeypatch.setenv("NO_COLOR", "1")
     dash = app()
-    dash.model.status["alarms"] = [
-        {"id": "audit:index", "severity": "critical", "since": T0,
+    assert dash.model.status is not None
+    dash.model.status["alarms"] = checked(list[Alarm], [
+        {"id": "audit:index", "severity": "critical", "since": T0, "device": None,
+         "code": None, "compartment": None,
          "message": "1 audit index(es) did not match their segments"},
-        {"id": "mdns", "severity": "warning", "since": T0 + 1,
-         "message": "mDNS discovery unavailable"}]
+        {"id": "mdns", "severity": "warning", "since": T0 + 1, "device": None,
+         "code": None, "compartment": None, "message": "mDNS discovery unavailable"}])
     async with dash.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         text = dash.screen.query_one("#summary").render()

@@ -13,12 +13,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from textual.app import App
 from textual.binding import Binding
 from textual.theme import Theme
 
+from edge_agent.api.schema import AuditRecord, CommandAnswer, Device, Status, Wire
 from edge_agent.client import AgentClient, default_socket
 from edge_agent.errors import ClientError
 from tui.screens import (
@@ -96,25 +97,28 @@ class Dashboard(App[None]):
                     kind, _ = await anext(stream)
                     if kind != "open":
                         raise ValueError(f"unexpected first stream item {kind!r}")
-                    m.status = await c.get("/v1/status")
-                    for d in await c.get("/v1/devices"):
+                    status: Status = await c.call("status")
+                    m.status = status
+                    devices: list[Device] = await c.call("devices")
+                    for d in devices:
                         m.put_device(d)
                     m.events.clear()
-                    for e in await c.get("/v1/events", limit=200):
+                    events: list[AuditRecord] = await c.call("events", limit=200)
+                    for e in events:
                         m.put_event(e)
-                    m.plugins = await c.get("/v1/plugins")
-                    m.inbox = await c.get("/v1/inbox")
+                    m.plugins = await c.call("plugins")
+                    m.inbox = await c.call("inbox")
                     m.connected = True
-                    site = m.status["site"]
-                    m.link_text = (f"site {site['id']} · agent {m.status['agent']['version']}"
+                    site = status["site"]
+                    m.link_text = (f"site {site['id']} · agent {status['agent']['version']}"
                                    f" · {self.socket_path}")
                     delay = 0.5
                     last_seq = m.events[-1]["seq"] if m.events else 0
                     async for kind, data in stream:
                         if kind == "device":
-                            m.put_device(data)
+                            m.put_device(cast(Device, data))
                         elif kind == "audit" and data["seq"] > last_seq:
-                            m.put_event(data)
+                            m.put_event(cast(AuditRecord, data))
                         elif kind == "overflow":
                             break
                     reason = "the agent closed the event stream"
@@ -133,15 +137,15 @@ class Dashboard(App[None]):
             return
         try:
             async with AgentClient(self.socket_path, timeout=3) as c:
-                self.model.status = await c.get("/v1/status")
-                self.model.inbox = await c.get("/v1/inbox")
-                self.model.plugins = await c.get("/v1/plugins")
+                self.model.status = await c.call("status")
+                self.model.inbox = await c.call("inbox")
+                self.model.plugins = await c.call("plugins")
         except ClientError:
             pass
 
-    def fetch_wire(self, device_id: str, then: Callable[[dict[str, Any]], None]) -> None:
+    def fetch_wire(self, device_id: str, then: Callable[[Wire], None]) -> None:
         if self.offline_model:
-            then(self.model.wire.get(device_id, {}))
+            then(self.model.wire.get(device_id) or {"bus": None, "frames": []})
             return
         if self._wire_pending or not self.model.connected:
             return
@@ -150,7 +154,7 @@ class Dashboard(App[None]):
         async def go() -> None:
             try:
                 async with AgentClient(self.socket_path, timeout=3) as c:
-                    then(await c.get(f"/v1/devices/{device_id}/wire", limit=80))
+                    then(await c.call("wire", id=device_id, limit=80))
             except ClientError:
                 pass
             finally:
@@ -166,10 +170,6 @@ class Dashboard(App[None]):
         if self.read_only:
             self.notify("read-only dashboard: no actions", severity="error")
             return
-        paths = {"unlock": f"/v1/devices/{target}/unlock",
-                 "identify": f"/v1/devices/{target}/identify",
-                 "out_of_service": f"/v1/devices/{target}/out-of-service",
-                 "adopt": f"/v1/inbox/{target}/adopt", "ignore": f"/v1/inbox/{target}/ignore"}
         body = {"reason": answer["reason"]}
         if answer.get("compartment") is not None:
             body["compartment"] = answer["compartment"]
@@ -177,8 +177,8 @@ class Dashboard(App[None]):
         async def go() -> None:
             try:
                 async with AgentClient(self.socket_path, timeout=10) as c:
-                    result = await c.post(paths[what], body)
-                seq = result.get("audit_seq")
+                    result: CommandAnswer = await c.call(what, id=target, body=body)
+                seq = result["audit_seq"]
                 self.notify(f"{what.replace('_', ' ')} done" + (f" (audit #{seq})" if seq
                                                                  else ""), timeout=4)
             except ClientError as exc:

@@ -17,6 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
 
+from edge_agent.api.schema import AuditRecord, Device, Wire
 from tui.state import attention_order, counts, faults, site_alarms
 from tui.vtable import VirtualTable
 
@@ -36,7 +37,7 @@ def hhmmss(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def event_text(e: dict[str, Any]) -> Text:
+def event_text(e: AuditRecord) -> Text:
     where = e.get("device") or ""
     if e.get("compartment"):
         where += f"/{e['compartment']}"
@@ -44,7 +45,7 @@ def event_text(e: dict[str, Any]) -> Text:
     t = Text(f"{e['ts'][11:19]} #{e['seq']} ", style="dim")
     t.append(e["action"], style="bold red" if bad else "bold")
     t.append(f" {where}")
-    if e.get("actor") and e["actor"] not in ("agent", e.get("device")):
+    if e["actor"] not in ("", "agent", e.get("device")):
         t.append(f" by {e['actor']}", style="bold")
     if e.get("reason"):
         t.append(f" {e['reason']!r}", style="italic")
@@ -162,11 +163,11 @@ class OverviewScreen(BaseScreen):
         m = self.dash.model
         st = m.status
         c = counts(m)
-        site = st.get("site", {})
+        site = st["site"] if st else {}
+        health = st["health"] if st else "?"
         summary = Text()
         summary.append(f"{site.get('name') or site.get('id', '?')}  ", style="bold")
-        summary.append(f"agent {st.get('health', '?')}  ",
-                       style="green" if st.get("health") == "ok" else "bold red")
+        summary.append(f"agent {health}  ", style="green" if health == "ok" else "bold red")
         summary.append(f"online {c.get('online', 0)}  ", style="green")
         summary.append(f"degraded {c.get('degraded', 0)}  ",
                        style="yellow" if c.get("degraded") else "")
@@ -178,7 +179,7 @@ class OverviewScreen(BaseScreen):
         for a in alarms[:8]:
             # Severity in words and in reverse video, not in colour alone: it must read
             # the same with NO_COLOR, on a monochrome screen and in a photo of it.
-            critical = a.get("severity") == "critical"
+            critical = a["severity"] == "critical"
             summary.append("\n")
             summary.append(" !! CRITICAL " if critical else " ! warning ",
                            style="bold reverse red" if critical else "bold reverse yellow")
@@ -186,16 +187,16 @@ class OverviewScreen(BaseScreen):
                            style="bold red" if critical else "bold yellow")
         if len(alarms) > 8:
             summary.append(f"\n... and {len(alarms) - 8} more alarms", style="bold")
-        if (st.get("audit") or {}).get("error"):
+        if st and st["audit"].get("error"):
             summary.append(f"\nAUDIT LOG: {st['audit']['error']} (unlocks refused)",
                            style="bold red")
         self.query_one("#summary", Static).update(summary)
         bad = [d for d in attention_order(list(m.devices.values()))
-               if d["link"] not in ("online",) or d.get("alarms")]
+               if d["link"] != "online" or d["alarms"]]
         rows = {d["id"]: (d["id"], link_text(d["link"]),
-                          (d.get("reason") or d.get("error") or "; ".join(
+                          (d.get("reason") or d["error"] or "; ".join(
                               a["message"].removeprefix(d["id"] + ": ")
-                              for a in d.get("alarms") or []))[:60]) for d in bad}
+                              for a in d["alarms"]))[:60]) for d in bad}
         self.query_one("#attention", KeyedTable).sync(rows, ("device", "state", "why"))
         last = list(m.events)[-8:]
         self.query_one("#last-events", Static).update(
@@ -243,21 +244,21 @@ class DevicesScreen(BaseScreen):
         self.query_one("#devices", VirtualTable).focus()
         super().on_mount()
 
-    def _cells(self, d: dict[str, Any]) -> tuple[Any, ...]:
+    def _cells(self, d: Device) -> tuple[Any, ...]:
         m = self.dash.model
         state = link_text(d["link"])
         if m.recently_changed(d["id"], "link"):
             state = Text("*", style="bold magenta") + state
-        address = d.get("address", "")
-        return (d["id"], state, d.get("model") or "-",
+        address = d["address"]
+        return (d["id"], state, d["model"] or "-",
                 address if len(address) <= 22 else "…" + address[-21:],
-                hhmmss(d.get("last_seen")), str(faults(d)), d.get("vendor") or d["plugin"])
+                hhmmss(d["last_seen"]), str(faults(d)), d["vendor"] or d["plugin"])
 
     def _wanted(self, key: str) -> bool:
         d = self.dash.model.devices.get(key)
         if d is None:
             return False
-        text = " ".join(str(d.get(k, "")) for k in ("id", "vendor", "model", "address", "link"))
+        text = " ".join((d["id"], d["vendor"], d["model"], d["address"], d["link"]))
         return self.filter_text in text.lower()
 
     def render_model(self) -> None:
@@ -319,10 +320,10 @@ class DevicesScreen(BaseScreen):
 # ------------------------------------------------------------------------ device
 
 
-def compartment_grid(d: dict[str, Any], per_row: int = 4) -> Table:
+def compartment_grid(d: Device, per_row: int = 4) -> Table:
     grid = Table.grid(padding=(0, 1))
-    oos = d.get("out_of_service") or {}
-    comps = d.get("compartments") or []
+    oos = d["out_of_service"]
+    comps = d["compartments"]
     for start in range(0, len(comps), per_row):
         cells = []
         for c in comps[start:start + per_row]:
@@ -368,8 +369,8 @@ class DeviceScreen(BaseScreen):
             return False  # hidden from the footer and refused
         if action == "identify":
             # Offered only where the device declares it (contract 1.2 capabilities).
-            d = self.dash.model.devices.get(self.device_id) or {}
-            return "identify" in d.get("capabilities", ["identify"])
+            d = self.dash.model.devices.get(self.device_id)
+            return d is None or "identify" in d["capabilities"]
         return True
 
     def render_model(self) -> None:
@@ -377,29 +378,31 @@ class DeviceScreen(BaseScreen):
         if d is None:
             self.query_one("#identity", Static).update(f"{self.device_id}: not (yet) known")
             return
-        caps = tuple(d.get("capabilities", ["identify"]))
+        caps = tuple(d["capabilities"])
         if caps != getattr(self, "_caps", None):
             self._caps = caps
             self.refresh_bindings()  # the footer offers what this device can do
         info = d.get("info") or {}
-        details = info.get("details") or {}
         ident = Text()
         ident.append(f"{d['id']}  ", style="bold")
         ident.append_text(link_text(d["link"]))
         if d.get("reason"):
             ident.append(f"  {d['reason']}", style="italic")
-        ident.append(f"\n{d.get('vendor') or info.get('vendor', '')} "
-                     f"{d.get('model') or info.get('model', '')}"
+        ident.append(f"\n{d['vendor'] or info.get('vendor', '')} "
+                     f"{d['model'] or info.get('model', '')}"
                      f"  serial {info.get('serial') or '-'}"
                      f"  firmware {info.get('firmware') or '-'}")
-        ident.append(f"\n{d.get('source')} · {d.get('address')}")
-        for k in ("hook_meaning", "unlock_reply", "interface"):
-            v = details.get(k) or (d.get("properties") or {}).get(k)
-            if v:
-                ident.append(f"\n{k}: {v}", style="dim")
-        for a in d.get("alarms") or []:
+        ident.append(f"\n{d['source']} · {d['address']}")
+        if iface := d["properties"].get("interface"):
+            ident.append(f"\nfound on interface {iface}", style="dim")
+        # What only the vendor's plugin knows, as labelled rows (contract 1.2): the
+        # dashboard names no vendor's fields.
+        for row in d.get("diagnostics") or []:
+            if row["source"] == "device":
+                ident.append(f"\n{row['label']}: {row['value']}", style="dim")
+        for a in d["alarms"]:
             ident.append(f"\nALARM {a['message'].removeprefix(d['id'] + ': ')}",
-                         style="bold red" if a.get("severity") == "critical" else "bold yellow")
+                         style="bold red" if a["severity"] == "critical" else "bold yellow")
         self.query_one("#identity", Static).update(ident)
         self.query_one("#grid", Static).update(compartment_grid(d))
         evs = [e for e in self.dash.model.events if e.get("device") == self.device_id][-10:]
@@ -499,41 +502,42 @@ class DiagnosticsScreen(BaseScreen):
     def render_model(self) -> None:
         self.dash.fetch_wire(self.device_id, self._show)
 
-    def _show(self, wire: dict[str, Any]) -> None:
-        d = self.dash.model.devices.get(self.device_id, {})
-        c = d.get("counters") or {}
+    def _show(self, wire: Wire) -> None:
+        d = self.dash.model.devices.get(self.device_id)
+        c: dict[str, Any] = dict(d.get("counters") or {}) if d else {}
         bus_c = wire.get("counters") or {}
         head = Text(f"{self.device_id}  ", style="bold")
-        head.append_text(link_text(d.get("link", "?")))
+        head.append_text(link_text(d["link"] if d else "?"))
         head.append(f"\nbus {wire.get('bus') or '-'} {wire.get('address') or ''} "
                     f"{wire.get('settings') or ''}")
         bi = wire.get("bus_info") or {}
         if bi:
             head.append(f"\nanswering: {len(bi.get('answering', []))} board(s)"
                         + (f"  ERROR {bi['error']}" if bi.get("error") else ""))
-        props = d.get("properties") or {}
-        if props.get("interface"):
-            head.append(f"\nfound on interface {props['interface']}")
+        if d and (iface := d["properties"].get("interface")):
+            head.append(f"\nfound on interface {iface}")
         self.query_one("#diag-head", Static).update(head)
         rtt = bus_c.get("last_rtt_ms") or c.get("last_poll_ms")
         if rtt is not None:
             self.rtt = ([*self.rtt, float(rtt)])[-60:]
-        drv = wire.get("driver") or {}
+        # The plugin's own figures (checksum errors, garbage bytes …) as labelled rows
+        # (contract 1.2): the dashboard names no vendor's fields.
+        vendor_rows = "  ".join(f"{r['label']} {r['value']}"
+                                for r in wire.get("diagnostics") or [])
         self.query_one("#counters", Static).update(
             f"polls {c.get('polls', 0)}  failures {c.get('poll_failures', 0)}  "
             f"timeouts {c.get('timeouts', 0)}/{bus_c.get('timeouts', 0)}\n"
-            f"checksum errors {drv.get('checksum_errors', '-')}  "
-            f"garbage bytes {drv.get('garbage_bytes', '-')}\n"
+            f"{vendor_rows or 'no figures from the plugin'}\n"
             f"reconnects {c.get('reconnects', 0)}  bus reopens {bus_c.get('reopens', 0)}  "
             f"plugin faults {c.get('plugin_faults', 0)}\n"
             f"round trip {f'{rtt:.1f}' if rtt is not None else '-'} ms")
         self.query_one("#rtt", Sparkline).data = self.rtt
         rows = {}
-        for i, f in enumerate(wire.get("frames", [])[-60:]):
+        for i, f in enumerate(wire["frames"][-60:]):
             stamp = time.strftime("%H:%M:%S", time.localtime(f["t"]))
             rows[f"{f['t']:.6f}-{i}"] = (
                 f"{stamp}.{int(f['t'] % 1 * 1000):03d}", f["dir"], f["hex"][:32],
-                (f.get("decoded") or f.get("note") or "")[:60])
+                (f["decoded"] or f["note"] or "")[:60])
         self.query_one("#wire", KeyedTable).sync(rows, ("time", "dir", "hex", "decoded"))
 
 
@@ -597,7 +601,7 @@ class EventsScreen(BaseScreen):
         self.shown_version = -1
         super().on_mount()
 
-    def _match(self, e: dict[str, Any]) -> bool:
+    def _match(self, e: AuditRecord) -> bool:
         # The filter text is lowercased, so every value is compared lowercased too
         # (device ids are mixed-case: armoury:WC12-DEMO-1).
         for term in self.filter_text.split():
@@ -621,10 +625,10 @@ class EventsScreen(BaseScreen):
         evs = [e for e in m.events if self._match(e)][-self.MAX_ROWS:]
         rows = {str(e["seq"]): (str(e["seq"]), e["ts"][11:19], e["action"],
                                 # "ok" is the rule: only the exceptions are written out
-                                "" if e.get("outcome", "ok") == "ok" else e["outcome"],
+                                "" if e["outcome"] == "ok" else e["outcome"],
                                 (e.get("device") or "") + (f"/{e['compartment']}"
                                                            if e.get("compartment") else ""),
-                                e.get("actor") or "", (e.get("reason") or "")[:40])
+                                e["actor"], (e.get("reason") or "")[:40])
                 for e in evs}
         t = self.query_one("#events", KeyedTable)
         with self.app.batch_update():
@@ -668,9 +672,9 @@ class PluginsScreen(BaseScreen):
         rows = {}
         for p in self.dash.model.plugins:
             status = Text(p["status"], style="green" if p["status"] == "loaded" else "bold red")
-            rows[p["name"]] = (p["name"], status, p.get("version") or "-",
-                               p.get("contract") or "-", str(p.get("faults", 0)),
-                               (p.get("reason") or p.get("last_fault") or "")[:200])
+            rows[p["name"]] = (p["name"], status, p["version"] or "-",
+                               p["contract"] or "-", str(p["faults"]),
+                               (p["reason"] or p["last_fault"] or "")[:200])
         self.query_one("#plugins", KeyedTable).sync(
             rows, ("plugin", "status", "version", "contract", "faults", "reason"))
 

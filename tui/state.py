@@ -9,25 +9,26 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from edge_agent.api.schema import Alarm, AuditRecord, Device, InboxItem, Plugin, Status, Wire
 
 
 @dataclass
 class Model:
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    events: collections.deque[dict[str, Any]] = field(
+    devices: dict[str, Device] = field(default_factory=dict)
+    events: collections.deque[AuditRecord] = field(
         default_factory=lambda: collections.deque(maxlen=2000))
-    status: dict[str, Any] = field(default_factory=dict)
-    plugins: list[dict[str, Any]] = field(default_factory=list)
-    inbox: list[dict[str, Any]] = field(default_factory=list)
+    status: Status | None = None
+    plugins: list[Plugin] = field(default_factory=list)
+    inbox: list[InboxItem] = field(default_factory=list)
     connected: bool = False
     link_text: str = "connecting to the agent…"
     changed: set[str] = field(default_factory=set)  # device ids changed since last drain
     changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
     events_version: int = 0
-    wire: dict[str, dict[str, Any]] = field(default_factory=dict)  # fixed data only
+    wire: dict[str, Wire] = field(default_factory=dict)  # fixed data only
 
-    def put_device(self, d: dict[str, Any]) -> None:
+    def put_device(self, d: Device) -> None:
         old = self.devices.get(d["id"])
         now = time.monotonic()
         if old is not None:
@@ -37,7 +38,7 @@ class Model:
         self.devices[d["id"]] = d
         self.changed.add(d["id"])
 
-    def put_event(self, e: dict[str, Any]) -> None:
+    def put_event(self, e: AuditRecord) -> None:
         self.events.append(e)
         self.events_version += 1
 
@@ -55,25 +56,25 @@ def counts(model: Model) -> dict[str, int]:
     return dict(out)
 
 
-def faults(d: dict[str, Any]) -> int:
-    c = d.get("counters") or {}
-    return int(c.get("poll_failures", 0)) + int(c.get("plugin_faults", 0))
+def faults(d: Device) -> int:
+    c = d.get("counters")
+    return c["poll_failures"] + c["plugin_faults"] if c else 0
 
 
 ATTENTION = {"offline": 0, "error": 0, "degraded": 1, "connecting": 2, "discovered": 2}
 
 
-def attention_order(devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attention_order(devs: list[Device]) -> list[Device]:
     return sorted(devs, key=lambda d: (ATTENTION.get(d["link"], 3 if not d.get("alarms")
                                                      else 1), d["id"]))
 
 
-def site_alarms(model: Model) -> list[dict[str, Any]]:
+def site_alarms(model: Model) -> list[Alarm]:
     """Agent alarms from the last status poll plus each device's alarms as they stream in
     (a device alarm shows the moment its device update arrives, not at the next poll)."""
-    out = [a for a in (model.status or {}).get("alarms", [])
-           if not str(a.get("id", "")).startswith("device:")]
+    out = [a for a in (model.status["alarms"] if model.status else [])
+           if not a["id"].startswith("device:")]
     for d in model.devices.values():
-        out.extend(d.get("alarms") or [])
-    out.sort(key=lambda a: (a.get("severity") != "critical", a.get("since") or 0))
+        out.extend(d["alarms"])
+    out.sort(key=lambda a: (a["severity"] != "critical", a["since"]))
     return out

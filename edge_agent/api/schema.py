@@ -1,35 +1,35 @@
-"""The socket API's schema: every route named once, its request and answer as pydantic
-models, and the one error shape. The server registers its routes from :data:`ROUTES`,
-clients build paths with :func:`path`, and :func:`openapi` writes the OpenAPI document
-(``docs/openapi.json``, kept true by a test). This module imports nothing of the agent:
-the dashboard may use it.
+"""The socket API's schema: every route named once, its request and answer as typed
+records, and the one error shape. The server registers its routes from :data:`ROUTES`,
+clients build paths with :func:`path` and read answers as these records, and
+:func:`openapi` writes the OpenAPI document (``docs/openapi.json``, kept true by a test).
+
+The records are :class:`~typing.TypedDict` s: what travels is plain JSON, mypy checks
+every key a client reads, and importing this module costs nothing (no pydantic, no
+aiohttp), so the one-shot CLI and the dashboard share it. pydantic builds the OpenAPI
+document and validates answers in tests from these same classes. This module imports
+nothing of the agent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, MinLen
+from typing_extensions import TypedDict  # on 3.11 pydantic reads only this one
 
 API_VERSION = "1"
-
-
-class _Open(BaseModel):
-    """Answers may gain fields; clients ignore what they do not know."""
-
-    model_config = ConfigDict(extra="allow")
-
 
 # ------------------------------------------------------------------ errors
 
 
-class Error(BaseModel):
+class Error(TypedDict):
     """Every error answer: a stable code for scripts, a message and a hint for people."""
 
-    error: str = Field(description="stable code, e.g. no_such_compartment, lock_jammed")
+    error: str
+    """stable code, e.g. no_such_compartment, lock_jammed"""
     message: str
-    hint: str = ""
+    hint: str
 
 
 ERROR_CODES = {
@@ -45,85 +45,118 @@ ERROR_CODES = {
 
 # ------------------------------------------------------------------ records
 
+Link = Literal["discovered", "connecting", "online", "degraded", "offline", "error",
+               "ignored"]
 
-class Compartment(_Open):
+
+class Compartment(TypedDict):
     index: int
     door: Literal["open", "closed", "unknown"]
     item: Literal["present", "absent", "unknown"]
-    fault: str | None = None
-    tag: str | None = None
+    fault: NotRequired[str | None]
+    tag: NotRequired[str | None]
 
 
-class Alarm(_Open):
+class Alarm(TypedDict):
     id: str
     severity: Literal["critical", "warning"]
     message: str
     since: float
-    device: str | None = None
-    code: str | None = None
-    compartment: int | None = None
+    device: str | None
+    code: str | None
+    compartment: int | None
 
 
-class Device(_Open):
+class Diagnostic(TypedDict):
+    """One labelled row of what only the vendor's plugin knows (contract 1.2)."""
+
+    label: str
+    value: str
+    source: Literal["device", "reading"]
+    """'device': fixed at connect (DeviceInfo.details); 'reading': from the latest
+    reading (DeviceState.details)"""
+
+
+class Counters(TypedDict):
+    polls: int
+    poll_failures: int
+    timeouts: int
+    reconnects: int
+    plugin_faults: int
+    last_poll_ms: float | None
+    pushed: int
+
+
+class Device(TypedDict):
     id: str
     plugin: str
     vendor: str
     model: str
     source: str
     address: str
-    bus_id: str | None = None
-    properties: dict[str, Any] = {}
+    bus_id: str | None
+    properties: dict[str, Any]
     first_seen: float
     last_seen: float
+    """the last answer from the device (poll or push), else the last discovery"""
     adopted: bool
-    ignored: str | None = None
-    out_of_service: dict[str, dict[str, Any]] = {}
-    link: str
-    error: str = ""
-    compartments: list[Compartment] = []
-    alarms: list[Alarm] = []
-    capabilities: list[Literal["identify", "out_of_service"]] = Field(
-        default=[], description="optional commands the device has (contract 1.2)")
-    since: float | None = None
-    reason: str | None = None
-    counters: dict[str, Any] | None = None
-    info: dict[str, Any] | None = None
+    ignored: str | None
+    out_of_service: dict[str, dict[str, Any]]
+    """compartment number (as text) -> who took it out and why"""
+    link: Link
+    error: str
+    compartments: list[Compartment]
+    alarms: list[Alarm]
+    capabilities: list[Literal["identify", "out_of_service"]]
+    """optional commands the device has (contract 1.2)"""
+    since: NotRequired[float]
+    reason: NotRequired[str]
+    counters: NotRequired[Counters]
+    info: NotRequired[dict[str, Any] | None]
+    diagnostics: NotRequired[list[Diagnostic]]
 
 
-class InboxItem(_Open):
+class InboxItem(TypedDict):
     id: str
     what: str
     why: str
     since: float
-    device: str | None = None
+    device: NotRequired[str]
 
 
-class AuditRecord(_Open):
+class AuditRecord(TypedDict):
     seq: int
     ts: str
     mono: float
     boot: str
     actor: str
     action: str
-    device: str | None = None
-    compartment: int | None = None
-    item: str | None = None
-    reason: str | None = None
+    device: NotRequired[str | None]
+    compartment: NotRequired[int | None]
+    item: NotRequired[str | None]
+    reason: NotRequired[str | None]
     outcome: str
-    details: dict[str, Any] = {}
+    details: NotRequired[dict[str, Any]]
     prev: str
     hash: str
 
 
-class Plugin(_Open):
+class Plugin(TypedDict):
     name: str
-    status: str
-    version: str | None = None
-    contract: str | None = None
-    reason: str = ""
+    status: Literal["loaded", "refused", "isolated", "disabled"]
+    reason: str
+    vendor: str | None
+    version: str | None
+    contract: str | None
+    description: str
+    source: str
+    distribution: str
+    faults: int
+    last_fault: str | None
+    hooks: list[str]
 
 
-class Status(_Open):
+class Status(TypedDict):
     site: dict[str, Any]
     agent: dict[str, Any]
     devices: dict[str, int]
@@ -132,51 +165,65 @@ class Status(_Open):
     alarms: list[Alarm]
     inbox: int
     buses: list[dict[str, Any]]
-    mdns: dict[str, Any] | None = None
+    mdns: NotRequired[dict[str, Any] | None]
     plugins: dict[str, str]
     health: Literal["ok", "degraded"]
-    api: dict[str, Any] | None = None
+    api: NotRequired[dict[str, Any] | None]
 
 
-class Wire(_Open):
+class Frame(TypedDict):
+    t: float
+    dir: str
+    hex: str
+    note: str
+    decoded: str | None
+
+
+class Wire(TypedDict):
     bus: str | None
-    frames: list[dict[str, Any]]
+    address: NotRequired[str | None]
+    settings: NotRequired[str | None]
+    bus_info: NotRequired[dict[str, Any] | None]
+    counters: NotRequired[dict[str, Any]]
+    diagnostics: NotRequired[list[Diagnostic]]
+    frames: list[Frame]
 
 
 # ------------------------------------------------------------------ requests and answers
 
 
-class UnlockRequest(BaseModel):
-    compartment: int = Field(ge=1)
-    reason: str = Field(min_length=1)
+class UnlockRequest(TypedDict):
+    compartment: Annotated[int, Ge(1)]
+    reason: Annotated[str, MinLen(1)]
 
 
-class Reason(BaseModel):
-    reason: str = Field(min_length=1)
+class Reason(TypedDict):
+    reason: Annotated[str, MinLen(1)]
 
 
-class OutOfServiceRequest(BaseModel):
-    compartment: int = Field(ge=1)
-    reason: str = Field(min_length=1)
-    out: bool = True
+class OutOfServiceRequest(TypedDict):
+    compartment: Annotated[int, Ge(1)]
+    reason: Annotated[str, MinLen(1)]
+    out: NotRequired[bool]
+    """false puts the compartment back in service (default true)"""
 
 
-class EntitlementsSummary(_Open):
+class EntitlementsSummary(TypedDict):
     loaded: bool
-    id: str | None = None
-    issued: str | None = None
-    expires: str | None = None
-    key_id: str | None = None
-    officers: int | None = None
-    problem: str | None = None
-    audit_seq: int | None = None
+    id: NotRequired[str | None]
+    issued: NotRequired[str | None]
+    expires: NotRequired[str | None]
+    key_id: NotRequired[str | None]
+    officers: NotRequired[int | None]
+    problem: NotRequired[str | None]
+    audit_seq: NotRequired[int | None]
 
 
-class CommandAnswer(_Open):
-    audit_seq: int | None = Field(description="the outcome record (None while it waits "
-                                              "in memory for the disk: see audit_pending)")
+class CommandAnswer(TypedDict):
+    audit_seq: int | None
+    """the outcome record (None while it waits in memory for the disk: see audit_pending)"""
     actor: str
-    audit_pending: str | None = None
+    audit_pending: NotRequired[str | None]
 
 
 class UnlockAnswer(CommandAnswer):
@@ -205,9 +252,9 @@ class Route:
     method: Literal["GET", "POST"]
     path: str
     summary: str
-    answer: type[BaseModel] | None = None  # None: a stream (SSE or export)
+    answer: type | None = None  # None: a stream (SSE or export)
     many: bool = False  # the answer is a list of ``answer``
-    request: type[BaseModel] | None = None
+    request: type | None = None
     query: tuple[str, ...] = ()
 
 
@@ -260,16 +307,33 @@ def path(name: str, **params: str) -> str:
 # ------------------------------------------------------------------ OpenAPI
 
 
+def _records() -> list[type]:
+    return [v for v in globals().values()
+            if isinstance(v, type) and issubclass(v, dict) and hasattr(v, "__annotations__")
+            and v.__module__ == __name__]
+
+
+def adapter(record: Any) -> Any:
+    """A pydantic ``TypeAdapter`` for a record (or ``list[record]``): validation in tests
+    and tools. Imports pydantic, so only call it where that cost is fine."""
+    from pydantic import TypeAdapter
+
+    for cls in _records():  # field docstrings become descriptions; answers may grow
+        cls.__pydantic_config__ = {  # type: ignore[attr-defined]
+            "use_attribute_docstrings": True, "extra": "allow"}
+    return TypeAdapter(record)
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the socket API, from :data:`ROUTES`."""
     schemas: dict[str, Any] = {}
 
-    def ref(model: type[BaseModel]) -> dict[str, Any]:
-        doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    def ref(record: type) -> dict[str, Any]:
+        doc = adapter(record).json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in doc.pop("$defs", {}).items():
             schemas[name] = sub
-        schemas[model.__name__] = doc
-        return {"$ref": f"#/components/schemas/{model.__name__}"}
+        schemas[record.__name__] = doc
+        return {"$ref": f"#/components/schemas/{record.__name__}"}
 
     error = {"description": "error", "content": {"application/json": {"schema": ref(Error)}}}
     paths: dict[str, Any] = {}

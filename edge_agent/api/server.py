@@ -252,10 +252,10 @@ class ApiServer:
             None, self.agent.describe_wire, dev, [w.data for w in records])
         frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
                    "decoded": text} for w, text in zip(records, decoded, strict=True)]
-        sup = dev.supervisor
-        state = sup.status.state if sup is not None else None
+        diagnostics = [row for row in dev.to_json().get("diagnostics", [])
+                       if row["source"] == "reading"]
         return _json({"bus": bus.bus_id, "address": bus.address,
-                      "driver": dict(state.details) if state is not None else {},
+                      "diagnostics": diagnostics,
                       "bus_info": self.agent.bus_info.get(bus.bus_id),
                       "settings": bus.settings.describe(),
                       "counters": bus.counters.to_json(), "frames": frames})
