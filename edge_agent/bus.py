@@ -139,6 +139,9 @@ class SerialBus:
                 if self._idle_decoder is not None:  # a board's own report, not a reply
                     for frame in self._idle_decoder.feed(stale):
                         self._unsolicited(frame)
+            reset = getattr(decoder, "reset", None)
+            if callable(reset):
+                reset()  # a reply cut short earlier must not be glued to this one's
             port.write(request)
             port.flush()
             self._record("tx", request)

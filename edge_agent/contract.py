@@ -120,6 +120,12 @@ class FrameDecoder(Protocol):
     ``feed`` takes any bytes (garbage included), keeps what may be the start of a frame,
     and returns every complete, valid frame found. It must never raise on bad input and
     must cap its own buffer.
+
+    Contract 1.2: a decoder may also have ``reset()``, which drops any partial frame it
+    holds. The bus calls it before each request, so the bytes of a reply cut short by a
+    timeout are never glued to the next reply's (with an 8-bit checksum, one such mix in
+    256 passes as a valid frame carrying the old reading). The conformance suite checks
+    it when ``Target.codec`` is given.
     """
 
     def feed(self, data: bytes) -> list[Any]: ...

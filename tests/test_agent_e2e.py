@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_devices, wait_event
 
 
 def _comp(dev: dict, index: int) -> dict:
@@ -22,11 +22,9 @@ async def test_discovers_boards_on_pty_and_tcp_with_correct_state(kerong_bus, tm
     tcp_bus, tcp = kerong_bus({1: 0xFFFF}, tcp=True)
     pty_bus.set_door(5, 9, closed=False)
     toml = site_toml({"bank-a": pty.port, "bank-b": tcp.port})
-    async with running_agent(toml, tmp_path / "state") as (agent, client):
-        devices = await wait_until(
-            lambda: len([d for d in agent.devices.values() if d.compartments]) == 3,
-            what="three boards with state")
-        assert devices
+    async with running_agent(toml, tmp_path / "state") as (_agent, client):
+        await wait_devices(client, {"kerong:bank-a:0", "kerong:bank-a:5", "kerong:bank-b:1"},
+                           lambda d: d["compartments"], what="with state")
         listed = {d["id"]: d for d in await client.get("/v1/devices")}
         assert set(listed) == {"kerong:bank-a:0", "kerong:bank-a:5", "kerong:bank-b:1"}
         a0, a5, b1 = listed["kerong:bank-a:0"], listed["kerong:bank-a:5"], listed["kerong:bank-b:1"]
@@ -39,16 +37,15 @@ async def test_discovers_boards_on_pty_and_tcp_with_correct_state(kerong_bus, tm
         # The simulator changes state: the agent follows and audits each change.
         tcp_bus.set_item(1, 3, present=False)
         pty_bus.set_door(0, 0, closed=False)
-        await wait_until(lambda: agent.devices["kerong:bank-b:1"].compartments[3]["item"]
-                         == "absent", what="item removed seen")
-        await wait_until(lambda: agent.devices["kerong:bank-a:0"].compartments[0]["door"]
-                         == "open", what="door opened seen")
-        events = await wait_until(lambda: [
-            e for e in agent.audit.recent if e["action"] in ("item_removed", "door_opened")
-        ] if len([e for e in agent.audit.recent
-                  if e["action"] in ("item_removed", "door_opened")]) >= 2 else None,
-            what="audited changes")
-        got = {(e["action"], e["device"], e["compartment"]) for e in events}
+        await wait_device(client, "kerong:bank-b:1",
+                          lambda d: d["compartments"][3]["item"] == "absent",
+                          what="to show the item removed")
+        await wait_device(client, "kerong:bank-a:0",
+                          lambda d: d["compartments"][0]["door"] == "open",
+                          what="to show the door opened")
+        removed = await wait_event(client, action="item_removed", device="kerong:bank-b:1")
+        opened = await wait_event(client, action="door_opened", device="kerong:bank-a:0")
+        got = {(e["action"], e.get("device"), e.get("compartment")) for e in (removed, opened)}
         assert ("item_removed", "kerong:bank-b:1", 4) in got
         assert ("door_opened", "kerong:bank-a:0", 1) in got
 
@@ -58,12 +55,8 @@ async def test_unlock_through_api_reaches_right_lock_and_is_audited(kerong_bus, 
     sim_a, pty = kerong_bus({0: 0, 2: 0})
     sim_b, tcp = kerong_bus({2: 0}, tcp=True)
     toml = site_toml({"bank-a": pty.port, "bank-b": tcp.port})
-    async with running_agent(toml, tmp_path / "state") as (agent, client):
-        await wait_until(lambda: agent.devices.get("kerong:bank-b:2") is not None
-                         and agent.devices["kerong:bank-b:2"].link == "online",
-                         what="bank-b board 2 online")
-        await wait_until(lambda: agent.devices.get("kerong:bank-a:2") is not None
-                         and agent.devices["kerong:bank-a:2"].link == "online")
+    async with running_agent(toml, tmp_path / "state") as (_agent, client):
+        await wait_devices(client, {"kerong:bank-b:2", "kerong:bank-a:2"})
         result = await client.post("/v1/devices/kerong:bank-b:2/unlock",
                                    {"compartment": 7, "reason": "radio battery swap"})
         # Only board 2 on bus B saw an unlock, of lock index 6.
@@ -90,9 +83,8 @@ async def test_unlock_errors_are_clear(kerong_bus, tmp_path: Path) -> None:
     from edge_agent.errors import ClientError
 
     sim, pty = kerong_bus({0: 0})
-    async with running_agent(site_toml({"a": pty.port}), tmp_path / "s") as (agent, client):
-        await wait_until(lambda: "kerong:a:0" in agent.devices
-                         and agent.devices["kerong:a:0"].link == "online")
+    async with running_agent(site_toml({"a": pty.port}), tmp_path / "s") as (_agent, client):
+        await wait_device(client, "kerong:a:0")
         for body, status in (({"compartment": 1}, 400), ({"compartment": 0, "reason": "x"}, 400),
                              ({"compartment": 17, "reason": "x"}, 502)):
             try:
@@ -106,7 +98,7 @@ async def test_unlock_errors_are_clear(kerong_bus, tmp_path: Path) -> None:
         except ClientError as exc:
             assert exc.status == 404 and "edge-agent devices" in str(exc)
         sim.drop_board(0)
-        await wait_until(lambda: agent.devices["kerong:a:0"].link == "offline", timeout=10)
+        await wait_device(client, "kerong:a:0", lambda d: d["link"] == "offline", timeout=10)
         try:
             await client.post("/v1/devices/kerong:a:0/unlock", {"compartment": 1, "reason": "x"})
         except ClientError as exc:

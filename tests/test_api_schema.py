@@ -11,7 +11,7 @@ from pathlib import Path
 from helpers import http, site_toml
 
 from edge_agent.api.schema import ROUTES, Error, adapter, openapi, path
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = "kerong:Bank-1:0"
@@ -27,8 +27,8 @@ def test_the_openapi_document_is_generated_from_the_schema() -> None:
 
 async def test_every_answer_matches_its_model(kerong_bus, tmp_path: Path) -> None:
     _sim, pty = kerong_bus({0: 0xFFFF})
-    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent, _):
-        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].link == "online")
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent, client):
+        await wait_device(client, DEV)
         sock = agent.socket_path
 
         def check(name: str, answer: object) -> None:

@@ -14,20 +14,20 @@ from helpers import site_toml
 
 from edge_agent.store.audit import AuditLog, Query, utc_iso
 from edge_agent.store.verify import load_key, verify
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device
 
 
 async def test_torn_tail_is_cut_and_recorded_as_recovery(kerong_bus, tmp_path: Path) -> None:
     _sim, pty = kerong_bus({0: 0})
     state = tmp_path / "state"
-    async with running_agent(site_toml({"bank": pty.port}), state) as (agent, _c):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices)
+    async with running_agent(site_toml({"bank": pty.port}), state) as (_agent, client):
+        await wait_device(client, "kerong:bank:0", lambda d: True)
     seg = sorted((state / "audit").glob("audit-*.jsonl"))[-1]
     whole = seg.read_bytes()
     with open(seg, "ab") as f:
         f.write(b'{"seq":999,"ts":"2026-11-22T0')  # killed mid-write
     assert verify(state / "audit").findings[0].kind == "crash"
-    async with running_agent(site_toml({"bank": pty.port}), state) as (agent, client):
+    async with running_agent(site_toml({"bank": pty.port}), state) as (_agent, client):
         evs = await client.get("/v1/events", action="audit_recovered")
         assert len(evs) == 1
         assert evs[0]["details"]["bytes_dropped"] == len(b'{"seq":999,"ts":"2026-11-22T0')
@@ -107,9 +107,8 @@ async def test_retention_drops_only_whole_segments_outside_the_window(tmp_path: 
 
 async def test_export_csv_and_jsonl_through_the_api(kerong_bus, tmp_path: Path) -> None:
     _sim, pty = kerong_bus({0: 0})
-    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
+    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (_agent, client):
+        await wait_device(client, "kerong:bank:0")
         for n in (1, 2, 3):
             await client.post("/v1/devices/kerong:bank:0/unlock",
                               {"compartment": n, "reason": f"r,{n}"})
@@ -131,9 +130,8 @@ async def test_csv_export_neutralises_formulas_and_control_characters(kerong_bus
     _sim, pty = kerong_bus({0: 0})
     hostile = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)",
                "bell\x07 esc\x1b[31m cr\r nul\x00 del\x7f c1\x9b end"]
-    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
+    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (_agent, client):
+        await wait_device(client, "kerong:bank:0")
         for n, reason in enumerate(hostile, 1):
             await client.post("/v1/devices/kerong:bank:0/unlock",
                               {"compartment": n, "reason": reason})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_devices
 
 ANGRY = """
     from edge_agent.contract import PluginInfo
@@ -83,13 +83,12 @@ async def test_bad_plugins_refused_or_contained_rest_of_site_works(
              "[discovery.serial]\nusb_autodetect = true\n")
     async with running_agent(site_toml({"bank": pty.port}, poll=0.1, extra=extra),
                              tmp_path / "state") as (agent, client):
-        for dev in ("kerong:bank:0", "kerong:bank:2"):
-            await wait_until(lambda d=dev: agent.devices.get(d) is not None
-                             and agent.devices[d].link == "online"
-                             and agent.devices[d].compartments, what=f"{dev} online")
+        await wait_devices(client, {"kerong:bank:0", "kerong:bank:2"},
+                           lambda d: d["link"] == "online" and d["compartments"])
         sim.set_door(2, 5, closed=False)
-        await wait_until(lambda: agent.devices["kerong:bank:2"].compartments[5]["door"]
-                         == "open", what="kerong still followed")
+        await wait_device(client, "kerong:bank:2",
+                          lambda d: d["compartments"][5]["door"] == "open",
+                          what="to be followed still")
         r = await client.post("/v1/devices/kerong:bank:0/unlock",
                               {"compartment": 3, "reason": "still works"})
         assert r["state"] is not None and (0, 2) in sim.unlocks

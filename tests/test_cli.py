@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, short_tempdir, wait_until
+from edge_agent.testing import running_agent, short_tempdir, wait_device
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,9 +25,8 @@ async def cli(*args: str) -> tuple[int, str, str]:
 
 async def test_client_commands(kerong_bus, tmp_path: Path) -> None:
     sim, pty = kerong_bus({4: 0x0010})
-    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, _c):
-        await wait_until(lambda: "kerong:bank:4" in agent.devices
-                         and agent.devices["kerong:bank:4"].compartments)
+    async with running_agent(site_toml({"bank": pty.port}), tmp_path / "s") as (agent, client):
+        await wait_device(client, "kerong:bank:4", lambda d: d["compartments"])
         sock = str(agent.socket_path)
         code, out, _ = await cli("devices", "--socket", sock)
         assert code == 0 and "kerong:bank:4" in out and "online" in out
@@ -49,7 +48,7 @@ async def test_client_commands(kerong_bus, tmp_path: Path) -> None:
         assert code == 0 and "unlock kerong:bank:4/3" in out
         # Runtime failure: the device drops off the bus -> exit 1 with what to do.
         sim.drop_board(4)
-        await wait_until(lambda: agent.devices["kerong:bank:4"].link == "offline", timeout=10)
+        await wait_device(client, "kerong:bank:4", lambda d: d["link"] == "offline", timeout=10)
         code, _, err = await cli("unlock", "kerong:bank:4", "3", "--reason", "x",
                                  "--socket", sock)
         assert code == 1 and "offline" in err
@@ -87,7 +86,7 @@ async def test_events_follow_applies_type_and_output_needs_a_format(kerong_bus,
     toml = site_toml({"Bank-1": pty.port})
     async with running_agent(toml, tmp_path / "s") as (agent, client):
         dev = "kerong:Bank-1:0"
-        await wait_until(lambda: dev in agent.devices and agent.devices[dev].link == "online")
+        await wait_device(client, dev)
         sock = str(agent.socket_path)
         follow = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge_agent.cli", "events", "-f", "--type", "door_opened",
@@ -95,7 +94,7 @@ async def test_events_follow_applies_type_and_output_needs_a_format(kerong_bus,
         await asyncio.sleep(1.0)
         await client.post(f"/v1/devices/{dev}/unlock", {"compartment": 3, "reason": "f"})
         await asyncio.to_thread(sim.set_door, 0, 8, False)
-        await wait_until(lambda: agent.devices[dev].compartments[8]["door"] == "open")
+        await wait_device(client, dev, lambda d: d["compartments"][8]["door"] == "open")
         await asyncio.sleep(0.5)
         follow.terminate()
         out, _ = await follow.communicate()
@@ -116,11 +115,11 @@ async def test_decisions_from_the_shell_like_the_dashboard(kerong_bus, tmp_path:
     toml = site_toml({"Bank-1": pty.port}).replace("[agent]\n", "[agent]\nauto_adopt = false\n")
     async with running_agent(toml, tmp_path / "s") as (agent, client):
         dev = "kerong:Bank-1:0"
-        await wait_until(lambda: dev in agent.devices)
+        await wait_device(client, dev, lambda d: True)
         sock = str(agent.socket_path)
         code, out, err = await cli("adopt", dev, "--reason", "label checked", "--socket", sock)
         assert code == 0 and f"adopted {dev}" in out, err
-        await wait_until(lambda: agent.devices[dev].link == "online")
+        await wait_device(client, dev)
         code, out, err = await cli("out-of-service", dev, "3", "--reason", "broken hinge",
                                    "--socket", sock)
         assert code == 0 and "out of service" in out, err

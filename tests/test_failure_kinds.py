@@ -14,7 +14,7 @@ import pytest
 from helpers import site_toml
 
 from edge_agent.errors import ClientError
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device
 
 DEV = "kerong:Bank-1:0"
 
@@ -31,7 +31,7 @@ async def test_a_jammed_bolt_is_door_did_not_open_and_out_of_range_is_refused(
     toml = site_toml({"Bank-1": pty.port}).replace(
         "[agent]\n", "[agent]\nunlock_settle = 0.5\n")
     async with running_agent(toml, tmp_path / "state") as (agent, client):
-        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].compartments)
+        await wait_device(client, DEV, lambda d: d["compartments"])
         sock = agent.socket_path
         done = await asyncio.to_thread(
             cli, sock, "unlock", DEV, "7", "--reason", "issue radio", "--json")

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from helpers import site_toml
 
+from edge_agent.api.schema import Device
+from edge_agent.client import AgentClient
 from edge_agent.contract import (
     Candidate,
     CompartmentState,
@@ -23,13 +25,14 @@ from edge_agent.contract import (
     PluginInfo,
 )
 from edge_agent.hookspecs import hookimpl
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_devices
 
 
-async def _polls_during(agent: Any, dev_id: str, seconds: float) -> int:
-    before = agent.devices[dev_id].supervisor.status.counters.polls
+async def _polls_during(client: AgentClient, dev_id: str, seconds: float) -> int:
+    before: Device = await client.call("device", id=dev_id)
     await asyncio.sleep(seconds)
-    return agent.devices[dev_id].supervisor.status.counters.polls - before
+    after: Device = await client.call("device", id=dev_id)
+    return after["counters"]["polls"] - before["counters"]["polls"]
 
 
 async def test_garbage_and_silence_degrade_one_bus_only(kerong_bus, tmp_path: Path,
@@ -39,27 +42,25 @@ async def test_garbage_and_silence_degrade_one_bus_only(kerong_bus, tmp_path: Pa
     bad_sim, bad = kerong_bus({0: 0x00FF})
     _good_sim, good = kerong_bus({1: 0x0F00}, tcp=True)
     toml = site_toml({"bad": bad.port, "good": good.port}, poll=0.1)
-    async with running_agent(toml, tmp_path / "s") as (agent, client):
-        await wait_until(lambda: all(agent.devices.get(d) and agent.devices[d].link == "online"
-                                     for d in ("kerong:bad:0", "kerong:good:1")))
+    async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        await wait_devices(client, {"kerong:bad:0", "kerong:good:1"})
         # Garbage before every reply: frames are still found, no exception escapes.
         bad_sim.faults.garbage_rate = 1.0
-        polls = await _polls_during(agent, "kerong:bad:0", 1.0)
+        polls = await _polls_during(client, "kerong:bad:0", 1.0)
         assert polls >= 3
-        assert agent.devices["kerong:bad:0"].link == "online"
+        assert (await client.call("device", id="kerong:bad:0"))["link"] == "online"
         # Pure garbage, no frames: the board goes silent from the agent's point of view.
         bad_sim.faults.silent = True
-        good_polls = await _polls_during(agent, "kerong:good:1", 2.0)
-        await wait_until(lambda: agent.devices["kerong:bad:0"].link == "offline",
-                         what="bad board offline")
+        good_polls = await _polls_during(client, "kerong:good:1", 2.0)
+        await wait_device(client, "kerong:bad:0", lambda d: d["link"] == "offline",
+                          what="to go offline")
         # Other devices kept polling on time (0.1 s interval: ~20 polls in 2 s).
         assert good_polls >= 10, good_polls
         await asyncio.sleep(1.5)  # several reconnect attempts while offline
         bad_sim.faults.silent = False
         bad_sim.faults.garbage_rate = 0.0
-        await wait_until(lambda: agent.devices["kerong:bad:0"].link == "online", timeout=10,
-                         what="bad board back online")
-        assert agent.devices["kerong:good:1"].link == "online"
+        await wait_device(client, "kerong:bad:0", timeout=10, what="to be back online")
+        assert (await client.call("device", id="kerong:good:1"))["link"] == "online"
         st = await client.get("/v1/status")
         assert st["devices"]["online"] == 2
     msgs = [r.getMessage() for r in caplog.records if "kerong:bad:0" in r.getMessage()]
@@ -127,16 +128,15 @@ async def test_plugins_that_raise_or_hang_do_not_stall_others(kerong_bus, tmp_pa
                      extra=devices + "[plugins]\nhook_timeout = 0.5\n")
     plugins = {m: make_plugin(m, m) for m in ("raise", "hang", "hook-raise", "hook-hang")}
     started = time.monotonic()
-    async with running_agent(toml, tmp_path / "s", extra_plugins=plugins) as (agent, client):
-        await wait_until(lambda: agent.devices.get("kerong:a:0") is not None
-                         and agent.devices["kerong:a:0"].link == "online")
-        polls = await _polls_during(agent, "kerong:a:0", 2.0)
+    async with running_agent(toml, tmp_path / "s", extra_plugins=plugins) as (_agent, client):
+        await wait_device(client, "kerong:a:0")
+        polls = await _polls_during(client, "kerong:a:0", 2.0)
         assert polls >= 10, polls
-        await wait_until(lambda: agent.devices["raise:1"].link == "offline")
-        await wait_until(lambda: agent.devices["hang:1"].link in ("degraded", "offline"))
-        assert "hook-raise:1" in agent.devices and "cannot build driver" in agent.devices[
-            "hook-raise:1"].error
-        assert "did not return in time" in agent.devices["hook-hang:1"].error
+        await wait_device(client, "raise:1", lambda d: d["link"] == "offline")
+        await wait_device(client, "hang:1", lambda d: d["link"] in ("degraded", "offline"))
+        assert "cannot build driver" in (await client.call("device", id="hook-raise:1"))["error"]
+        assert "did not return in time" in (
+            await client.call("device", id="hook-hang:1"))["error"]
         plugins_json = {p["name"]: p for p in await client.get("/v1/plugins")}
         assert plugins_json["hook-hang"]["status"] == "isolated"
         assert "hung" in plugins_json["hook-hang"]["reason"]
@@ -151,10 +151,10 @@ async def test_a_wrong_hook_polarity_is_an_alarm_that_names_the_setting(kerong_b
     """Boards that read HOOK 0 as closed, a site config that says 1: every door reads open
     and the audit trail would be inverted silently (issue 13 item 12)."""
     _sim, pty = kerong_bus({0: 0xFFFF}, hook_closed_bit=0, pace=False)
-    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (_agent,
                                                                                   client):
         dev = "kerong:Bank-1:0"
-        await wait_until(lambda: dev in agent.devices and agent.devices[dev].compartments)
+        await wait_device(client, dev, lambda d: d["compartments"])
         status = await wait_until_alarm(client)
         assert status["health"] == "degraded"
         msg = next(a["message"] for a in status["alarms"] if a.get("code") == "hook_polarity")

@@ -13,7 +13,7 @@ from serial.tools.list_ports_common import ListPortInfo
 
 from edge_agent.contract import UsbMatcher
 from edge_agent.discovery.serialports import matching, usb_ports
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_until
 
 
 async def test_renamed_port_keeps_device_identity(kerong_bus, tmp_path: Path) -> None:
@@ -21,14 +21,12 @@ async def test_renamed_port_keeps_device_identity(kerong_bus, tmp_path: Path) ->
     first, second = tmp_path / "ttyUSB0", tmp_path / "ttyUSB3"
     os.symlink(pty.port, first)
     state = tmp_path / "state"
-    async with running_agent(site_toml({"bank": str(first)}), state) as (agent, _c):
-        await wait_until(lambda: "kerong:bank:2" in agent.devices
-                         and agent.devices["kerong:bank:2"].compartments)
-        first_seen = agent.devices["kerong:bank:2"].first_seen
+    async with running_agent(site_toml({"bank": str(first)}), state) as (_agent, client):
+        first_seen = (await wait_device(client, "kerong:bank:2",
+                                        lambda d: d["compartments"]))["first_seen"]
     os.rename(first, second)  # the kernel renumbered the adapter after a reboot
-    async with running_agent(site_toml({"bank": str(second)}), state) as (agent, client):
-        await wait_until(lambda: "kerong:bank:2" in agent.devices
-                         and agent.devices["kerong:bank:2"].link == "online")
+    async with running_agent(site_toml({"bank": str(second)}), state) as (_agent, client):
+        await wait_device(client, "kerong:bank:2")
         devs = await client.get("/v1/devices")
         assert [d["id"] for d in devs] == ["kerong:bank:2"]
         assert devs[0]["first_seen"] == first_seen
@@ -38,16 +36,16 @@ async def test_renamed_port_keeps_device_identity(kerong_bus, tmp_path: Path) ->
 async def test_registry_written_only_on_change_and_parses(kerong_bus, tmp_path: Path) -> None:
     sim, pty = kerong_bus({0: 0})
     state = tmp_path / "state"
-    async with running_agent(site_toml({"bank": pty.port}, poll=0.05), state) as (agent, _c):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].compartments)
+    async with running_agent(site_toml({"bank": pty.port}, poll=0.05), state) as (_agent, client):
+        await wait_device(client, "kerong:bank:0", lambda d: d["compartments"])
         registry = state / "registry.json"
         await wait_until(registry.exists)
         await asyncio.sleep(0.5)
         before = registry.stat().st_mtime_ns
-        polls = agent.devices["kerong:bank:0"].supervisor.status.counters.polls
+        polls = (await client.call("device", id="kerong:bank:0"))["counters"]["polls"]
         await asyncio.sleep(1.0)
-        assert agent.devices["kerong:bank:0"].supervisor.status.counters.polls > polls + 5
+        after = (await client.call("device", id="kerong:bank:0"))["counters"]["polls"]
+        assert after > polls + 5, (polls, after)
         assert registry.stat().st_mtime_ns == before, "unchanged state was rewritten"
         sim.set_item(0, 5, True)
         await wait_until(lambda: registry.stat().st_mtime_ns != before, what="write on change")
@@ -62,15 +60,14 @@ async def test_corrupt_registry_is_moved_aside_with_alarm(kerong_bus, tmp_path: 
     state = tmp_path / "state"
     state.mkdir()
     (state / "registry.json").write_text('{"devices": {"1": {"id": "x"')
-    async with running_agent(site_toml({"bank": pty.port}), state) as (agent, client):
+    async with running_agent(site_toml({"bank": pty.port}), state) as (_agent, client):
         st = await client.get("/v1/status")
         assert st["health"] == "degraded"
         alarm = st["alarms"][0]
         assert alarm["severity"] == "critical" and "moved aside" in alarm["message"]
         aside = list(state.glob("registry.json.corrupt-*"))
         assert len(aside) == 1 and aside[0].read_text().startswith('{"devices"')
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
+        await wait_device(client, "kerong:bank:0")
 
 
 def test_usb_ports_matched_by_vid_pid_and_named_by_id(tmp_path: Path) -> None:

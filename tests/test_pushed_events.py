@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_until
 
 DEV = "kerong:Bank-1:0"
 POLL = 30.0  # far longer than the test: whatever shows up was pushed, not polled
@@ -20,9 +20,8 @@ async def test_a_pushed_door_change_reaches_the_stream_before_any_poll(kerong_bu
     sim, pty = kerong_bus({0: 0xFFFF}, push_changes=True, pace=False)
     toml = (site_toml({"Bank-1": pty.port}, poll=POLL)
             + "[vendor.kerong]\nlisten_unsolicited = true\n")
-    async with running_agent(toml, tmp_path / "s") as (agent, client):
-        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].compartments,
-                         timeout=15)
+    async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        await wait_device(client, DEV, lambda d: d["compartments"], timeout=15)
         seen: list[tuple[float, str]] = []
 
         async def watch() -> None:
@@ -54,11 +53,10 @@ async def test_a_pushed_door_change_reaches_the_stream_before_any_poll(kerong_bu
 async def test_a_board_that_pushes_nothing_still_polls(kerong_bus, tmp_path: Path) -> None:
     sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
     toml = site_toml({"Bank-1": pty.port}) + "[vendor.kerong]\nlisten_unsolicited = true\n"
-    async with running_agent(toml, tmp_path / "s") as (agent, client):
-        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].compartments,
-                         timeout=15)
+    async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        await wait_device(client, DEV, lambda d: d["compartments"], timeout=15)
         await asyncio.to_thread(sim.set_door, 0, 4, False)
-        await wait_until(lambda: agent.devices[DEV].compartments[4]["door"] == "open",
+        await wait_device(client, DEV, lambda d: d["compartments"][4]["door"] == "open",
                          timeout=5, what="the poll sees the door")
         dev = await client.get(f"/v1/devices/{DEV}")
         assert dev["counters"]["pushed"] == 0
@@ -70,8 +68,8 @@ async def test_seen_follows_the_polls_not_only_discovery(kerong_bus, tmp_path: P
     _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
     toml = site_toml({"Bank-1": pty.port}, poll=0.1).replace("probe_interval = 2.0",
                                                                "probe_interval = 60.0")
-    async with running_agent(toml, tmp_path / "s") as (agent, client):
-        await wait_until(lambda: DEV in agent.devices and agent.devices[DEV].link == "online")
+    async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        await wait_device(client, DEV)
         first = (await client.get(f"/v1/devices/{DEV}"))["last_seen"]
         await asyncio.sleep(1.0)
         later = (await client.get(f"/v1/devices/{DEV}"))["last_seen"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port, site_toml, wait_port
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_devices
 
 SER2NET = shutil.which("ser2net") or "/usr/sbin/ser2net"
 pytestmark = pytest.mark.skipif(not Path(SER2NET).exists(),
@@ -37,18 +37,18 @@ connection: &kerong
         wait_port(port)
         # ser2net does not answer RFC 2217 SET_CONTROL; pyserial has an option for that.
         toml = site_toml({"bridge": f"rfc2217://127.0.0.1:{port}?ign_set_control"})
-        async with running_agent(toml, tmp_path / "state") as (agent, client):
-            await wait_until(lambda: {"kerong:bridge:2", "kerong:bridge:7"} <= set(
-                agent.devices) and all(agent.devices[d].compartments for d in (
-                    "kerong:bridge:2", "kerong:bridge:7")), timeout=30,
-                what="both boards through ser2net")
-            b2 = agent.devices["kerong:bridge:2"].compartments
+        async with running_agent(toml, tmp_path / "state") as (_agent, client):
+            found = await wait_devices(client, {"kerong:bridge:2", "kerong:bridge:7"},
+                                       lambda d: d["compartments"], timeout=30,
+                                       what="with compartments, through ser2net")
+            b2 = found["kerong:bridge:2"]["compartments"]
             assert b2[0]["item"] == "present" and b2[15]["item"] == "present"
             assert b2[1]["item"] == "absent"
-            assert agent.devices["kerong:bridge:2"].candidate.address.startswith("rfc2217://")
+            assert found["kerong:bridge:2"]["address"].startswith("rfc2217://")
             sim.set_door(7, 4, closed=False)
-            await wait_until(lambda: agent.devices["kerong:bridge:7"].compartments[4]["door"]
-                             == "open", what="door change through ser2net")
+            await wait_device(client, "kerong:bridge:7",
+                              lambda d: d["compartments"][4]["door"] == "open",
+                              what="to show the door change through ser2net")
             result = await client.post("/v1/devices/kerong:bridge:2/unlock",
                                        {"compartment": 9, "reason": "through the bridge"})
             assert sim.unlocks == [(2, 8)]

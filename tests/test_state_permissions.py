@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_until
 
 
 def loose_paths(root: Path) -> list[str]:
@@ -40,10 +40,9 @@ async def test_state_directory_is_private_to_the_agent_and_its_group(kerong_bus,
     try:
         toml = site_toml({"Bank-A": pty.port},
                          extra="[audit]\nsegment_max_mb = 0.002\ncheckpoint_every = 5\n")
-        async with running_agent(toml, state) as (agent, client):
+        async with running_agent(toml, state) as (_agent, client):
             dev = "kerong:Bank-A:0"
-            await wait_until(lambda: dev in agent.devices and agent.devices[dev].link
-                             == "online")
+            await wait_device(client, dev)
             for i in range(12):
                 await client.post(f"/v1/devices/{dev}/out-of-service",
                                   {"compartment": 1 + i % 4, "reason": f"check {i}",

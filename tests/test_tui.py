@@ -12,7 +12,7 @@ from helpers import site_toml
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_devices, wait_event, wait_until
 from tui.app import Dashboard
 from tui.screens import (
     DeviceScreen,
@@ -51,9 +51,9 @@ async def started(kerong_bus: Any, tmp_path: Path, extra: str = "") -> Any:
 async def test_overview_devices_detail_and_live_compartment(kerong_bus, tmp_path: Path
                                                             ) -> None:
     sim, ctx = await started(kerong_bus, tmp_path)
-    async with ctx as (agent, _c):
-        await wait_until(lambda: len(agent.devices) == 2 and all(
-            d.compartments for d in agent.devices.values()))
+    async with ctx as (agent, client):
+        await wait_devices(client, {"kerong:bank:0", "kerong:bank:1"},
+                           lambda d: d["compartments"])
         app = Dashboard(str(agent.socket_path))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: "online 2" in text_of(app, "#summary"), "counts")
@@ -92,9 +92,8 @@ async def test_overview_devices_detail_and_live_compartment(kerong_bus, tmp_path
 async def test_unlock_from_dashboard_is_audited_with_user_and_reason(kerong_bus,
                                                                     tmp_path: Path) -> None:
     sim, ctx = await started(kerong_bus, tmp_path)
-    async with ctx as (agent, _c):
-        await wait_until(lambda: "kerong:bank:1" in agent.devices
-                         and agent.devices["kerong:bank:1"].link == "online")
+    async with ctx as (agent, client):
+        await wait_device(client, "kerong:bank:1")
         app = Dashboard(str(agent.socket_path))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: "kerong:bank:1" in app.model.devices, "device")
@@ -104,17 +103,15 @@ async def test_unlock_from_dashboard_is_audited_with_user_and_reason(kerong_bus,
             await pilot.press("1", "2", "enter")
             await pilot.press(*"spare battery", "enter")
             await wait_until(lambda: sim.unlocks == [(1, 11)], what="unlock on the wire")
-            rec = await wait_until(lambda: next((e for e in agent.audit.recent
-                                                 if e["action"] == "unlock"), None))
+            rec = await wait_event(client, action="unlock")
             assert rec["actor"] == getpass.getuser()
             assert rec["reason"] == "spare battery" and rec["compartment"] == 12
 
 
 async def test_read_only_offers_no_action(kerong_bus, tmp_path: Path) -> None:
     sim, ctx = await started(kerong_bus, tmp_path)
-    async with ctx as (agent, _c):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
+    async with ctx as (agent, client):
+        await wait_device(client, "kerong:bank:0")
         app = Dashboard(str(agent.socket_path), read_only=True)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: "kerong:bank:0" in app.model.devices, "device")
@@ -136,8 +133,8 @@ async def test_inbox_adopt_and_persistent_ignore(kerong_bus, tmp_path: Path) -> 
     toml = site_toml({"bank": pty.port}).replace(
         "probe_interval = 2.0", "probe_interval = 2.0\nauto_adopt = false")
     state = tmp_path / "s"
-    async with running_agent(toml, state) as (agent, _c):
-        await wait_until(lambda: len(agent.devices) == 2)
+    async with running_agent(toml, state) as (agent, client):
+        await wait_devices(client, {"kerong:bank:0", "kerong:bank:1"}, lambda d: True)
         app = Dashboard(str(agent.socket_path))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: len(app.model.inbox) == 2, "two inbox entries",
@@ -147,25 +144,23 @@ async def test_inbox_adopt_and_persistent_ignore(kerong_bus, tmp_path: Path) -> 
             table = app.screen.query_one("#inbox", DataTable)
             await settle(pilot, lambda: table.row_count == 2, "inbox rows")
             await pilot.press("a", *"new bank", "enter")
-            await wait_until(lambda: agent.devices["kerong:bank:0"].link == "online",
-                             what="adopted device supervised")
+            await wait_device(client, "kerong:bank:0", what="adopted device supervised")
             await settle(pilot, lambda: table.row_count == 1, "one left", tries=100)
             await pilot.press("x", *"spare board, not in use", "enter")
-            await wait_until(lambda: agent.devices["kerong:bank:1"].ignored is not None)
+            await wait_device(client, "kerong:bank:1", lambda d: d["ignored"] is not None,
+                              what="to be ignored")
     async with running_agent(toml, state) as (agent, client):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
-        await wait_until(lambda: "kerong:bank:1" in agent.devices)
-        assert agent.devices["kerong:bank:1"].ignored == "spare board, not in use"
-        assert agent.devices["kerong:bank:1"].supervisor is None
+        await wait_device(client, "kerong:bank:0")
+        spare = await wait_device(client, "kerong:bank:1", lambda d: True)
+        assert spare["ignored"] == "spare board, not in use"
+        assert spare["link"] == "ignored"  # not supervised: never polled
         assert await client.get("/v1/inbox") == []
 
 
 async def test_diagnostics_shows_decoded_frames(kerong_bus, tmp_path: Path) -> None:
     sim, ctx = await started(kerong_bus, tmp_path)
-    async with ctx as (agent, _c):
-        await wait_until(lambda: "kerong:bank:0" in agent.devices
-                         and agent.devices["kerong:bank:0"].link == "online")
+    async with ctx as (agent, client):
+        await wait_device(client, "kerong:bank:0")
         app = Dashboard(str(agent.socket_path))
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot, lambda: app.model.connected, "link")

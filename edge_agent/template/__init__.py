@@ -28,6 +28,7 @@ FILES = {
     "edge_agent_$name/simulator.py": "simulator.py.tmpl",
     "edge_agent_$name/plugin.py": "plugin.py.tmpl",
     "tests/test_codec.py": "test_codec.py.tmpl",
+    "tests/test_driver.py": "test_driver.py.tmpl",
     "tests/test_conformance.py": "test_conformance.py.tmpl",
 }
 

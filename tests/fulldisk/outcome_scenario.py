@@ -18,7 +18,7 @@ from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBu
 from scenario import fill, report
 
 from edge_agent.errors import ClientError
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_status
 
 PAGE = 4096
 DEV = "kerong:Bus-1:0"
@@ -47,9 +47,8 @@ async def main(state: Path) -> int:
     unlock = f"/v1/devices/{DEV}/unlock"
     oos = f"/v1/devices/{DEV}/out-of-service"
     try:
-        async with running_agent(toml, state) as (agent, client):
-            await wait_until(lambda: DEV in agent.devices
-                             and agent.devices[DEV].link == "online")
+        async with running_agent(toml, state) as (_agent, client):
+            await wait_device(client, DEV)
             # Sizes of the two records an unlock writes, measured on a real one.
             r = await client.post(unlock, {"compartment": 1, "reason": "during"})
             outcome = line_of(state, r["audit_seq"])
@@ -88,8 +87,8 @@ async def main(state: Path) -> int:
                 out["next_answer"] = exc.status
             out["next_board_unlocks"] = len(sim.unlocks) - sent_before
             await asyncio.to_thread(filler.unlink)
-            await wait_until(lambda: agent.audit.command_refusal() is None, timeout=20,
-                             what="the reserve held again")
+            await wait_status(client, lambda st: st["audit"]["commands_refused"] is None,
+                              timeout=20, what="the reserve held again")
             r = await client.post(unlock, {"compartment": 3, "reason": "after"})
             out["after_answer"] = r["audit_seq"] is not None
             events = await client.get("/v1/events", limit=10_000)

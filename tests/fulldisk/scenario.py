@@ -12,7 +12,7 @@ from pathlib import Path
 from edge_agent_kerong.simulator import BusOptions, PtyEndpoint, SimBoard, SimBus
 
 from edge_agent.errors import ClientError
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device, wait_status
 
 
 def fill(path: Path) -> int:
@@ -49,9 +49,8 @@ async def main(state: Path) -> int:
     out: dict[str, object] = {}
     acked: list[int] = []
     try:
-        async with running_agent(toml, state) as (agent, client):
-            await wait_until(lambda: "kerong:bus:0" in agent.devices
-                             and agent.devices["kerong:bus:0"].link == "online")
+        async with running_agent(toml, state) as (_agent, client):
+            await wait_device(client, "kerong:bus:0")
             r = await client.post("/v1/devices/kerong:bus:0/unlock",
                                   {"compartment": 1, "reason": "before"})
             acked.append(r["audit_seq"])
@@ -63,12 +62,12 @@ async def main(state: Path) -> int:
             # page of the open segment may still have room: move kit until it is used up.)
             sim.set_item(0, 5, False)
             for i in range(200):
-                if agent.audit.error is not None:
+                if (await client.call("status"))["audit"]["error"] is not None:
                     break
                 sim.set_door(0, 10, closed=bool(i % 2))
                 await asyncio.sleep(0.1)
-            await wait_until(lambda: agent.audit.error is not None, timeout=10,
-                             what="audit log notices the full disk")
+            await wait_status(client, lambda st: st["audit"]["error"] is not None,
+                              timeout=10, what="audit log notices the full disk")
             status = await client.get("/v1/status")
             out["health_when_full"] = status["health"]
             out["audit_error"] = status["audit"]["error"]
@@ -85,8 +84,8 @@ async def main(state: Path) -> int:
                 (state / "audit" / name).read_bytes().startswith(data)
                 for name, data in old_files.items())
             await asyncio.to_thread(filler.unlink)
-            await wait_until(lambda: agent.audit.error is None, timeout=15,
-                             what="audit log recovers by itself")
+            await wait_status(client, lambda st: st["audit"]["error"] is None, timeout=15,
+                              what="audit log recovers by itself")
             status = await client.get("/v1/status")
             out["health_after"] = status["health"]
             r = await client.post("/v1/devices/kerong:bus:0/unlock",

@@ -20,7 +20,7 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 sys.path.insert(0, str(Path(__file__).parent))
 import edgetest_plugin
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.testing import running_agent, wait_device
 
 STATE = {"compartments": [{"door": "closed", "item": "present"}] * 3
          + [{"door": "open", "item": "absent"}]}
@@ -51,7 +51,7 @@ async def main() -> int:
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as d:
         async with running_agent(toml, Path(d), extra_plugins={"edgetest": edgetest_plugin},
-                                 load_entry_points=False) as (agent, client):
+                                 load_entry_points=False) as (_agent, client):
             t0 = time.monotonic()
             await zc.async_register_service(info("locker-a", port, {
                 b"vendor": b"edgetest", b"serial": b"SN-0042", b"model": b"ET-4"}))
@@ -59,11 +59,12 @@ async def main() -> int:
                 b"vendor": b"acme", b"serial": b"X1"}))
             await zc.async_register_service(info("bad-txt", port, {
                 b"vendor": b"edgetest", b"\xff\xfe": b"x"}))
-            await wait_until(lambda: "edgetest:SN-0042" in agent.devices
-                             and agent.devices["edgetest:SN-0042"].link == "online",
-                             timeout=20, what="mDNS device online")
+            await wait_device(client, "edgetest:SN-0042", timeout=20)
             out["discovery_seconds"] = round(time.monotonic() - t0, 2)
-            await wait_until(lambda: len(agent.inbox) >= 2, timeout=10, what="inbox entries")
+            for _ in range(500):  # bounded: 10 s
+                if len(await client.call("inbox")) >= 2:
+                    break
+                await asyncio.sleep(0.02)
             out["devices"] = await client.get("/v1/devices")
             out["inbox"] = await client.get("/v1/inbox")
             out["status_mdns"] = (await client.get("/v1/status"))["mdns"]

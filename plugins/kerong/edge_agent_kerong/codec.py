@@ -169,6 +169,12 @@ class Decoder:
             self.overflows += 1
         return frames
 
+    def reset(self) -> None:
+        """Drop a partial frame (contract 1.2: the bus calls this before each request, so
+        a reply cut short is never glued to the next one)."""
+        self.garbage_bytes += len(self._buf)
+        self._buf.clear()
+
 
 def _parse(frame: bytes) -> Frame:
     addr, cmd = frame[1], frame[2]

@@ -41,6 +41,7 @@ class Faults:
     slow_ms: float = 0.0  # extra delay before every reply
     garbage_rate: float = 0.0  # chance of garbage bytes before a reply
     garbage_len: int = 24
+    interleave: bool = False  # another board's status frame just before every reply
 
 
 @dataclass
@@ -100,6 +101,19 @@ class SimBus:
                 push(codec.encode_status(b.address, self.hooks_of(b), b.items))
             except OSError:
                 pass
+
+    def interleaved(self, asked: int) -> bytes:
+        """With ``faults.interleave``: the status frame of another board (round robin),
+        sent unasked just before the reply to ``asked`` (a shared bus where a board
+        reports on its own)."""
+        with self.lock:
+            others = [b for b in self.boards.values() if b.present and b.address != asked]
+            if not others:
+                others = [b for b in self.boards.values() if b.present]
+            if not others:
+                return b""
+            b = others[self.requests % len(others)]
+            return codec.encode_status(b.address, self.hooks_of(b), b.items)
 
     def drop_board(self, board: int, present: bool = False) -> None:
         with self.lock:
@@ -198,6 +212,8 @@ class _Endpoint:
                     self.bus._rng.random() < self.bus.faults.garbage_rate
                 ):
                     reply = self.bus.garbage() + reply
+                if self.bus.faults.interleave:
+                    reply = self.bus.interleaved(frame.board) + reply
                 time.sleep(delay)
                 try:
                     write(reply)

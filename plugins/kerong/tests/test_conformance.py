@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from edge_agent_kerong import codec
 from edge_agent_kerong.simulator import KerongSimulator
 
 from edge_agent.conformance import ConformanceSuite, Target
+from edge_agent.contract import FrameDecoder
 
 
 class KerongTarget(Target):
@@ -44,6 +47,15 @@ class KerongTarget(Target):
     def jam(self, identity: str, compartment: int, on: bool) -> None:
         key = (int(identity.rsplit(":", 1)[1]), compartment - 1)
         (self.sim.bus.jammed.add if on else self.sim.bus.jammed.discard)(key)
+
+    def interleave(self, on: bool) -> None:
+        self.sim.bus.faults.interleave = on
+
+    def codec(self) -> tuple[Callable[[], FrameDecoder], list[bytes]]:
+        frames = [codec.encode_status(board, (board * 2654435761 + i * 40503) & 0xFFFF,
+                                      (i * 7919) & 0xFFFF)
+                  for board in (0, 3, 15) for i in range(12)]
+        return codec.Decoder, frames
 
 
 class TestKerongConformance(ConformanceSuite):
