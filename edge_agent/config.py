@@ -51,6 +51,10 @@ class AgentSection(_Strict):
 class MdnsSection(_Strict):
     enabled: bool = False
     interfaces: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    site_tag: str | None = Field(None, min_length=1, max_length=63)
+    """If set, only services whose TXT ``site`` equals it are this site's: on a network
+    shared with another site (or another demo), the others' lockers go to the inbox with
+    the tag they carry instead of being adopted."""
 
     @field_validator("interfaces")
     @classmethod

@@ -79,6 +79,7 @@ class DemoSite:
         self.agent: subprocess.Popen[bytes] | None = None
         os.environ.setdefault("EDGE_AGENT_RUN_DIR", str(run_dir))
         os.environ.setdefault("EDGE_AGENT_DEMO_PORT", str(_free_port()))
+        os.environ.setdefault("EDGE_AGENT_DEMO_INSTANCE", f"demo-{os.getpid()}-{run_dir.name}")
         self.env = dict(os.environ)
 
     def start(self) -> None:

@@ -182,6 +182,15 @@ class Discovery:
         self.registry.inbox[key] = InboxItem(key, f"mDNS {name}", why)
 
     async def _on_mdns(self, svc: MdnsService) -> None:
+        tag = self.rt.config.discovery.mdns.site_tag
+        if tag is not None and svc.properties.get("site") != tag:
+            theirs = svc.properties.get("site")
+            self._mdns_problem(svc.name, svc.service_type,
+                               f"advertises site {theirs!r}, this site's tag is {tag!r}"
+                               if theirs is not None else
+                               f"carries no TXT site tag; this site takes only {tag!r} "
+                               "([discovery.mdns] site_tag)")
+            return
         reasons = []
         for plugin, matcher in self._mdns_matchers.get(svc.service_type, []):
             why = matcher.match(svc.properties)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,13 +49,20 @@ async def main() -> int:
     zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     toml = ('[site]\nid = "mdns-test"\n[agent]\npoll_interval = 0.2\n'
             '[discovery.mdns]\nenabled = true\ninterfaces = ["127.0.0.1"]\n')
+    tag = os.environ.get("MDNS_SITE_TAG")  # the site_tag variant of the scenario
+    if tag:
+        toml += f'site_tag = "{tag}"\n'
+    mine = {b"site": tag.encode()} if tag else {}
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as d:
         async with running_agent(toml, Path(d), extra_plugins={"edgetest": edgetest_plugin},
                                  load_entry_points=False) as (_agent, client):
             t0 = time.monotonic()
             await zc.async_register_service(info("locker-a", port, {
-                b"vendor": b"edgetest", b"serial": b"SN-0042", b"model": b"ET-4"}))
+                b"vendor": b"edgetest", b"serial": b"SN-0042", b"model": b"ET-4", **mine}))
+            if tag:  # the same kind of locker, the neighbouring site's
+                await zc.async_register_service(info("neighbour", port, {
+                    b"vendor": b"edgetest", b"serial": b"SN-0099", b"site": b"station-14"}))
             await zc.async_register_service(info("other-vendor", port, {
                 b"vendor": b"acme", b"serial": b"X1"}))
             await zc.async_register_service(info("bad-txt", port, {
@@ -62,7 +70,7 @@ async def main() -> int:
             await wait_device(client, "edgetest:SN-0042", timeout=20)
             out["discovery_seconds"] = round(time.monotonic() - t0, 2)
             for _ in range(500):  # bounded: 10 s
-                if len(await client.call("inbox")) >= 2:
+                if len(await client.call("inbox")) >= (3 if tag else 2):
                     break
                 await asyncio.sleep(0.02)
             out["devices"] = await client.get("/v1/devices")

@@ -73,6 +73,7 @@ class CabinetSimulator:
     scenario_interval: float = 2.0
     seed: int = 0
     firmware: int = 312
+    txt: dict[str, str] = field(default_factory=dict)  # extra TXT keys (a site tag, say)
 
     def __post_init__(self) -> None:
         p = self.profile
@@ -332,8 +333,8 @@ class CabinetSimulator:
         return AsyncServiceInfo(
             SERVICE_TYPE, f"{self.serial}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(self.host)], port=self.port,
-            properties={"vendor": p.vendor, "profile": p.name, "serial": self.serial,
-                        "unit": str(self.unit)},
+            properties={**self.txt, "vendor": p.vendor, "profile": p.name,
+                        "serial": self.serial, "unit": str(self.unit)},
             server=f"cabinet-{self.serial.lower()}.local.")
 
     async def _end_announcing(self) -> None:
@@ -402,7 +403,7 @@ class CabinetSimulator:
                      library: ProfileLibrary | None = None) -> CabinetSimulator:
         known = {"profile", "serial", "unit", "transport", "host", "port", "link", "mdns",
                  "interfaces", "scenario", "scenario_interval", "seed", "auto_open",
-                 "profile_dirs"}
+                 "profile_dirs", "txt"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown armoury simulator option(s): {', '.join(unknown)}")
@@ -419,4 +420,5 @@ class CabinetSimulator:
                    auto_open=bool(options.get("auto_open", True)),
                    scenario=bool(options.get("scenario", False)),
                    scenario_interval=float(options.get("scenario_interval", 2.0)),
-                   seed=int(options.get("seed", 0)))
+                   seed=int(options.get("seed", 0)),
+                   txt={str(k): str(v) for k, v in dict(options.get("txt", {})).items()})

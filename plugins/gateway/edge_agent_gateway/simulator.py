@@ -50,6 +50,7 @@ class GatewaySimulator:
     scenario: bool = False  # officers take and return kit now and then
     scenario_interval: float = 2.0
     seed: int = 0
+    txt: dict[str, str] = field(default_factory=dict)  # extra TXT keys (a site tag, say)
 
     def __post_init__(self) -> None:
         self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
@@ -161,7 +162,7 @@ class GatewaySimulator:
         return AsyncServiceInfo(
             SERVICE_TYPE, f"{self.name}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(self.host)], port=self.port,
-            properties={"vendor": "edgesim", "model": "LG-12", "api": "1",
+            properties={**self.txt, "vendor": "edgesim", "model": "LG-12", "api": "1",
                         "serial": self.advertise_serial or self.serial},
             server=f"{self.name}.local.")
 
@@ -252,7 +253,7 @@ class GatewaySimulator:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> GatewaySimulator:
         known = {"serial", "lockers", "host", "port", "name", "interfaces", "scenario",
-                 "scenario_interval", "seed"}
+                 "scenario_interval", "seed", "txt"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown gateway simulator option(s): {', '.join(unknown)}")
@@ -263,4 +264,5 @@ class GatewaySimulator:
                    mdns_interfaces=list(options.get("interfaces", ["127.0.0.1"])),
                    scenario=bool(options.get("scenario", False)),
                    scenario_interval=float(options.get("scenario_interval", 2.0)),
-                   seed=int(options.get("seed", 0)))
+                   seed=int(options.get("seed", 0)),
+                   txt={str(k): str(v) for k, v in dict(options.get("txt", {})).items()})
