@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from edge_agent.api.listener import BoundedListener
@@ -120,7 +121,8 @@ def peer_user(request: web.Request) -> tuple[str, int | None]:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+    return web.json_response(data, status=status,
+                             dumps=lambda o: orjson.dumps(o, default=str).decode())
 
 
 _CODES = {400: "bad_request", 404: "not_found"}
@@ -350,7 +352,7 @@ class ApiServer:
                 except TimeoutError:
                     await resp.write(b": keepalive\n\n")
                     continue
-                payload = json.dumps(data, default=str)
+                payload = orjson.dumps(data, default=str).decode()
                 await resp.write(f"event: {kind}\ndata: {payload}\n\n".encode())
                 if kind == "overflow":
                     break

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
@@ -70,7 +71,9 @@ class AtomicJSONStorage(Storage):
     def flush(self) -> bool:
         if not self.dirty or self._data is None:
             return False
-        payload = json.dumps(self._data, sort_keys=True, separators=(",", ":")).encode()
+        # orjson: the registry holds every compartment of every device; the stdlib encoder
+        # made this flush a visible share of the agent's CPU on a 220-device site.
+        payload = orjson.dumps(self._data, option=orjson.OPT_SORT_KEYS)
         atomic_write(self.path, payload)
         self.dirty = False
         return True
