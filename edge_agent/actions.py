@@ -48,6 +48,17 @@ class Action(enum.StrEnum):
     # People
     ENTITLEMENTS_LOADED = "entitlements_loaded"
     ENTITLEMENTS_REFUSED = "entitlements_refused"
+    # Custody (card readers, stations)
+    ISSUE_REFUSED = "issue_refused"
+    ISSUE_WAITING = "issue_waiting"
+    SECOND_PERSON = "second_person"
+    ISSUE_GRANTED = "issue_granted"
+    ISSUE_ABANDONED = "issue_abandoned"
+    CUSTODY_OPENED = "custody_opened"
+    RETURN_GRANTED = "return_granted"
+    CUSTODY_CLOSED = "custody_closed"
+    UNAUTHORISED_REMOVAL = "unauthorised_removal"
+    CUSTODY_OVERDUE = "custody_overdue"
 
 
 DESCRIPTIONS: dict[Action, str] = {
@@ -84,4 +95,19 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.ENTITLEMENTS_LOADED: "a signed training-records snapshot came into force (id, "
                                 "key, officers, expiry)",
     Action.ENTITLEMENTS_REFUSED: "a snapshot was refused (why: signature, key, dates)",
+    Action.ISSUE_REFUSED: "a card at a station was refused (officer if known, station, why: "
+                          "unknown card, no or expired qualification, limit, stale "
+                          "entitlements, nothing available, second person not valid)",
+    Action.ISSUE_WAITING: "a two-person issue waits for a second authorised person",
+    Action.SECOND_PERSON: "the second person of a two-person issue badged (officer, role)",
+    Action.ISSUE_GRANTED: "a compartment is opened for an officer to take an item (class, "
+                          "due time)",
+    Action.ISSUE_ABANDONED: "the door closed (or timed out) with the item still there",
+    Action.CUSTODY_OPENED: "an officer holds an item: it left the compartment opened for "
+                           "them (due time)",
+    Action.RETURN_GRANTED: "a compartment is opened for an officer to return an item",
+    Action.CUSTODY_CLOSED: "an item came back (by the holder or someone else; late or not)",
+    Action.UNAUTHORISED_REMOVAL: "an item left a station's compartment with no issue open "
+                                 "for it",
+    Action.CUSTODY_OVERDUE: "an item is past its due time (warning, then critical)",
 }

@@ -32,6 +32,7 @@ from edge_agent.bus import SerialBus
 from edge_agent.commands import Commands
 from edge_agent.config import SiteConfig, check_vendor_settings, vendor_settings
 from edge_agent.contract import Candidate
+from edge_agent.custody import CustodyService
 from edge_agent.devices import Device, DeviceRegistry
 from edge_agent.discovery.claims import AddressClaims
 from edge_agent.discovery.coordinator import Discovery
@@ -86,6 +87,9 @@ class Agent:
         self.registry.claims = self.claims
         self.discovery = Discovery(self.rt, self.registry)
         self.commands = Commands(self.rt, self.registry)
+        self.custody = CustodyService(
+            self.rt, self.registry, self.commands, lambda: self.entitlements,
+            Path(config_path).parent if config_path else Path.cwd())
         self.views = Views(self.rt, self.registry, self.discovery, AgentIdentity(
             self.boot_id, self.started, state_dir, socket_path, config_path))
         self.entitlements: EntitlementStore | None = None
@@ -248,6 +252,7 @@ class Agent:
             "version": __version__, "site": self.config.site.id, "pid": os.getpid(),
             "plugins": rt.plugins.loaded()})
         self.registry.restore_ignored()
+        await self.custody.start(self.config_path)  # before readers come online
         await self.discovery.start()
         rt.spawn(self.claims.reacquire_loop(), "reacquire")
         log.info("agent up: site %s, socket %s, state %s", self.config.site.id,

@@ -123,6 +123,75 @@ class EntitlementsSection(_Strict):
     trusted_keys: list[str] = Field(default_factory=list, max_length=2)
     """Public keys (PEM) of the issuing office whose snapshots this site accepts: the
     current one and, during a rotation, the next (relative to this config file)."""
+    badge_key: str | None = None
+    """The force's badge key (``badge.key`` from ``entitlements keygen``, mode 0600,
+    relative to this config file): card numbers are matched by keyed hash, never stored
+    in the clear."""
+
+
+_CLASS_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+WEAPON_CLASSES = frozenset({"firearm", "taser"})
+
+
+def compartment_list(spec: str) -> list[int]:
+    """``"1-8"``, ``"3"`` or ``"1,3,5-7"`` as compartment numbers (1-based)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"{spec!r}: write compartments as 3, 1-8 or 1,3,5-7")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if a < 1 or b < a or b > 512:
+            raise ValueError(f"{spec!r}: {part} is not a range of compartments")
+        out.extend(range(a, b + 1))
+    return out
+
+
+class StationSlots(_Strict):
+    device: str
+    compartments: str
+    """Which compartments of the device: 3, 1-8 or 1,3,5-7."""
+    equipment: str = Field(pattern=_CLASS_NAME)
+    """The equipment class they hold: radio, phone, laptop, battery, taser, firearm …"""
+    keypad: str | None = Field(None, pattern=r"^[0-9]$")
+    """At a station issuing several classes, the keypad digit that chooses this one."""
+
+    @field_validator("compartments")
+    @classmethod
+    def _parse(cls, v: str) -> str:
+        compartment_list(v)
+        return v
+
+
+class Station(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    reader: str
+    """Device id of the card reader (e.g. osdp:RDR-00000001)."""
+    slots: list[StationSlots] = Field(min_length=1)
+
+
+class EquipmentPolicy(_Strict):
+    qualification: str | None = None
+    """Qualification an officer needs in the entitlements (default for taser and
+    firearm: the class name; none for other kit)."""
+    two_person: bool | None = None
+    """A second authorised person (armourer role) must badge (default: on for taser and
+    firearm)."""
+    due_hours: float = Field(12.0, gt=0, le=24 * 14)
+    limit: int = Field(1, ge=1, le=20)
+    """How many of this class one officer may hold at once."""
+    when_stale: Literal["refuse", "allow"] = "refuse"
+    """Issue when the entitlements snapshot is expired or missing: weapons always refuse."""
+    overdue_grace_hours: float = Field(2.0, ge=0, le=72)
+    """After the due time: a warning; after this much more, a critical alarm."""
+
+
+class CustodySection(_Strict):
+    second_person_s: float = Field(60.0, gt=0, le=600)
+    """How long a second person has to badge for a two-person issue."""
+    take_s: float = Field(30.0, gt=0, le=600)
+    """How long an opened compartment waits for the item to be taken or placed."""
 
 
 class SiteConfig(_Strict):
@@ -134,8 +203,47 @@ class SiteConfig(_Strict):
     plugins: PluginsSection = Field(default_factory=PluginsSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     entitlements: EntitlementsSection = Field(default_factory=EntitlementsSection)
+    stations: list[Station] = Field(default_factory=list)
+    policy: dict[str, EquipmentPolicy] = Field(default_factory=dict)
+    custody: CustodySection = Field(default_factory=CustodySection)
     vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
     simulators: list[SimulatorConfig] = Field(default_factory=list)
+
+    @field_validator("policy")
+    @classmethod
+    def _weapons_fail_closed(cls, v: dict[str, EquipmentPolicy]) -> dict[str, EquipmentPolicy]:
+        for name, pol in v.items():
+            if not re.match(_CLASS_NAME, name):
+                raise ValueError(f"{name!r}: an equipment class is a lower-case name")
+            if name in WEAPON_CLASSES and pol.when_stale == "allow":
+                raise ValueError(f"{name}: when_stale = \"allow\" is not possible for "
+                                 "weapons: without current entitlements they are refused")
+            if name in WEAPON_CLASSES and pol.two_person is False:
+                raise ValueError(f"{name}: two_person cannot be switched off for weapons")
+        return v
+
+    @field_validator("stations")
+    @classmethod
+    def _unique_stations(cls, v: list[Station]) -> list[Station]:
+        ids: set[str] = set()
+        readers: set[str] = set()
+        for st in v:
+            if st.id in ids:
+                raise ValueError(f"station id {st.id!r} is used twice")
+            if st.reader in readers:
+                raise ValueError(f"reader {st.reader!r} serves two stations")
+            ids.add(st.id)
+            readers.add(st.reader)
+        return v
+
+    def equipment_policy(self, equipment: str) -> EquipmentPolicy:
+        """The policy of a class, with the weapon defaults filled in."""
+        pol = self.policy.get(equipment) or EquipmentPolicy()
+        weapon = equipment in WEAPON_CLASSES
+        return pol.model_copy(update={
+            "qualification": pol.qualification or (equipment if weapon else None),
+            "two_person": True if weapon else bool(pol.two_person),
+            "when_stale": "refuse" if weapon else pol.when_stale})
 
     @field_validator("buses")
     @classmethod

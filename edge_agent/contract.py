@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "1.2"
+CONTRACT_VERSION = "1.3"
 """Version of the plugin contract this core implements (``MAJOR.MINOR``).
 
 A plugin declares the version it was written against in :class:`PluginInfo`. The core
@@ -23,7 +23,7 @@ newer than its own; anything else is refused with a reason shown by
 ``edge-agent plugins``.
 """
 # Optional commands a driver may declare (contract 1.2, ``DeviceDriver.capabilities``).
-CAPABILITIES = frozenset({"identify", "out_of_service"})
+CAPABILITIES = frozenset({"identify", "out_of_service", "indicate"})
 
 
 def diagnostic_rows(details: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -322,6 +322,30 @@ class DriverContext:
     """Contract 1.2: where the driver pushes what the device reports on its own."""
 
 
+@dataclass(frozen=True)
+class CredentialRead:
+    """A card presented at a reader, with any keypad digits entered with it (contract 1.3).
+
+    ``card`` is the card number as the reader reports it, in upper-case hex; the core
+    never stores it in the clear (it is matched by keyed hash against the signed
+    entitlements). ``keys`` are the keypad digits entered just before the card (a station
+    that issues several classes of equipment asks for one). ``bits`` is the length the
+    reader reported (26 for a Wiegand 26-bit card, 8 x bytes for raw data)."""
+
+    card: str
+    keys: str = ""
+    bits: int = 0
+
+
+class Signal(enum.StrEnum):
+    """What a reader shows its user (contract 1.3, ``DeviceDriver.indicate``)."""
+
+    GRANTED = "granted"    # green, one short beep
+    REFUSED = "refused"    # red, long beep
+    WAITING = "waiting"    # amber: a second person must badge (two-person rule)
+    IDLE = "idle"          # back to the reader's resting state
+
+
 class PushChannel:
     """Pushed events (contract 1.2): a driver whose device reports changes on its own
     (a door, a badge read, tamper) calls :meth:`push` with the new reading the moment it
@@ -331,13 +355,33 @@ class PushChannel:
 
     def __init__(self) -> None:
         self._sink: Callable[[DeviceState], None] | None = None
+        self._credential_sink: Callable[[CredentialRead], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def connect(self, sink: Callable[[DeviceState], None]) -> None:
+    def connect(self, sink: Callable[[DeviceState], None],
+                credential_sink: Callable[[CredentialRead], None] | None = None) -> None:
         self._sink, self._loop = sink, asyncio.get_running_loop()
+        self._credential_sink = credential_sink
 
     def disconnect(self) -> None:
         self._sink = None
+        self._credential_sink = None
+
+    def credential(self, read: CredentialRead) -> None:
+        """Contract 1.3: a card (and keypad digits) presented at this device's reader.
+        Safe to call from any thread; the core decides (entitlements, policy) and answers
+        through ``indicate``. Dropped if nothing on this site listens to the reader."""
+        sink, loop = self._credential_sink, self._loop
+        if sink is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            sink(read)
+        else:
+            loop.call_soon_threadsafe(sink, read)
 
     def push(self, state: DeviceState) -> None:
         sink, loop = self._sink, self._loop

@@ -9,8 +9,10 @@ link changes and readings come back here as audit records, alarms and store writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from edge_agent.bus import SerialBus
 from edge_agent.contract import (
     Candidate,
     CompartmentState,
+    CredentialRead,
     DeviceDriver,
     DeviceState,
     DriverContext,
@@ -120,6 +123,7 @@ class DeviceRegistry:
         self.claims: AddressClaims | None = None
         self._saved: dict[str, dict[str, Any]] = {}
         self._saved_comps: dict[str, list[dict[str, Any]]] = {}
+        self._credential_listeners: list[Callable[[str, CredentialRead], None]] = []
 
     # ------------------------------------------------------------------ start-up
 
@@ -237,8 +241,20 @@ class DeviceRegistry:
                                on_link=self._on_link, on_state=self._on_state,
                                on_plugin_fault=self.rt.plugins.isolate)
         dev.supervisor = sup
-        events.connect(sup.pushed)  # what the device reports on its own, between polls
+        # What the device reports on its own, between polls; card reads (contract 1.3)
+        # go to whoever listens to readers (the custody service).
+        events.connect(sup.pushed, functools.partial(self._credential, dev.id))
         dev.task = self.rt.spawn(sup.run(), f"device:{dev.id}")
+
+    def on_credential(self, listener: Callable[[str, CredentialRead], None]) -> None:
+        """Have ``listener(device_id, read)`` called for every card presented at a reader."""
+        self._credential_listeners.append(listener)
+
+    def _credential(self, device_id: str, read: CredentialRead) -> None:
+        if not self._credential_listeners:
+            log.warning("card presented at %s but no station uses that reader", device_id)
+        for listener in self._credential_listeners:
+            listener(device_id, read)
 
     def _on_link(self, sup: DeviceSupervisor, old: Link, new: Link, reason: str) -> None:
         dev = self.devices[sup.device_id]

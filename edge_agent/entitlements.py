@@ -228,9 +228,10 @@ class Snapshot:
 
 
 def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
-           now: dt.datetime | None = None) -> Snapshot:
+           now: dt.datetime | None = None, *, allow_expired: bool = False) -> Snapshot:
     """The snapshot in ``doc`` if a trusted key signed it and it is in date; otherwise
-    EntitlementError saying why."""
+    EntitlementError saying why. ``allow_expired``: a genuine but expired snapshot is
+    returned (for identifying officers under a ``when_stale = "allow"`` policy)."""
     now = now or dt.datetime.now(dt.UTC)
     if not isinstance(doc, dict) or not {"snapshot", "signature", "key_id"} <= set(doc):
         raise EntitlementError("not an entitlements snapshot (snapshot, signature, key_id)")
@@ -258,7 +259,7 @@ def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
     if issued > now + CLOCK_SKEW:
         raise EntitlementError(f"issued {issued.isoformat()}, in the future: check this "
                                "box's clock and the office's")
-    if expires <= now:
+    if expires <= now and not allow_expired:
         raise EntitlementError(f"expired {expires.isoformat()}: ask the issuing office for "
                                "a fresh snapshot")
     by_badge = {b: oid for oid, o in officers.items() for b in o.get("badges", [])}
@@ -279,6 +280,7 @@ class EntitlementStore:
         self.path = state_dir / self.FILE
         self.trusted = trusted
         self.current: Snapshot | None = None
+        self.stale: Snapshot | None = None  # genuine but expired: identifies, grants little
         self.problem: str | None = None
 
     def open(self) -> None:
@@ -287,15 +289,30 @@ class EntitlementStore:
         if not self.path.exists():
             self.problem = "no entitlements loaded"
             return
+        doc: Any = None
         try:
-            self.current = verify(json.loads(self.path.read_bytes()), self.trusted)
+            doc = json.loads(self.path.read_bytes())
+            self.current = verify(doc, self.trusted)
             self.problem = None
         except (EntitlementError, ValueError) as exc:
             self.current, self.problem = None, f"entitlements on disk unusable: {exc}"
+            try:
+                self.stale = verify(doc, self.trusted, allow_expired=True)
+            except (EntitlementError, ValueError):
+                self.stale = None
+
+    def in_force(self, now: dt.datetime | None = None) -> tuple[Snapshot | None, bool]:
+        """The snapshot to identify officers with, and whether it is stale (expired, or
+        only an expired one is on the box). ``(None, True)``: nobody can be identified."""
+        now = now or dt.datetime.now(dt.UTC)
+        snap = self.current or self.stale
+        if snap is None:
+            return None, True
+        return snap, snap.expires <= now or self.current is None
 
     def load(self, doc: Any) -> Snapshot:
         """Verify, then swap atomically (blocking). Nothing changes if it fails."""
         snap = verify(doc, self.trusted)
         atomic_write(self.path, canonical(doc))
-        self.current, self.problem = snap, None
+        self.current, self.stale, self.problem = snap, None, None
         return snap

@@ -107,7 +107,7 @@ class Device(TypedDict):
     error: str
     compartments: list[Compartment]
     alarms: list[Alarm]
-    capabilities: list[Literal["identify", "out_of_service"]]
+    capabilities: list[Literal["identify", "out_of_service", "indicate"]]
     """optional commands the device has (contract 1.2)"""
     since: NotRequired[float]
     reason: NotRequired[str]

@@ -1,0 +1,258 @@
+"""Custody end to end: officers badge at OSDP readers (libosdp's own peripheral device on a
+pty, secure channel on) in front of Kerong lockers (simulated boards on a pty); the agent
+decides from the signed entitlements on the box and audits every step. Observed the way a
+site sees it: the reader's LED, the boards, the API and the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edge_agent_osdp.simulator import ReaderSimulator
+from helpers import site_toml
+
+from edge_agent import entitlements as ent
+from edge_agent.client import AgentClient
+from edge_agent.testing import running_agent, wait_device, wait_event, wait_until
+
+LOCKERS = "kerong:Bank-1:0"  # radios 1-8 (keypad 1), phones 9-12 (keypad 2)
+ARMOURY = "kerong:Bank-1:3"  # tasers 1-4
+ALICE, BOB, CAROL = "A1B2C3D4", "B0B0B0B0", "CA201001"  # card numbers (hex)
+TODAY = dt.date.today()
+
+
+def officers_csv(path: Path) -> Path:
+    later = (TODAY + dt.timedelta(days=300)).isoformat()
+    path.write_text(
+        "officer_id,name,roles,badges,qualifications\n"
+        f"PC-1001,Alice Ames,officer,{ALICE},taser:{later}\n"
+        f"PC-1002,Bob Bell,officer,{BOB},taser:2020-01-31\n"
+        f"ARM-7,Carol Cole,officer;armourer,{CAROL},\n", encoding="utf-8")
+    return path
+
+
+class Site:
+    def __init__(self, tmp: Path, kerong_bus: Any) -> None:
+        self.tmp = tmp
+        self.keys = tmp / "keys"
+        priv, pub, _ = ent.keygen(self.keys)
+        self.pub = pub
+        self.snapshot = ent.sign(ent.load_private(priv), ent.parse_records(
+            officers_csv(tmp / "officers.csv"), ent.load_badge_key(self.keys / "badge.key")),
+            valid_hours=12)
+        self.bus, self.pty = kerong_bus({0: 0x0FFF, 3: 0x000F}, pace=False, auto_close_s=60.0)
+        self.readers: dict[str, ReaderSimulator] = {}
+        for n, name in ((1, "lockers"), (2, "armoury")):
+            sim = ReaderSimulator(str(tmp / f"ttyRDR{n}"), pd_address=100 + n,
+                                  serial_number=n, key=os.urandom(16),
+                                  key_file=str(self.keys / f"rdr-{n}.key"))
+            sim.start()
+            self.readers[name] = sim
+
+    def toml(self) -> str:
+        extra = f"""
+[entitlements]
+trusted_keys = ["{self.pub}"]
+badge_key = "{self.keys / 'badge.key'}"
+
+[custody]
+second_person_s = 5
+take_s = 20
+
+[[devices]]
+plugin = "osdp"
+identity = "osdp:RDR-00000001"
+address = "{self.tmp / 'ttyRDR1'}"
+properties = {{ pd_address = 101, key_file = "{self.keys / 'rdr-1.key'}" }}
+
+[[devices]]
+plugin = "osdp"
+identity = "osdp:RDR-00000002"
+address = "{self.tmp / 'ttyRDR2'}"
+properties = {{ pd_address = 102, key_file = "{self.keys / 'rdr-2.key'}" }}
+
+[[stations]]
+id = "Locker-Station"
+reader = "osdp:RDR-00000001"
+slots = [{{ device = "{LOCKERS}", compartments = "1-8", equipment = "radio", keypad = "1" }},
+         {{ device = "{LOCKERS}", compartments = "9-12", equipment = "phone", keypad = "2" }}]
+
+[[stations]]
+id = "Armoury"
+reader = "osdp:RDR-00000002"
+slots = [{{ device = "{ARMOURY}", compartments = "1-4", equipment = "taser" }}]
+
+[policy.radio]
+due_hours = 10
+"""
+        return site_toml({"Bank-1": self.pty.port}, extra=extra)
+
+    def stop(self) -> None:
+        for sim in self.readers.values():
+            sim.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, kerong_bus: Any) -> Any:
+    s = Site(tmp_path, kerong_bus)
+    yield s
+    s.stop()
+
+
+async def ready(client: AgentClient, site: Site) -> None:
+    await client.call("entitlements_load", body=site.snapshot)
+    for dev in (LOCKERS, ARMOURY):  # online, with a first reading to compare against
+        await wait_device(client, dev, lambda d: d["link"] == "online" and d["compartments"],
+                          timeout=15)
+    for dev in ("osdp:RDR-00000001", "osdp:RDR-00000002"):
+        await wait_device(client, dev, timeout=15)
+
+
+async def signal(sim: ReaderSimulator, colour: str, before: int) -> None:
+    await wait_until(lambda: sim.signals[before:] and sim.signals[-1] == colour, timeout=5,
+                     what=f"the reader to show {colour} (shown: {sim.signals[before:]})")
+
+
+async def badge(sim: ReaderSimulator, card: str, keys: str = "") -> int:
+    before = len(sim.signals)
+    await asyncio.to_thread(sim.present, card, keys)
+    return before
+
+
+async def test_issue_and_return_a_radio_with_a_card(site: Site, tmp_path: Path) -> None:
+    rdr = site.readers["lockers"]
+    async with running_agent(site.toml(), tmp_path / "state") as (_agent, client):
+        await ready(client, site)
+        # An unknown card: red, and the refusal is audited.
+        before = await badge(rdr, "DEADBEEF")
+        await signal(rdr, "red", before)
+        refused = await wait_event(client, action="issue_refused")
+        assert refused["reason"] == "unknown card" and refused["actor"] == "card:unknown"
+
+        # Alice chooses radios (keypad 1): compartment 1 opens, the reader goes green.
+        before = await badge(rdr, ALICE, keys="1")
+        await signal(rdr, "green", before)
+        assert site.bus.unlocks == [(0, 0)]
+        granted = await wait_event(client, action="issue_granted")
+        assert granted["actor"] == "officer:PC-1001" and granted["compartment"] == 1
+        assert granted["details"]["equipment"] == "radio"
+        # She takes it: custody opens with a due time 10 h on.
+        site.bus.set_item(0, 0, False)
+        opened = await wait_event(client, action="custody_opened")
+        assert opened["details"]["officer"] == "PC-1001"
+        assert opened["details"]["due"] == pytest.approx(
+            granted["details"]["due"], abs=1)
+        site.bus.set_door(0, 0, True)
+
+        # Badging again at the same station is a return: her compartment opens.
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "green", before)
+        assert site.bus.unlocks[-1] == (0, 0)
+        await wait_event(client, action="return_granted")
+        site.bus.set_item(0, 0, True)
+        closed = await wait_event(client, action="custody_closed")
+        assert closed["details"]["holder"] == "PC-1001" and closed["outcome"] == "ok"
+        assert closed["reason"] == "returned by the holder"
+
+        # A station issuing two classes without a keypad choice says how to choose.
+        before = await badge(rdr, BOB)
+        await signal(rdr, "red", before)
+        why = await wait_event(client, lambda e: "keypad" in (e.get("reason") or ""),
+                               action="issue_refused")
+        assert "1 radio, 2 phone" in why["reason"]
+
+
+async def test_tasers_need_a_valid_qualification_and_a_second_person(site: Site,
+                                                                     tmp_path: Path) -> None:
+    rdr = site.readers["armoury"]
+    async with running_agent(site.toml(), tmp_path / "state") as (_agent, client):
+        await ready(client, site)
+        before = await badge(rdr, BOB)
+        await signal(rdr, "red", before)
+        ev = await wait_event(client, lambda e: "expired" in (e.get("reason") or ""),
+                              action="issue_refused")
+        assert ev["reason"] == "taser qualification expired on 2020-01-31"
+        assert ev["actor"] == "officer:PC-1002"
+
+        # Alice is qualified: amber, waiting for a second person; nothing opens yet.
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "amber", before)
+        await wait_event(client, action="issue_waiting")
+        assert site.bus.unlocks == []
+        # She cannot be her own second person; Bob is not an armourer.
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "red", before)
+        await wait_event(client, lambda e: "someone else" in (e.get("reason") or ""),
+                         action="issue_refused")
+        before = await badge(rdr, BOB)
+        await signal(rdr, "red", before)
+        await wait_event(client, lambda e: "armourer" in (e.get("reason") or ""),
+                         action="issue_refused")
+        assert site.bus.unlocks == []
+        # Carol, an armourer, confirms: the taser slot opens for Alice.
+        before = await badge(rdr, CAROL)
+        await signal(rdr, "green", before)
+        second = await wait_event(client, action="second_person")
+        assert second["actor"] == "officer:ARM-7" and second["details"]["first"] == "PC-1001"
+        granted = await wait_event(client, action="issue_granted")
+        assert granted["actor"] == "officer:PC-1001"
+        assert granted["details"]["second_person"] == "ARM-7"
+        assert site.bus.unlocks == [(3, 0)]
+
+        site.bus.set_item(3, 0, False)
+        opened = await wait_event(client, action="custody_opened")
+        assert opened["reason"] == "taken" and opened["details"]["second_person"] == "ARM-7"
+        before = await badge(rdr, ALICE)  # she holds a taser: this is a return, not an issue
+        await signal(rdr, "green", before)
+        await wait_event(client, action="return_granted")
+
+
+async def test_two_person_window_times_out(site: Site, tmp_path: Path) -> None:
+    rdr = site.readers["armoury"]
+    async with running_agent(site.toml(), tmp_path / "state") as (_agent, client):
+        await ready(client, site)
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "amber", before)
+        timed_out = await wait_event(client, lambda e: "second person within" in (
+            e.get("reason") or ""), action="issue_refused", timeout=12)
+        assert timed_out["reason"] == "no second person within 5 s"
+        await signal(rdr, "red", 0)
+        assert site.bus.unlocks == []
+
+
+async def test_unauthorised_removal_is_a_critical_alarm(site: Site, tmp_path: Path) -> None:
+    async with running_agent(site.toml(), tmp_path / "state") as (_agent, client):
+        await ready(client, site)
+        site.bus.set_item(3, 1, False)  # a taser leaves slot 2 with no issue open
+        ev = await wait_event(client, action="unauthorised_removal")
+        assert ev["device"] == ARMOURY and ev["compartment"] == 2
+        status = await client.call("status")
+        alarm = next(a for a in status["alarms"] if a.get("code") == "unauthorised_removal")
+        assert alarm["severity"] == "critical" and "taser" in alarm["message"]
+
+
+async def test_custody_survives_a_restart_between_the_door_and_the_item(site: Site,
+                                                                        tmp_path: Path
+                                                                        ) -> None:
+    rdr = site.readers["lockers"]
+    state = tmp_path / "state"
+    async with running_agent(site.toml(), state) as (_agent, client):
+        await ready(client, site)
+        before = await badge(rdr, ALICE, keys="2")  # a phone
+        await signal(rdr, "green", before)
+        granted = await wait_event(client, action="issue_granted")
+        assert granted["compartment"] == 9
+    # The agent is down when she takes the phone.
+    site.bus.set_item(0, 8, False)
+    async with running_agent(site.toml(), state) as (_agent, client):
+        opened = await wait_event(client, action="custody_opened", timeout=15)
+        assert opened["details"]["officer"] == "PC-1001"
+        assert opened["reason"] in ("taken while the agent was away",
+                                    "taken (opened for them before the agent restarted)")
+        assert opened["details"]["granted_seq"] == granted["seq"]
+        events = await client.call("events", action="unauthorised_removal")
+        assert events == []
