@@ -59,6 +59,8 @@ class Action(enum.StrEnum):
     CUSTODY_CLOSED = "custody_closed"
     UNAUTHORISED_REMOVAL = "unauthorised_removal"
     CUSTODY_OVERDUE = "custody_overdue"
+    # Access
+    ACCESS_REFUSED = "access_refused"
 
 
 DESCRIPTIONS: dict[Action, str] = {
@@ -110,4 +112,6 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.UNAUTHORISED_REMOVAL: "an item left a station's compartment with no issue open "
                                  "for it",
     Action.CUSTODY_OVERDUE: "an item is past its due time (warning, then critical)",
+    Action.ACCESS_REFUSED: "a call on the control socket was refused: the caller lacks a "
+                           "role (caller, call, missing role)",
 }

@@ -331,9 +331,23 @@ class Agent:
     async def offer(self, cand: Candidate, *, bus: SerialBus | None = None) -> Device:
         return await self.registry.offer(cand, bus=bus)
 
-    async def unlock(self, device_id: str, compartment: int, *, actor: str, reason: str
+    async def unlock(self, device_id: str, compartment: int, *, actor: str, reason: str,
+                     roles: frozenset[str] = frozenset({"technician", "armourer"})
                      ) -> dict[str, Any]:
+        # A weapon compartment: the armourer role and a second armourer (custody rules).
+        waiting = await self.custody.gate(device_id, compartment, actor=actor, roles=roles,
+                                          reason=reason)
+        if waiting is not None:
+            return waiting
         return await self.commands.unlock(device_id, compartment, actor=actor, reason=reason)
+
+    async def access_refused(self, user: str, call: str, missing: str, *,
+                             why: str = "") -> None:
+        await self.rt.record(Action.ACCESS_REFUSED, actor=user, reason=why or f"needs {missing}",
+                             outcome="refused", details={"call": call, "missing_role": missing})
+
+    def custody_view(self) -> dict[str, Any]:
+        return self.custody.view()
 
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]:
         return await self.commands.identify(device_id, actor=actor)

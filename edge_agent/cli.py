@@ -1,7 +1,7 @@
 """``edge-agent`` command line.
 
-Exit codes: 0 success, 1 runtime failure (agent unreachable, device offline),
-2 usage or config error.
+Exit codes: 0 success, 1 runtime failure (agent unreachable, device offline, a weapon
+compartment waiting for its second armourer), 2 usage or config error.
 """
 
 from __future__ import annotations
@@ -474,10 +474,15 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     body: schema.UnlockRequest = {"compartment": args.compartment, "reason": args.reason}
     with _client(args) as c:
         result: schema.UnlockAnswer = c.call("unlock", id=args.device, body=body)
+    if result.get("waiting"):
+        # A weapon compartment: this call was the first armourer's; nothing opened.
+        print(json.dumps(result, indent=2) if args.json else
+              f"NOT OPENED YET: {result['waiting']} (audit #{result['audit_seq']})")
+        return EXIT_RUNTIME
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        st = result["state"]
+        st = result.get("state")
         door, item = (st["door"], st["item"]) if st else ("?", "?")
         print(f"unlocked {result['device']} compartment {result['compartment']} "
               f"(door {door}, item {item}); "

@@ -187,6 +187,18 @@ class EquipmentPolicy(_Strict):
     """After the due time: a warning; after this much more, a critical alarm."""
 
 
+class RolesSection(_Strict):
+    """Unix groups whose members hold each role on the control socket. Without this
+    section every caller who can open the socket (mode 0660) holds every role."""
+
+    viewer: list[str] = Field(default_factory=list)
+    """read only: status, devices, events, inbox, custody"""
+    technician: list[str] = Field(default_factory=list)
+    """devices, inbox, out of service, identify, unlocks of non-weapon compartments"""
+    armourer: list[str] = Field(default_factory=list)
+    """weapon compartment opens (two armourers), entitlements load"""
+
+
 class CustodySection(_Strict):
     second_person_s: float = Field(60.0, gt=0, le=600)
     """How long a second person has to badge for a two-person issue."""
@@ -206,6 +218,7 @@ class SiteConfig(_Strict):
     stations: list[Station] = Field(default_factory=list)
     policy: dict[str, EquipmentPolicy] = Field(default_factory=dict)
     custody: CustodySection = Field(default_factory=CustodySection)
+    roles: RolesSection | None = None
     vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
     simulators: list[SimulatorConfig] = Field(default_factory=list)
 

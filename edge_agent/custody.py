@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.actions import Action
 from edge_agent.alarms import Alarm
-from edge_agent.config import SiteConfig, Station, compartment_list
+from edge_agent.config import WEAPON_CLASSES, SiteConfig, Station, compartment_list
 from edge_agent.contract import CredentialRead, Signal, driver_capabilities
 from edge_agent.entitlements import EntitlementError, EntitlementStore, badge_hash, load_badge_key
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.errors import AccessDenied, ConfigError, EdgeAgentError
 from edge_agent.store.audit import AuditRecord, Query
 
 if TYPE_CHECKING:
@@ -150,6 +150,8 @@ class CustodyService:
         self.waiting: dict[str, Waiting] = {}  # station id -> waiting two-person issue
         self._busy: set[str] = set()  # stations deciding a card right now
         self._links: dict[str, str | None] = {}  # device id -> link as last seen
+        # Weapon compartments opened from the socket: slot -> first armourer's request.
+        self._api_waiting: dict[Slot, tuple[str, float, int]] = {}
 
     # ------------------------------------------------------------------ start-up
 
@@ -221,6 +223,46 @@ class CustodyService:
                 "sessions": [s.to_json() for s in self.sessions.values()],
                 "waiting": [{"station": w.station, "officer": w.officer,
                              "equipment": w.equipment} for w in self.waiting.values()]}
+
+    # ------------------------------------------------------------------ the socket
+
+    async def gate(self, device: str, compartment: int, *, actor: str, roles: frozenset[str],
+                   reason: str) -> dict[str, Any] | None:
+        """A technician open of a weapon compartment (API, CLI, dashboard): it needs the
+        armourer role, and a second, different armourer making the same call within
+        ``second_person_s``. Returns the waiting answer for the first call, None to go on."""
+        slot = (device, compartment)
+        served = self.slots.get(slot)
+        if served is None or served[1] not in WEAPON_CLASSES:
+            if "technician" not in roles:
+                raise AccessDenied(f"opening {device} compartment {compartment} needs the "
+                                   "technician role", "technician")
+            return None
+        equipment = served[1]
+        if ARMOURER not in roles:
+            raise AccessDenied(f"{device} compartment {compartment} holds a {equipment}: "
+                               f"opening it needs the {ARMOURER} role (and a second one)",
+                               ARMOURER)
+        now = time.monotonic()
+        first = self._api_waiting.get(slot)
+        if first is not None and now < first[1]:
+            if first[0] == actor:
+                raise AccessDenied("waiting for a second armourer: the second person must be "
+                                   "someone else", ARMOURER)
+            del self._api_waiting[slot]
+            await self.rt.record(Action.SECOND_PERSON, actor=actor, device=device,
+                                 compartment=compartment, reason=reason,
+                                 details={"first": first[0], "waiting_seq": first[2],
+                                          "via": "socket", "equipment": equipment})
+            return None
+        window = self.cfg.custody.second_person_s
+        rec = await self.rt.record(Action.ISSUE_WAITING, actor=actor, device=device,
+                                   compartment=compartment, reason=reason,
+                                   details={"via": "socket", "equipment": equipment})
+        self._api_waiting[slot] = (actor, now + window, int(rec["seq"]))
+        return {"device": device, "compartment": compartment, "audit_seq": rec["seq"],
+                "waiting": f"{equipment}: nothing opened yet; a second armourer must make "
+                           f"the same call within {window:g} s"}
 
     # ------------------------------------------------------------------ cards
 

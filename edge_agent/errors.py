@@ -84,6 +84,14 @@ class DeviceUnavailable(EdgeAgentError):
     """A command targeted a device that is unknown, offline or not adopted."""
 
 
+class AccessDenied(EdgeAgentError):
+    """The caller's roles (Unix groups, ``[roles]`` in the site config) do not allow it."""
+
+    def __init__(self, message: str, missing: str = "") -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class StoreError(EdgeAgentError):
     """The state store or the audit log could not be read or written."""
 

@@ -179,6 +179,10 @@ class Dashboard(App[None]):
                 async with AgentClient(self.socket_path, timeout=10) as c:
                     result: CommandAnswer = await c.call(what, id=target, body=body)
                 seq = result["audit_seq"]
+                waiting = dict(result).get("waiting")  # a weapon compartment: the first of two
+                if waiting:
+                    self.notify(f"not opened yet: {waiting}", severity="warning", timeout=10)
+                    return
                 self.notify(f"{what.replace('_', ' ')} done" + (f" (audit #{seq})" if seq
                                                                  else ""), timeout=4)
             except ClientError as exc:

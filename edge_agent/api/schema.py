@@ -35,6 +35,7 @@ class Error(TypedDict):
 ERROR_CODES = {
     "bad_request": 400, "no_such_compartment": 400, "unsupported": 400,
     "entitlements_refused": 400,
+    "forbidden": 403,
     "not_found": 404,
     "device_unavailable": 409, "lock_jammed": 409, "door_did_not_open": 409,
     "driver_error": 502,
@@ -189,6 +190,26 @@ class Wire(TypedDict):
     frames: list[Frame]
 
 
+class HoldingRecord(TypedDict):
+    officer: str
+    name: str
+    equipment: str
+    station: str
+    device: str
+    compartment: int
+    item: str | None
+    since: float
+    due: float
+    seq: int
+    overdue: Literal["", "warning", "critical"]
+
+
+class Custody(TypedDict):
+    holdings: list[HoldingRecord]
+    sessions: list[dict[str, Any]]
+    waiting: list[dict[str, Any]]
+
+
 # ------------------------------------------------------------------ requests and answers
 
 
@@ -229,7 +250,10 @@ class CommandAnswer(TypedDict):
 class UnlockAnswer(CommandAnswer):
     device: str
     compartment: int
-    state: Compartment | None
+    state: NotRequired[Compartment | None]
+    waiting: NotRequired[str]
+    """a weapon compartment: set (HTTP 202) when this call is the first of two armourers;
+    nothing opened yet, the second must make the same call within the window"""
 
 
 class OutOfServiceAnswer(CommandAnswer):
@@ -256,6 +280,7 @@ class Route:
     many: bool = False  # the answer is a list of ``answer``
     request: type | None = None
     query: tuple[str, ...] = ()
+    role: str = ""  # the role(s) a caller needs, "a|b" = either ([roles]); "" = viewer
 
 
 ROUTES: dict[str, Route] = {r.name: r for r in (
@@ -265,18 +290,19 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("device", "GET", "/v1/devices/{id}", "one device", Device),
     Route("wire", "GET", "/v1/devices/{id}/wire", "the last frames on the device's bus",
           Wire, query=("limit",)),
-    Route("unlock", "POST", "/v1/devices/{id}/unlock", "open one compartment (audited)",
-          UnlockAnswer, request=UnlockRequest),
+    Route("unlock", "POST", "/v1/devices/{id}/unlock", "open one compartment (audited; a "
+          "weapon compartment needs two armourers)", UnlockAnswer, request=UnlockRequest,
+          role="technician|armourer"),
     Route("identify", "POST", "/v1/devices/{id}/identify", "flash or beep the device",
-          CommandAnswer),
+          CommandAnswer, role="technician"),
     Route("out_of_service", "POST", "/v1/devices/{id}/out-of-service",
           "take a compartment out of service or put it back (a decision)",
-          OutOfServiceAnswer, request=OutOfServiceRequest),
+          OutOfServiceAnswer, request=OutOfServiceRequest, role="technician"),
     Route("adopt", "POST", "/v1/inbox/{id}/adopt", "adopt a discovered device (a decision)",
-          DecisionAnswer, request=Reason),
+          DecisionAnswer, request=Reason, role="technician"),
     Route("ignore", "POST", "/v1/inbox/{id}/ignore",
           "ignore a discovered device or inbox entry (a decision)", DecisionAnswer,
-          request=Reason),
+          request=Reason, role="technician"),
     Route("events", "GET", "/v1/events", "audit records from the indexes", AuditRecord,
           many=True, query=("limit", "after_seq", "since", "until", "device", "compartment",
                             "item", "actor", "action")),
@@ -292,7 +318,10 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("entitlements", "GET", "/v1/entitlements",
           "the signed training-records snapshot in force", EntitlementsSummary),
     Route("entitlements_load", "POST", "/v1/entitlements",
-          "verify a signed snapshot and put it in force (audited)", EntitlementsSummary),
+          "verify a signed snapshot and put it in force (audited)", EntitlementsSummary,
+          role="armourer"),
+    Route("custody", "GET", "/v1/custody", "who holds what (overdue first), open sessions, "
+          "two-person issues waiting", Custody),
 )}
 
 
@@ -339,7 +368,8 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for r in ROUTES.values():
         op: dict[str, Any] = {"operationId": r.name, "summary": r.summary,
-                              "responses": {"default": error}}
+                              "responses": {"default": error},
+                              "x-required-role": r.role or "viewer"}
         params = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                   ] if "{id}" in r.path else []
         params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import grp
 import io
 import itertools
 import json
@@ -54,6 +55,7 @@ from edge_agent.api.listener import BoundedListener
 from edge_agent.api.schema import ROUTES
 from edge_agent.entitlements import EntitlementError
 from edge_agent.errors import (
+    AccessDenied,
     DeviceTimeout,
     DeviceUnavailable,
     DoorDidNotOpen,
@@ -120,6 +122,32 @@ def peer_user(request: web.Request) -> tuple[str, int | None]:
         return f"uid:{uid}", uid
 
 
+ROLES = ("viewer", "technician", "armourer")
+
+
+def caller_roles(uid: int | None, roles: Any) -> frozenset[str]:
+    """The roles of the socket's peer: every role when the site config has no
+    ``[roles]`` (the socket's 0660 mode is then the only boundary); else those whose Unix
+    groups the caller is in (primary or supplementary). Any role can read."""
+    if roles is None:
+        return frozenset(ROLES)
+    if uid is None:
+        return frozenset()
+    try:
+        pw = pwd.getpwuid(uid)
+        gids = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    except (KeyError, OSError):
+        return frozenset()
+    names = set()
+    for gid in gids:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    held = {role for role in ROLES if names & set(getattr(roles, role))}
+    return frozenset(held | ({"viewer"} if held else set()))
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status,
                              dumps=lambda o: orjson.dumps(o, default=str).decode())
@@ -166,7 +194,12 @@ class AgentApi(Protocol):
     def inbox_items(self) -> list[dict[str, Any]]: ...
     def describe_wire(self, dev: Any, chunks: list[bytes]) -> list[str]: ...
     async def unlock(self, device_id: str, compartment: int, *, actor: str,
-                     reason: str) -> dict[str, Any]: ...
+                     reason: str, roles: frozenset[str] = ...) -> dict[str, Any]: ...
+    async def access_refused(self, user: str, call: str, missing: str, *,
+                             why: str = "") -> None: ...
+    def custody_view(self) -> dict[str, Any]: ...
+    @property
+    def config(self) -> Any: ...
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]: ...
     async def set_out_of_service(self, device_id: str, compartment: int, *, actor: str,
                                  reason: str, out: bool) -> dict[str, Any]: ...
@@ -180,7 +213,7 @@ class ApiServer:
     def __init__(self, agent: AgentApi) -> None:
         self.agent = agent
         self.listener: BoundedListener | None = None
-        self.app = web.Application(middlewares=[self._bounded])
+        self.app = web.Application(middlewares=[self._bounded, self._authorise])
         self.app[AGENT_KEY] = agent
         # Every route is named once, in the schema; a handler of the same name serves it.
         for route in ROUTES.values():
@@ -201,6 +234,23 @@ class ApiServer:
         if self.listener is None:
             return await handler(request)  # type: ignore[no-any-return]
         return await self.listener.middleware(request, handler)
+
+    @web.middleware
+    async def _authorise(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Each route's role ([roles] in the site config), from the caller's Unix groups.
+        A refusal is audited with the caller and the missing role."""
+        route = request.match_info.route.name
+        user, uid = peer_user(request)
+        roles = caller_roles(uid, self.agent.config.roles)
+        request["user"], request["roles"] = user, roles
+        need = (ROUTES[route].role if route in ROUTES else "") or "viewer"
+        if not roles & set(need.split("|")):
+            await self.agent.access_refused(user, route or request.path, need)
+            roles_text = need.replace("|", " or ")
+            return _error(403, f"{user} may not {route or request.path}: the {roles_text} "
+                          "role is needed", f"ask for membership of a group listed under "
+                          f"[roles] {roles_text} in the site config", code="forbidden")
+        return await handler(request)  # type: ignore[no-any-return]
 
     async def start(self, path: Path, *, max_connections: int = 256,
                     request_timeout: float = 10.0) -> None:
@@ -277,7 +327,7 @@ class ApiServer:
         if not isinstance(reason, str) or not reason.strip():
             return _error(400, "a reason is required", "say why, e.g. --reason 'jammed door'")
         return await self._command(request, lambda u: self.agent.unlock(
-            dev.id, comp, actor=u, reason=reason.strip()))
+            dev.id, comp, actor=u, reason=reason.strip(), roles=request["roles"]))
 
     @staticmethod
     def _query(request: web.Request, default_limit: int | None) -> Query:
@@ -419,9 +469,18 @@ class ApiServer:
                           code=exc.kind)
         except DriverError as exc:
             return _error(502, str(exc), code="driver_error")
+        except AccessDenied as exc:
+            await self.agent.access_refused(user, request.match_info.route.name or "",
+                                            exc.missing or "?", why=str(exc))
+            return _error(403, str(exc), code="forbidden")
         if isinstance(result, dict):
             result["actor"] = user
-        return _json(result if result is not None else {"ok": True, "actor": user})
+        status = 202 if isinstance(result, dict) and result.get("waiting") else 200
+        return _json(result if result is not None else {"ok": True, "actor": user},
+                     status=status)
+
+    async def custody(self, request: web.Request) -> web.Response:
+        return _json(self.agent.custody_view())
 
     async def identify(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
