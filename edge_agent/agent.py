@@ -349,6 +349,9 @@ class Agent:
     def custody_view(self) -> dict[str, Any]:
         return self.custody.view()
 
+    def deployable(self, equipment: str) -> dict[str, Any]:
+        return self.custody.deployable(equipment)
+
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]:
         return await self.commands.identify(device_id, actor=actor)
 

@@ -524,6 +524,110 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _csv_out(rows: list[dict[str, Any]], columns: list[str], output: str | None) -> None:
+    import csv
+
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(open(output, "w", newline="", encoding="utf-8")) \
+            if output else sys.stdout
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Management information from the agent: custody, overdue, deployable, usage."""
+    if args.output and args.format != "csv":
+        raise UsageError("--output needs --format csv")
+    now = time.time()
+    with _client(args) as c:
+        if args.report in ("custody", "overdue"):
+            view: schema.Custody = c.call("custody")
+            rows: list[dict[str, Any]] = [
+                {**h, "where": f"{h['device']}/{h['compartment']}", "since_at": _when(h["since"]),
+                 "due_at": _when(h["due"]),
+                 "status": "OVERDUE" if h["due"] < now else "out"}
+                for h in view["holdings"] if args.report == "custody" or h["due"] < now]
+            columns = ["officer", "name", "equipment", "where", "item", "since_at", "due_at",
+                       "status"]
+            title = ("who holds what (overdue first)" if args.report == "custody"
+                     else "overdue items")
+        elif args.report == "deployable":
+            if not args.equipment:
+                raise UsageError("report deployable needs --equipment CLASS (e.g. taser)")
+            dep: schema.Deployable = c.call("deployable", equipment=args.equipment)
+            if args.json:
+                print(json.dumps(dep, indent=2))
+                return EXIT_OK
+            rows = dep["officers"]
+            columns = ["officer", "name", "qualified_until", "holds"]
+            where = ", ".join(f"{k} {v}" for k, v in dep["available"].items()) or "none"
+            title = (f"deployable for {args.equipment} (available: {where}"
+                     + ("; entitlements are NOT current" if dep["stale_entitlements"] else "")
+                     + ")")
+        else:
+            return _usage_report(c, args, now)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        _csv_out(rows, columns, args.output)
+    else:
+        print(title)
+        print(_table([[r.get(k) if r.get(k) is not None else "-" for k in columns]
+                      for r in rows], [k.upper() for k in columns]) if rows else "  none")
+    return EXIT_OK
+
+
+def _usage_report(c: SocketClient, args: argparse.Namespace, now: float) -> int:
+    """Issues per hour of the day per class, over the last N days, from the audit trail."""
+    import datetime as dt
+
+    since = dt.datetime.fromtimestamp(now - args.days * 86400, dt.UTC).isoformat()
+    events: list[schema.AuditRecord] = c.call("events", action="custody_opened",
+                                              since=since, limit=100_000)
+    counts: dict[str, list[int]] = {}
+    for e in events:
+        equipment = str((e.get("details") or {}).get("equipment", "?"))
+        hour = dt.datetime.fromisoformat(e["ts"]).astimezone().hour
+        counts.setdefault(equipment, [0] * 24)[hour] += 1
+    rows = [{"equipment": k, "hour": h, "issues": n} for k, v in sorted(counts.items())
+            for h, n in enumerate(v)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if args.format == "csv":
+        _csv_out(rows, ["equipment", "hour", "issues"], args.output)
+        return EXIT_OK
+    total = sum(sum(v) for v in counts.values())
+    print(f"issues per hour of the day, last {args.days:g} days: {total} in all")
+    if not counts:
+        print("  none")
+        return EXIT_OK
+    import plotext as plt  # only this report draws
+
+    width = min(shutil_width(), 100)
+    plt.clear_figure()
+    plt.plotsize(width, 18)
+    hours = list(range(24))
+    plt.multiple_bar(hours, list(counts.values()), labels=list(counts))
+    plt.xlabel("hour of day (local)")
+    plt.ylabel("issues")
+    if os.environ.get("NO_COLOR"):
+        plt.theme("clear")
+    plt.show()
+    return EXIT_OK
+
+
+def shutil_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
 def _check_trusted_keys(config: SiteConfig, path: str, source: str) -> list[str]:
     """What `run` would refuse at start: each trusted key must be an Ed25519 public key
     (paths are relative to the config file)."""
@@ -649,6 +753,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("compartment", type=int)
         sp.add_argument("--reason", required=True)
         sp.set_defaults(decision=name)
+
+    sp = client("report", "management information: custody, overdue, deployable, usage",
+                cmd_report)
+    sp.add_argument("report", choices=["custody", "overdue", "deployable", "usage"])
+    sp.add_argument("--equipment", help="deployable: the class, e.g. taser")
+    sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
+    sp.add_argument("--format", choices=["table", "csv"], default="table")
+    sp.add_argument("--output", help="with --format csv: write to this file")
 
     sp = sub.add_parser("entitlements", help="signed training records: make, sign, load, "
                         "show")

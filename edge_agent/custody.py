@@ -224,6 +224,38 @@ class CustodyService:
                 "waiting": [{"station": w.station, "officer": w.officer,
                              "equipment": w.equipment} for w in self.waiting.values()]}
 
+    def deployable(self, equipment: str) -> dict[str, Any]:
+        """Officers who could be issued ``equipment`` now (a valid qualification, under
+        their limit, current entitlements where the class needs them) and how many items
+        of it are available at which station."""
+        pol = self.cfg.equipment_policy(equipment)
+        available: dict[str, int] = {}
+        for st in self.cfg.stations:
+            n = sum(1 for slot in self._slots_of(st, equipment)
+                    if (c := self._compartment(slot)) is not None and c["item"] == "present"
+                    and slot not in self.sessions)
+            if n:
+                available[st.id] = n
+        store = self._entitlements()
+        snap, stale = store.in_force() if store is not None else (None, True)
+        officers = []
+        if snap is not None and not (stale and pol.when_stale == "refuse"):
+            today = dt.date.today().isoformat()
+            for o in sorted(snap.officers.values(), key=lambda o: str(o["id"])):
+                until = o.get("qualifications", {}).get(pol.qualification) \
+                    if pol.qualification else None
+                if pol.qualification and (until is None or until < today):
+                    continue
+                held = sum(1 for h in self.holdings.values()
+                           if h.officer == o["id"] and h.equipment == equipment)
+                if held >= pol.limit:
+                    continue
+                officers.append({"officer": o["id"], "name": o.get("name", ""),
+                                 "qualified_until": until, "holds": held})
+        return {"equipment": equipment, "available": available,
+                "stale_entitlements": stale, "officers": officers if available else [],
+                "qualified_but_nothing_available": len(officers) if not available else 0}
+
     # ------------------------------------------------------------------ the socket
 
     async def gate(self, device: str, compartment: int, *, actor: str, roles: frozenset[str],
@@ -324,12 +356,16 @@ class CustodyService:
         if waiting is not None and time.monotonic() < waiting.deadline:
             await self._second_person(station, waiting, officer, stale)
             return
+        # What the officer holds here is coming back, unless the keypad chose another
+        # class (a radio out, a phone wanted).
+        chosen = self._keyed(station, read.keys)
         held = [h for h in self.holdings.values() if h.officer == officer["id"]
-                and self.slots.get((h.device, h.compartment), ("", ""))[0] == station.id]
+                and self.slots.get((h.device, h.compartment), ("", ""))[0] == station.id
+                and (chosen is None or h.equipment == chosen)]
         if held:
             await self._return(station, officer, held[0])
             return
-        equipment = self._choose(station, read.keys, officer)
+        equipment = chosen or self._choose(station, read.keys, officer)
 
         def refused(why: str) -> Refused:
             return Refused(why, officer, equipment)
@@ -388,6 +424,10 @@ class CustodyService:
         if officer is None or slot is None:
             raise refused(f"no {waiting.equipment} available at {station.id}")
         await self._grant(station, officer, waiting.equipment, slot, second=second["id"])
+
+    def _keyed(self, station: Station, keys: str) -> str | None:
+        by_digit = self.keypad.get(station.id, {})
+        return next((by_digit[d] for d in reversed(keys) if d in by_digit), None)
 
     def _choose(self, station: Station, keys: str, officer: dict[str, Any]) -> str:
         classes = sorted({g.equipment for g in station.slots})

@@ -256,3 +256,54 @@ async def test_custody_survives_a_restart_between_the_door_and_the_item(site: Si
         assert opened["details"]["granted_seq"] == granted["seq"]
         events = await client.call("events", action="unauthorised_removal")
         assert events == []
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_reports_match_the_audit_trail(site: Site, tmp_path: Path) -> None:
+    import json
+
+    rdr = site.readers["lockers"]
+    async with running_agent(site.toml(), tmp_path / "state") as (agent, client):
+        await ready(client, site)
+        sock = str(agent.socket_path)
+        for keys, lock in (("1", 0), ("2", 8)):  # a radio, then a phone
+            before = await badge(rdr, ALICE, keys=keys)
+            await signal(rdr, "green", before)
+            site.bus.set_item(0, lock, False)
+            await wait_event(client, lambda e, lock=lock: e.get("compartment") == lock + 1,
+                             action="custody_opened")
+            site.bus.set_door(0, lock, True)
+        code, out, err = await cli("report", "custody", "--json", "--socket", sock)
+        assert code == 0, err
+        held = json.loads(out)
+        trail = await client.call("events", action="custody_opened")
+        assert sorted((h["officer"], h["equipment"], h["seq"]) for h in held) == sorted(
+            (e["details"]["officer"], e["details"]["equipment"], e["seq"]) for e in trail)
+        code, out, _ = await cli("report", "overdue", "--json", "--socket", sock)
+        assert json.loads(out) == []
+        code, out, _ = await cli("report", "deployable", "--equipment", "taser", "--json",
+                                 "--socket", sock)
+        dep = json.loads(out)
+        assert dep["available"] == {"Armoury": 4}
+        assert [o["officer"] for o in dep["officers"]] == ["PC-1001"]  # Bob's has lapsed
+        csv_path = tmp_path / "usage.csv"
+        code, _, err = await cli("report", "usage", "--format", "csv", "--output",
+                                 str(csv_path), "--socket", sock)
+        assert code == 0, err
+        rows = csv_path.read_text().splitlines()[1:]
+        per_class = {}
+        for row in rows:
+            equipment, _hour, n = row.split(",")
+            per_class[equipment] = per_class.get(equipment, 0) + int(n)
+        assert per_class == {"phone": 1, "radio": 1}
+        code, out, err = await cli("report", "usage", "--socket", sock)
+        assert code == 0 and "2 in all" in out, err

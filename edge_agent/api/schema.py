@@ -210,6 +210,15 @@ class Custody(TypedDict):
     waiting: list[dict[str, Any]]
 
 
+class Deployable(TypedDict):
+    equipment: str
+    available: dict[str, int]
+    """station id -> items of the class ready to issue there"""
+    stale_entitlements: bool
+    officers: list[dict[str, Any]]
+    qualified_but_nothing_available: int
+
+
 # ------------------------------------------------------------------ requests and answers
 
 
@@ -322,6 +331,9 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
           role="armourer"),
     Route("custody", "GET", "/v1/custody", "who holds what (overdue first), open sessions, "
           "two-person issues waiting", Custody),
+    Route("deployable", "GET", "/v1/custody/deployable", "officers who could be issued a "
+          "class now, and where items of it are available", Deployable,
+          query=("equipment",)),
 )}
 
 

@@ -198,6 +198,7 @@ class AgentApi(Protocol):
     async def access_refused(self, user: str, call: str, missing: str, *,
                              why: str = "") -> None: ...
     def custody_view(self) -> dict[str, Any]: ...
+    def deployable(self, equipment: str) -> dict[str, Any]: ...
     @property
     def config(self) -> Any: ...
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]: ...
@@ -481,6 +482,12 @@ class ApiServer:
 
     async def custody(self, request: web.Request) -> web.Response:
         return _json(self.agent.custody_view())
+
+    async def deployable(self, request: web.Request) -> web.Response:
+        equipment = request.query.get("equipment", "")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", equipment):
+            return _error(400, "say which equipment class: ?equipment=taser")
+        return _json(self.agent.deployable(equipment))
 
     async def identify(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
