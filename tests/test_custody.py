@@ -307,3 +307,52 @@ async def test_reports_match_the_audit_trail(site: Site, tmp_path: Path) -> None
         assert per_class == {"phone": 1, "radio": 1}
         code, out, err = await cli("report", "usage", "--socket", sock)
         assert code == 0 and "2 in all" in out, err
+
+
+async def test_custody_survives_kill_9_between_the_door_and_the_item(site: Site,
+                                                                     tmp_path: Path) -> None:
+    """The agent (its own process) is killed with SIGKILL after the compartment opened for
+    Alice and before she took the phone; it comes back and books the phone to her."""
+    import signal as sig
+    import subprocess
+    import sys
+
+    from edge_agent.testing import short_tempdir
+
+    rdr = site.readers["lockers"]
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site.toml())
+    state = tmp_path / "state"
+    with short_tempdir() as d:
+        sock = d / "agent.sock"
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg),
+                 "--state-dir", str(state), "--socket", str(sock), "--log-level", "warning"],
+                stdin=subprocess.DEVNULL)
+
+        agent = start()
+        try:
+            await wait_until(sock.exists, timeout=20, what="the agent's socket")
+            async with AgentClient(sock) as client:
+                await ready(client, site)
+                before = await badge(rdr, ALICE, keys="2")
+                await signal(rdr, "green", before)
+                granted = await wait_event(client, action="issue_granted")
+            agent.send_signal(sig.SIGKILL)
+            agent.wait(10)
+            site.bus.set_item(0, 8, False)  # she takes the phone while the agent is dead
+            sock.unlink(missing_ok=True)
+            agent = start()
+            await wait_until(sock.exists, timeout=20, what="the agent's socket again")
+            async with AgentClient(sock) as client:
+                opened = await wait_event(client, action="custody_opened", timeout=20)
+                assert opened["details"]["officer"] == "PC-1001"
+                assert opened["details"]["granted_seq"] == granted["seq"]
+                assert await client.call("events", action="unauthorised_removal") == []
+                held = (await client.call("custody"))["holdings"]
+                assert [(h["officer"], h["equipment"]) for h in held] == [("PC-1001", "phone")]
+        finally:
+            agent.kill()
+            agent.wait(10)
