@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -137,6 +138,72 @@ def start_simulators(config: SiteConfig) -> list[Any]:
     return sims
 
 
+def serve_control(path: Path, sims: list[Any]) -> Any:
+    """The simulators' control socket: one JSON request per connection, e.g.
+    ``{"op": "card", "reader": "osdp:RDR-00000001", "card": "A1B2C3D4", "keys": "1"}``
+    presents a card at a simulated reader (``edge-agent sim card``)."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            try:
+                req = json.loads(self.rfile.readline() or b"{}")
+                answer = dispatch(req)
+            except (ValueError, TypeError, KeyError) as exc:
+                answer = {"error": f"bad request: {exc}"}
+            self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+    def dispatch(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("op") != "card":
+            return {"error": f"unknown op {req.get('op')!r} (known: card)"}
+        readers = {getattr(x, "identity", None): x for x in sims if hasattr(x, "present")}
+        sim = readers.get(req["reader"])
+        if sim is None:
+            return {"error": f"no simulated reader {req['reader']} (here: "
+                             f"{', '.join(sorted(str(r) for r in readers)) or 'none'})"}
+        card = str(req["card"])
+        if not re.fullmatch(r"[0-9A-Fa-f]{2,32}", card) or len(card) % 2:
+            return {"error": f"{card!r}: a card number is an even number of hex digits"}
+        before = len(sim.signals)
+        sim.present(card, str(req.get("keys", "")))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(sim.signals) == before:
+            time.sleep(0.02)
+        return {"ok": True, "reader": req["reader"],
+                "signal": sim.signals[-1] if len(sim.signals) > before else None}
+
+    path.unlink(missing_ok=True)
+    server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+    threading.Thread(target=server.serve_forever, name="sim-control", daemon=True).start()
+    return server
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    import socket as socket_mod
+
+    path = args.control or os.path.join(os.environ.get("EDGE_AGENT_RUN_DIR", "/tmp"),
+                                        "sim.sock")
+    req = {"op": "card", "reader": args.reader, "card": args.card, "keys": args.keys or ""}
+    try:
+        with socket_mod.socket(socket_mod.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(json.dumps(req).encode() + b"\n")
+            answer = json.loads(sock.makefile("rb").readline() or b"{}")
+    except (OSError, ValueError) as exc:
+        raise EdgeAgentError(f"cannot reach the simulators at {path} ({exc}): is "
+                             "'edge-agent simulate' or the demo running? --control PATH") from exc
+    if args.json:
+        print(json.dumps(answer))
+    elif "error" in answer:
+        raise UsageError(answer["error"])
+    else:
+        print(f"card {args.card} at {args.reader}: the reader shows "
+              f"{answer.get('signal') or 'nothing (yet)'}")
+    return EXIT_OK if "error" not in answer else EXIT_USAGE
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import signal
 
@@ -146,6 +213,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for s in sims:
         for line in s.describe():
             print(f"simulating {line}", flush=True)
+    control = args.control or (os.path.join(os.environ["EDGE_AGENT_RUN_DIR"], "sim.sock")
+                               if os.environ.get("EDGE_AGENT_RUN_DIR") else None)
+    server = serve_control(Path(control), sims) if control else None
+    if control:
+        print(f"control {control}", flush=True)
     print("ready", flush=True)
     stop = {"now": False}
 
@@ -158,6 +230,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         while not stop["now"]:
             time.sleep(0.2)
     finally:
+        if server is not None:
+            server.shutdown()
         for s in sims:
             s.stop()
     return EXIT_OK
@@ -712,7 +786,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config")
     sp.add_argument("--site", required=True)
+    sp.add_argument("--control", help="control socket for 'edge-agent sim' (default "
+                    "$EDGE_AGENT_RUN_DIR/sim.sock when that is set)")
     sp.set_defaults(func=cmd_simulate)
+
+    sp = sub.add_parser("sim", help="act on running simulated hardware (simulate or demo)")
+    ssub = sp.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    cp_ = ssub.add_parser("card", help="present a card (and keypad digits) at a simulated "
+                          "reader")
+    cp_.add_argument("reader", help="the reader's device id, e.g. osdp:RDR-00000001")
+    cp_.add_argument("card", help="card number, hex digits")
+    cp_.add_argument("--keys", help="keypad digits entered before the card")
+    cp_.add_argument("--control", help="the simulators' control socket (default "
+                     "$EDGE_AGENT_RUN_DIR/sim.sock)")
+    cp_.add_argument("--json", action="store_true")
+    cp_.set_defaults(func=cmd_sim)
 
     client("devices", "list devices", cmd_devices)
     sp = client("events", "audit events: query, export, follow", cmd_events)

@@ -82,7 +82,24 @@ class DemoSite:
         os.environ.setdefault("EDGE_AGENT_DEMO_INSTANCE", f"demo-{os.getpid()}-{run_dir.name}")
         self.env = dict(os.environ)
 
+    def _entitlements(self) -> Path | None:
+        """The force's keys and a signed snapshot of the demo officers, as the issuing
+        office would make them (``entitlements keygen`` and ``sign``)."""
+        officers = self.site.parent / "demo-officers.csv"
+        if not officers.exists():
+            return None
+        from edge_agent import entitlements as ent
+
+        keys = self.run_dir / "keys"
+        priv, _pub, _kid = ent.keygen(keys)
+        doc = ent.sign(ent.load_private(priv), ent.parse_records(
+            officers, ent.load_badge_key(keys / "badge.key")), valid_hours=12)
+        out = self.run_dir / "entitlements.json"
+        out.write_bytes(ent.canonical(doc))
+        return out
+
     def start(self) -> None:
+        snapshot = self._entitlements()  # before the config: it names these keys
         load_site_config(self.site)  # exit 2 with file/line before anything starts
         cli = [sys.executable, "-m", "edge_agent.cli"]
         self.sim = subprocess.Popen([*cli, "simulate", "--site", str(self.site)],
@@ -103,10 +120,70 @@ class DemoSite:
                  str(self.run_dir / "state"), "--socket", str(self.sock)],
                 env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         asyncio.run(_wait_agent(self.sock, self.agent, self.agent_log, 15))
+        if snapshot is not None:
+            asyncio.run(_load(self.sock, snapshot.read_bytes()))
+            self.shift = Shift(self.run_dir / "sim.sock")
+            self.shift.start()
+
+    shift: Shift | None = None
 
     def stop(self) -> None:
+        if self.shift is not None:
+            self.shift.stop()
         _stop(self.agent)
         _stop(self.sim)
+
+
+async def _load(sock: Path, snapshot: bytes) -> None:
+    async with AgentClient(sock) as c:
+        await c.call("entitlements_load", body=json.loads(snapshot))
+
+
+# A shift at the demo's two readers: (seconds after the previous step, reader, card, keys).
+SHIFT = [
+    (4.0, "osdp:RDR-00000001", "A1B2C3D4", "1"),   # Alice takes a radio
+    (5.0, "osdp:RDR-00000002", "B0B0B0B0", ""),    # Bob: his Taser qualification lapsed
+    (5.0, "osdp:RDR-00000002", "A1B2C3D4", ""),    # Alice asks for a Taser: amber ...
+    (3.0, "osdp:RDR-00000002", "CA201001", ""),    # ... Carol, an armourer, confirms
+    (5.0, "osdp:RDR-00000001", "D0D0D0D0", "1"),   # Dave takes a radio (due in 36 s)
+    (5.0, "osdp:RDR-00000001", "DEADBEEF", ""),    # a card nobody knows
+    (6.0, "osdp:RDR-00000001", "A1B2C3D4", "1"),   # Alice brings her radio back
+    (6.0, "osdp:RDR-00000001", "A1B2C3D4", "2"),   # and takes a phone
+]
+
+
+class Shift:
+    """Simulated officers badging at the demo's readers through the simulators' control
+    socket (what ``edge-agent sim card`` does), once through the list above."""
+
+    def __init__(self, control: Path) -> None:
+        import threading
+
+        self.control = control
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-shift", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        import socket as socket_mod
+
+        for delay, reader, card, keys in SHIFT:
+            if self._stop.wait(delay):
+                return
+            try:
+                with socket_mod.socket(socket_mod.AF_UNIX) as sock:
+                    sock.settimeout(5)
+                    sock.connect(str(self.control))
+                    sock.sendall(json.dumps({"op": "card", "reader": reader, "card": card,
+                                             "keys": keys}).encode() + b"\n")
+                    sock.makefile("rb").readline()
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Snapshot(TypedDict):
@@ -230,5 +307,6 @@ def _print_headless(snap: Snapshot, simulated: list[str], *, as_json: bool) -> N
         comps = d["compartments"]
         opened = [c["index"] for c in comps if c["door"] == "open"]
         items = sum(1 for c in comps if c["item"] == "present")
-        print(f"  {d['id']:<24} {d['model']:<20} {d['link']:<8} {d['address']:<40} "
-              f"{items}/{len(comps)} items, open: {opened or 'none'}")
+        what = (f"{items}/{len(comps)} items, open: {opened or 'none'}" if comps
+                else "card reader")
+        print(f"  {d['id']:<24} {d['model']:<20} {d['link']:<8} {d['address']:<40} {what}")

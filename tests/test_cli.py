@@ -72,9 +72,12 @@ async def test_demo_headless_json() -> None:
     assert code == 0, err
     demo = json.loads(out)
     got = {d["id"]: (d["link"], len(d["compartments"]), d["source"]) for d in demo["devices"]}
-    kerong = {f"kerong:locker-bank-{b}:{n}": ("online", 16, "bus-probe")
-              for b, n in (("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1))}
-    assert got == {**kerong, "gateway:GW-DEMO-01": ("online", 12, "mdns"),
+    kerong = {f"kerong:{b}:{n}": ("online", 16, "bus-probe")
+              for b, n in (("locker-bank-a", 0), ("locker-bank-a", 1), ("locker-bank-a", 2),
+                           ("locker-bank-b", 0), ("locker-bank-b", 1), ("station-bus", 0),
+                           ("station-bus", 1))}
+    readers = {f"osdp:RDR-0000000{n}": ("online", 0, "static") for n in (1, 2)}
+    assert got == {**kerong, **readers, "gateway:GW-DEMO-01": ("online", 12, "mdns"),
                    "armoury:WC12-DEMO-1": ("online", 12, "mdns"),
                    "armoury:TD8-DEMO-2": ("online", 8, "mdns")}
     assert any(d["address"].startswith("socket://127.0.0.1:") for d in demo["devices"])

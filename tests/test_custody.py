@@ -356,3 +356,62 @@ async def test_custody_survives_kill_9_between_the_door_and_the_item(site: Site,
         finally:
             agent.kill()
             agent.wait(10)
+
+
+async def test_sim_card_presents_a_card_at_a_simulated_reader(tmp_path: Path,
+                                                              kerong_bus: Any) -> None:
+    """`edge-agent simulate` serves its simulators on a control socket and `edge-agent
+    sim card` presents a card there: the technician's (and a test's) way to drive it."""
+    import subprocess
+    import sys
+
+    from edge_agent.testing import short_tempdir
+
+    keys = tmp_path / "keys"
+    ent.keygen(keys)
+    _bus, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    sim_cfg = tmp_path / "sim.toml"
+    sim_cfg.write_text(f"""[site]\nid = "sim"\n
+[[simulators]]
+plugin = "osdp"
+link = "{tmp_path / 'ttyRDR9'}"
+pd_address = 109
+serial_number = 9
+key_file = "{keys / 'rdr-9.key'}"
+""")
+    with short_tempdir() as d:
+        control = d / "sim.sock"
+        sim = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "simulate", "--site",
+                                str(sim_cfg), "--control", str(control)],
+                               stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        try:
+            assert sim.stdout is not None
+            while (line := sim.stdout.readline()) and line.strip() != "ready":
+                pass
+            toml = site_toml({"Bank-1": pty.port}, extra=f"""
+[entitlements]
+badge_key = "{keys / 'badge.key'}"
+[[devices]]
+plugin = "osdp"
+identity = "osdp:RDR-00000009"
+address = "{tmp_path / 'ttyRDR9'}"
+properties = {{ pd_address = 109, key_file = "{keys / 'rdr-9.key'}" }}
+[[stations]]
+id = "Front-Desk"
+reader = "osdp:RDR-00000009"
+slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }}]
+""")
+            async with running_agent(toml, tmp_path / "state") as (_agent, client):
+                await wait_device(client, "osdp:RDR-00000009", timeout=15)
+                code, out, err = await cli("sim", "card", "osdp:RDR-00000009", "C0FFEE01",
+                                           "--control", str(control))
+                assert code == 0, err
+                assert "the reader shows red" in out
+                refused = await wait_event(client, action="issue_refused")
+                assert refused["reason"].startswith("cannot identify anyone")
+                code, _, err = await cli("sim", "card", "osdp:RDR-00000042", "C0FFEE01",
+                                         "--control", str(control))
+                assert code == 2 and "no simulated reader osdp:RDR-00000042" in err
+        finally:
+            sim.terminate()
+            sim.wait(10)

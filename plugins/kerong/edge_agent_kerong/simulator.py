@@ -53,6 +53,7 @@ class BusOptions:
     turnaround_ms: float = 1.0  # board's think time between request and reply
     auto_close_s: float = 3.0  # a door popped by unlock is pushed shut after this long
     push_changes: bool = False  # firmware that sends a status frame on every change
+    users: bool = False  # someone stands at every unlocked door: takes or returns the item
 
 
 class SimBus:
@@ -115,6 +116,20 @@ class SimBus:
             b = others[self.requests % len(others)]
             return codec.encode_status(b.address, self.hooks_of(b), b.items)
 
+    def _user_at(self, board: int, lock: int) -> None:
+        """A person at the opened door: after a moment the item goes out (or comes back,
+        if the compartment was empty), then the door is pushed shut."""
+        delay = 0.6 + self._rng.random() * 0.8
+
+        def act() -> None:
+            with self.lock:
+                has_item = bool((self.boards[board].items >> lock) & 1)
+            self.set_item(board, lock, not has_item)
+            time.sleep(0.5 + self._rng.random() * 0.5)
+            self.set_door(board, lock, True)
+
+        threading.Timer(delay, act).start()
+
     def drop_board(self, board: int, present: bool = False) -> None:
         with self.lock:
             self.boards[board].present = present
@@ -144,6 +159,8 @@ class SimBus:
                 self._pending_close[(req.board, req.lock)] = (
                     time.monotonic() + self.options.auto_close_s
                 )
+                if self.options.users:
+                    self._user_at(req.board, req.lock)
                 if self.options.unlock_replies:
                     return codec.encode_status(b.address, self.hooks_of(b), b.items)
                 return None
@@ -379,7 +396,7 @@ class KerongSimulator:
         known = {
             "transport", "link", "listen", "boards", "hook_closed_bit", "unlock_replies",
             "pace", "turnaround_ms", "scenario", "scenario_interval", "seed", "auto_close_s",
-            "push_changes",
+            "push_changes", "users", "items",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -391,7 +408,9 @@ class KerongSimulator:
             raise ValueError("boards must be a list of board addresses 0-15")
         seed = int(options.get("seed", 7))
         rng = random.Random(seed)
-        sim_boards = [SimBoard(a, items=rng.getrandbits(16)) for a in boards]
+        items = options.get("items")  # every compartment full (0xFFFF) or a given mask
+        sim_boards = [SimBoard(a, items=int(items) if items is not None else rng.getrandbits(16))
+                      for a in boards]
         opts = BusOptions(
             hook_closed_bit=int(options.get("hook_closed_bit", 1)),
             unlock_replies=bool(options.get("unlock_replies", True)),
@@ -399,6 +418,7 @@ class KerongSimulator:
             turnaround_ms=float(options.get("turnaround_ms", 1.0)),
             auto_close_s=float(options.get("auto_close_s", 3.0)),
             push_changes=bool(options.get("push_changes", False)),
+            users=bool(options.get("users", False)),
         )
         bus = SimBus(sim_boards, opts)
         transport = options.get("transport", "pty")
