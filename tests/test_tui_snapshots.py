@@ -14,6 +14,7 @@ import pytest
 from edge_agent.api.schema import (
     Alarm,
     AuditRecord,
+    Custody,
     Device,
     InboxItem,
     Plugin,
@@ -115,6 +116,17 @@ def model() -> Model:
     m.inbox = checked(list[InboxItem], [
         {"id": "mdns:locker-9._acme._tcp.local.", "what": "mDNS locker-9",
          "why": "acme: TXT vendor='other', expected 'acme'", "since": T0}])
+    holding = {"station": "Locker-Station", "device": "kerong:bank-a:0", "item": None,
+               "since": T0 - 3600, "overdue": ""}
+    m.custody = checked(Custody, {
+        "holdings": [
+            {**holding, "officer": "PC-1003", "name": "Dave Dunn", "equipment": "radio",
+             "compartment": 4, "due": T0, "seq": 41, "overdue": "critical"},
+            {**holding, "officer": "PC-1001", "name": "Alice Ames", "equipment": "taser",
+             "device": "kerong:bank-a:1", "compartment": 2, "due": 4_000_000_000.0,
+             "seq": 57}],
+        "sessions": [], "waiting": [{"station": "Taser-Dock", "officer": "PC-1004",
+                                     "equipment": "taser"}]})
     m.wire["kerong:bank-a:0"] = checked(Wire, {
         "bus": "bank-a", "address": "/dev/serial/by-id/usb-FTDI-if00", "settings": "19200 8N1",
         "bus_info": {"answering": ["b0", "b1"], "error": ""},
@@ -143,6 +155,7 @@ SCREENS = {
     "inbox": ["i"],
     "events": ["e"],
     "plugins": ["p"],
+    "custody": ["c"],
     "help": ["question_mark"],
 }
 

@@ -52,3 +52,51 @@ def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
             term("kill-server")
             agent.terminate()
             agent.wait(15)
+
+
+def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
+    """An officer takes a radio at a card reader; the technician's dashboard (a real
+    terminal, 80x24) shows who holds it on the custody screen."""
+    from test_custody import ALICE, Site
+
+    from edge_agent.oneshot import SocketClient
+
+    site = Site(tmp_path, kerong_bus)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site.toml())
+    term = Tmux("ea-test", "custody")
+    with short_tempdir() as d:
+        sock = d / "agent.sock"
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--site", str(cfg), "--state-dir",
+             str(tmp_path / "state"), "--socket", str(sock), "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with SocketClient(sock) as c:
+                c.call("entitlements_load", body=site.snapshot)
+                while time.monotonic() < deadline and any(
+                        d["link"] != "online" for d in c.call("devices")) or len(
+                        c.call("devices")) < 4:
+                    time.sleep(0.1)
+                site.readers["lockers"].present(ALICE, "1")
+                while time.monotonic() < deadline and not c.call("events",
+                                                                 action="issue_granted"):
+                    time.sleep(0.1)
+                site.bus.set_item(0, 0, False)
+                while time.monotonic() < deadline and not c.call("custody")["holdings"]:
+                    time.sleep(0.1)
+            term.start(f"{TUI} --socket {sock}", {**os.environ, "TERM": "xterm-256color"})
+            term.screen_until("online")
+            term.keys("c")
+            text = term.screen_until("1 item(s) out")
+            assert "PC-1001" in text and "Alice Ames" in text and "radio" in text
+            term.keys("q")
+            assert term.wait_gone(), "the dashboard did not exit on q"
+        finally:
+            term("kill-server")
+            agent.terminate()
+            agent.wait(15)
+            site.stop()

@@ -23,6 +23,7 @@ from edge_agent.api.schema import AuditRecord, CommandAnswer, Device, Status, Wi
 from edge_agent.client import AgentClient, default_socket
 from edge_agent.errors import ClientError
 from tui.screens import (
+    CustodyScreen,
     DeviceScreen,
     DevicesScreen,
     DiagnosticsScreen,
@@ -42,6 +43,7 @@ HIGH_CONTRAST = Theme(
 )
 
 SCREENS = {"overview": OverviewScreen, "devices": DevicesScreen, "inbox": InboxScreen,
+           "custody": CustodyScreen,
            "events": EventsScreen, "plugins": PluginsScreen}
 
 
@@ -108,6 +110,7 @@ class Dashboard(App[None]):
                         m.put_event(e)
                     m.plugins = await c.call("plugins")
                     m.inbox = await c.call("inbox")
+                    m.custody = await c.call("custody")
                     m.connected = True
                     site = status["site"]
                     m.link_text = (f"site {site['id']} · agent {status['agent']['version']}"
@@ -140,6 +143,7 @@ class Dashboard(App[None]):
                 self.model.status = await c.call("status")
                 self.model.inbox = await c.call("inbox")
                 self.model.plugins = await c.call("plugins")
+                self.model.custody = await c.call("custody")
         except ClientError:
             pass
 

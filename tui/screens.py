@@ -143,6 +143,7 @@ class OverviewScreen(BaseScreen):
         Binding("i", "app.goto('inbox')", "Inbox"),
         Binding("e", "app.goto('events')", "Events"),
         Binding("p", "app.goto('plugins')", "Plugins"),
+        Binding("c", "app.goto('custody')", "Custody"),
         Binding("enter", "open", "Open device"),
     ]
 
@@ -655,6 +656,58 @@ class EventsScreen(BaseScreen):
         self.render_model()
 
 
+# ------------------------------------------------------------------------ custody
+
+CUSTODY_COLUMNS = ("officer", "name", "kit", "where", "due", "status")
+
+
+class CustodyScreen(BaseScreen):
+    """Who holds what, overdue first; compartments open for someone; two-person issues
+    waiting for their second person."""
+
+    refresh_interval = 1.0
+
+    def body(self) -> ComposeResult:
+        yield Static(id="custody-summary")
+        yield KeyedTable(id="custody", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#custody", KeyedTable)
+        for col in CUSTODY_COLUMNS:
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def render_model(self) -> None:
+        view = self.dash.model.custody
+        now = time.time()
+        rows = {}
+        holdings = view["holdings"] if view else []
+        for h in holdings:
+            late = h["due"] < now
+            status = Text(f"OVERDUE {h['overdue'] or ''}".strip() if late else "out",
+                          style="bold red reverse" if h["overdue"] == "critical" else
+                          "bold yellow" if late else "")
+            where = f"{h['device']}/{h['compartment']}"
+            if len(where) > 22:  # the end names the board and compartment
+                where = "…" + where[-21:]
+            rows[str(h["seq"])] = (h["officer"], h["name"][:16], h["equipment"], where,
+                                   time.strftime("%a %H:%M", time.localtime(h["due"])), status)
+        self.query_one("#custody", KeyedTable).sync(rows, CUSTODY_COLUMNS)
+        overdue = sum(1 for h in holdings if h["due"] < now)
+        text = Text(f"{len(holdings)} item(s) out", style="bold")
+        if overdue:
+            text.append(f"  {overdue} OVERDUE", style="bold red")
+        for s in (view["sessions"] if view else []):
+            text.append(f"\nopen for {s['officer']}: {s['equipment']} at {s['station']} "
+                        f"({s['kind']})", style="cyan")
+        for w in (view["waiting"] if view else []):
+            text.append(f"\n{w['station']}: {w['officer']}'s {w['equipment']} waits for a "
+                        "second person (armourer)", style="bold yellow")
+        if view is None:
+            text = Text("no custody information yet (stations configured?)", style="dim")
+        self.query_one("#custody-summary", Static).update(text)
+
+
 # ------------------------------------------------------------------------ plugins
 
 
@@ -715,7 +768,7 @@ HELP = """\
   [b]/[/b]        filter the current table      [b]s[/b]  sort (devices)
   [b]Enter[/b]    open the selected device      [b]g[/b]  diagnostics of a device
   [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
-  [b]d i e p[/b]  devices, inbox, events, plugins (from the overview)
+  [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
 

@@ -10,7 +10,16 @@ import collections
 import time
 from dataclasses import dataclass, field
 
-from edge_agent.api.schema import Alarm, AuditRecord, Device, InboxItem, Plugin, Status, Wire
+from edge_agent.api.schema import (
+    Alarm,
+    AuditRecord,
+    Custody,
+    Device,
+    InboxItem,
+    Plugin,
+    Status,
+    Wire,
+)
 
 
 @dataclass
@@ -21,6 +30,7 @@ class Model:
     status: Status | None = None
     plugins: list[Plugin] = field(default_factory=list)
     inbox: list[InboxItem] = field(default_factory=list)
+    custody: Custody | None = None
     connected: bool = False
     link_text: str = "connecting to the agent…"
     changed: set[str] = field(default_factory=set)  # device ids changed since last drain
