@@ -77,8 +77,8 @@ def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
                 time.sleep(0.1)
             with SocketClient(sock) as c:
                 c.call("entitlements_load", body=site.snapshot)
-                while time.monotonic() < deadline and any(
-                        d["link"] != "online" for d in c.call("devices")) or len(
+                while (time.monotonic() < deadline and any(
+                        d["link"] != "online" for d in c.call("devices"))) or len(
                         c.call("devices")) < 4:
                     time.sleep(0.1)
                 site.readers["lockers"].present(ALICE, "1")
