@@ -77,9 +77,11 @@ def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
                 time.sleep(0.1)
             with SocketClient(sock) as c:
                 c.call("entitlements_load", body=site.snapshot)
-                while (time.monotonic() < deadline and any(
-                        d["link"] != "online" for d in c.call("devices"))) or len(
-                        c.call("devices")) < 4:
+                def all_online() -> bool:
+                    devices = c.call("devices")
+                    return len(devices) >= 4 and all(d["link"] == "online" for d in devices)
+
+                while time.monotonic() < deadline and not all_online():  # bounded
                     time.sleep(0.1)
                 site.readers["lockers"].present(ALICE, "1")
                 while time.monotonic() < deadline and not c.call("events",
