@@ -46,6 +46,7 @@ from edge_agent.runtime import Runtime
 from edge_agent.store import AuditLog, StateStore
 from edge_agent.store.durable import private_dir, tighten_tree
 from edge_agent.supervisor import Timing
+from edge_agent.uplink import Uplink
 from edge_agent.views import AgentIdentity, Views
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Agent:
         self.views = Views(self.rt, self.registry, self.discovery, AgentIdentity(
             self.boot_id, self.started, state_dir, socket_path, config_path))
         self.entitlements: EntitlementStore | None = None
+        self.uplink: Uplink | None = None
         self._extra_plugins = extra_plugins or {}
         self._load_entry_points = load_entry_points
         self._lock_fd: int | None = None
@@ -253,6 +255,10 @@ class Agent:
             "plugins": rt.plugins.loaded()})
         self.registry.restore_ignored()
         await self.custody.start(self.config_path)  # before readers come online
+        if self.config.uplink is not None:
+            self.uplink = Uplink(rt, self.config.uplink, self.state_dir, self.config.site.id,
+                                 self.status)
+            self.uplink.start()
         await self.discovery.start()
         rt.spawn(self.claims.reacquire_loop(), "reacquire")
         log.info("agent up: site %s, socket %s, state %s", self.config.site.id,
@@ -370,7 +376,12 @@ class Agent:
         return [item.to_json() for item in self.registry.inbox_items()]
 
     def status(self) -> dict[str, Any]:
-        return self.views.status()
+        st = self.views.status()
+        if self.uplink is not None:
+            st["uplink"] = self.uplink.to_json()
+        if self.entitlements is not None and self.entitlements.current is not None:
+            st["entitlements"] = self.entitlements.current.id
+        return st
 
     def all_alarms(self) -> list[dict[str, Any]]:
         return self.views.all_alarms()

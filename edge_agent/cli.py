@@ -702,6 +702,37 @@ def shutil_width() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Headquarters: take every site's records off the broker into OUT/<site>/."""
+    import asyncio
+    import signal
+
+    from edge_agent.fleet import Ingest
+
+    setup_logging(args.log_level)
+    ingest = Ingest(args.broker, Path(args.out), prefix=args.prefix)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if args.seconds:
+            loop.call_later(args.seconds, stop.set)
+        await ingest.run(stop)
+
+    asyncio.run(main())
+    sites = [s.to_json() for s in sorted(ingest.sites.values(), key=lambda s: s.root.name)]
+    if args.json:
+        print(json.dumps(sites, indent=2))
+    else:
+        for s in sites:
+            print(f"{s['site']}: up to seq {s['last_seq']}, {s['duplicates_dropped']} "
+                  f"duplicate(s) dropped, {s['gaps_waiting']} waiting"
+                  + "".join(f"\n  PROBLEM: {p}" for p in s["problems"]))
+    return EXIT_RUNTIME if any(s["problems"] for s in sites) else EXIT_OK
+
+
 def _check_trusted_keys(config: SiteConfig, path: str, source: str) -> list[str]:
     """What `run` would refuse at start: each trusted key must be an Ed25519 public key
     (paths are relative to the config file)."""
@@ -849,6 +880,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
     sp.add_argument("--format", choices=["table", "csv"], default="table")
     sp.add_argument("--output", help="with --format csv: write to this file")
+
+    sp = sub.add_parser("fleet", help="headquarters: collect every site's records from the "
+                        "MQTT broker")
+    fsub = sp.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    fp = fsub.add_parser("ingest", help="subscribe for all sites; verify each site's chain; "
+                         "write OUT/<site>/ (exit 1 if a site shows tampering)")
+    fp.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    fp.add_argument("--out", required=True, help="directory for the per-site stores")
+    fp.add_argument("--prefix", default="edge-agent", help="topic prefix (edge-agent)")
+    fp.add_argument("--seconds", type=float, help="stop after this long (default: run until "
+                    "SIGTERM or Ctrl-C)")
+    fp.add_argument("--log-level", default="warning",
+                    choices=["debug", "info", "warning", "error"])
+    fp.add_argument("--json", action="store_true")
+    fp.set_defaults(func=cmd_fleet)
 
     sp = sub.add_parser("entitlements", help="signed training records: make, sign, load, "
                         "show")

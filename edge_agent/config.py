@@ -199,6 +199,22 @@ class RolesSection(_Strict):
     """weapon compartment opens (two armourers), entitlements load"""
 
 
+class UplinkSection(_Strict):
+    """The site's link to headquarters: an MQTT 5 broker (Mosquitto, EMQX, HiveMQ …)."""
+
+    broker: str = Field(pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
+    """mqtt://host:port or mqtts://host:port (TLS)"""
+    topic_prefix: str = Field("edge-agent", pattern=r"^[A-Za-z0-9_/.-]{1,64}$")
+    username: str | None = None
+    password_file: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    status_interval: float = Field(10.0, ge=1, le=3600)
+    disk_budget_mb: float = Field(2048.0, gt=0)
+    """Backlog not yet forwarded above this is a critical alarm (nothing is dropped)."""
+
+
 class CustodySection(_Strict):
     second_person_s: float = Field(60.0, gt=0, le=600)
     """How long a second person has to badge for a two-person issue."""
@@ -219,6 +235,7 @@ class SiteConfig(_Strict):
     policy: dict[str, EquipmentPolicy] = Field(default_factory=dict)
     custody: CustodySection = Field(default_factory=CustodySection)
     roles: RolesSection | None = None
+    uplink: UplinkSection | None = None
     vendor: dict[str, dict[str, Any]] = Field(default_factory=dict)
     simulators: list[SimulatorConfig] = Field(default_factory=list)
 

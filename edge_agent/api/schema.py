@@ -170,6 +170,10 @@ class Status(TypedDict):
     plugins: dict[str, str]
     health: Literal["ok", "degraded"]
     api: NotRequired[dict[str, Any] | None]
+    uplink: NotRequired[dict[str, Any]]
+    """the MQTT link to headquarters: connected, acked_seq, backlog, session, error"""
+    entitlements: NotRequired[str]
+    """id of the signed entitlements snapshot in force"""
 
 
 class Frame(TypedDict):

@@ -314,6 +314,9 @@ class AuditLog:
         self.recent: collections.deque[AuditRecord] = collections.deque(maxlen=recent)
         self.sealer = Sealer(directory)
         self.subscribers: list[Callable[[AuditRecord], None]] = []
+        # The highest seq retention may remove (the uplink's acknowledged cursor): a
+        # record not yet forwarded off the box is never deleted by retention.
+        self.retention_floor: Callable[[], int] | None = None
         self.error: str | None = None
         self.commits = 0
         self.damaged_lines = 0
@@ -845,6 +848,10 @@ class AuditLog:
             idx = self._indexes.get(seg)
             if idx is None or idx.last_ts is None or idx.last_ts >= cutoff:
                 break  # segments are in time order: the rest are newer
+            if self.retention_floor is not None and (idx.last_seq or 0) > self.retention_floor():
+                log.warning("audit log: retention holds back %s: not all of it has been "
+                            "forwarded off the box yet", seg.name)
+                break
             victims.append((seg, idx))
         if not victims:
             return []

@@ -1,0 +1,210 @@
+"""The site's uplink to headquarters over MQTT 5: the audit log is the outbox.
+
+* **Forwarding.** Every audit record, in sequence order, is published at QoS 1 to
+  ``PREFIX/SITE/audit`` (the record's own canonical JSON, so headquarters can re-check its
+  hash and chain). A durable cursor (``uplink.json``: the highest seq the broker
+  acknowledged, written atomically and fsynced) advances only on PUBACK, so a restart, a
+  kill -9 or a broker outage loses nothing; after a crash a few records may be sent twice,
+  and ingest drops them by (site, seq). Retention never removes a record above the cursor
+  (``AuditLog.retention_floor``); a backlog beyond ``disk_budget_mb`` raises a critical
+  alarm instead of dropping anything.
+* **Site status.** A retained ``PREFIX/SITE/status``: birth on connect, every
+  ``status_interval`` seconds, and a last-will death message. Each connection has a new
+  session number (kept with the cursor), so the will of an old session cannot mark a
+  live site dead: a reader trusts a death only if its session is the newest it has seen
+  (the Sparkplug B ``bdSeq`` idea).
+
+Nothing received from the broker is acted on here: the uplink only publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+
+from edge_agent.alarms import Alarm
+from edge_agent.store.audit import AuditRecord, Query, canonical_json
+from edge_agent.store.durable import atomic_write
+
+if TYPE_CHECKING:
+    from edge_agent.config import UplinkSection
+    from edge_agent.runtime import Runtime
+
+log = logging.getLogger(__name__)
+BATCH = 500  # records read from the log at a time
+WINDOW = 100  # QoS 1 publishes in flight at once
+
+
+class Uplink:
+    def __init__(self, rt: Runtime, cfg: UplinkSection, state_dir: Path, site: str,
+                 status: Callable[[], dict[str, Any]]) -> None:
+        self.rt = rt
+        self.cfg = cfg
+        self.site = site
+        self.status_fn = status
+        self.cursor_path = state_dir / "uplink.json"
+        self.acked = 0
+        self.session = 0
+        self.connected = False
+        self.last_error = ""
+        self.sent = 0
+        url = urllib.parse.urlsplit(cfg.broker)
+        self.tls = url.scheme == "mqtts"
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (8883 if self.tls else 1883)
+        prefix = cfg.topic_prefix.rstrip("/")
+        self.audit_topic = f"{prefix}/{site}/audit"
+        self.status_topic = f"{prefix}/{site}/status"
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ cursor
+
+    def load(self) -> None:
+        """Read the cursor (blocking). A missing file: nothing forwarded yet."""
+        try:
+            doc = json.loads(self.cursor_path.read_bytes())
+            self.acked, self.session = int(doc["acked_seq"]), int(doc["session"])
+        except FileNotFoundError:
+            self.acked, self.session = 0, 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Resend from the start rather than skip: ingest drops what it already has.
+            log.error("uplink: cursor %s unreadable (%s): forwarding from the start",
+                      self.cursor_path, exc)
+            self.acked = 0
+
+    def _save(self) -> None:
+        atomic_write(self.cursor_path, canonical_json(
+            {"acked_seq": self.acked, "session": self.session, "site": self.site}))
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.rt.audit.last_seq or 0
+        return {"broker": self.cfg.broker, "connected": self.connected,
+                "acked_seq": self.acked, "backlog": max(0, last - self.acked),
+                "session": self.session, "sent": self.sent, "error": self.last_error}
+
+    # ------------------------------------------------------------------ running
+
+    def start(self) -> None:
+        self.rt.audit.retention_floor = lambda: self.acked
+        self.rt.audit.subscribers.append(lambda _rec: self._wake.set())  # on the loop
+        self.rt.spawn(self.run(), "uplink")
+
+    def _client(self) -> aiomqtt.Client:
+        password = None
+        if self.cfg.password_file:
+            password = Path(self.cfg.password_file).read_text(encoding="utf-8").strip()
+        tls = None
+        if self.tls:
+            tls = ssl.create_default_context(cafile=self.cfg.ca)
+            if self.cfg.cert:
+                tls.load_cert_chain(self.cfg.cert, self.cfg.key)
+        will = aiomqtt.Will(self.status_topic, self._status_payload(online=False), qos=1,
+                            retain=True)
+        return aiomqtt.Client(self.host, self.port, identifier=f"edge-agent-{self.site}",
+                              username=self.cfg.username, password=password,
+                              protocol=aiomqtt.ProtocolVersion.V5, will=will,
+                              tls_context=tls, keepalive=15, timeout=10)
+
+    def _status_payload(self, *, online: bool) -> bytes:
+        doc: dict[str, Any] = {"site": self.site, "online": online, "session": self.session,
+                               "ts": time.time()}
+        if online:
+            st = self.status_fn()
+            last = self.rt.audit.last_seq or 0
+            doc.update({"health": st.get("health"), "devices": st.get("devices"),
+                        "alarms": [a.get("message") for a in st.get("alarms", [])][:20],
+                        "backlog": max(0, last - self.acked), "acked_seq": self.acked,
+                        "entitlements": st.get("entitlements")})
+        return canonical_json(doc)
+
+    async def run(self) -> None:
+        delay = 0.5
+        await asyncio.to_thread(self.load)
+        while not self.rt.stopping.is_set():
+            self.session += 1
+            await asyncio.to_thread(self._save)
+            try:
+                async with self._client() as client:
+                    self.connected, self.last_error = True, ""
+                    log.info("uplink: connected to %s (session %d), forwarding after seq %d",
+                             self.cfg.broker, self.session, self.acked)
+                    await client.publish(self.status_topic, self._status_payload(online=True),
+                                         qos=1, retain=True)
+                    delay = 0.5
+                    await self._forward(client)
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+                if self.connected or not self.last_error:
+                    log.warning("uplink: %s: %s; retrying (backlog is kept in the audit "
+                                "log)", self.cfg.broker, exc)
+                self.last_error = str(exc) or type(exc).__name__
+            finally:
+                self.connected = False
+            try:
+                await asyncio.wait_for(self.rt.stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 30.0)
+
+    async def _forward(self, client: aiomqtt.Client) -> None:
+        next_status = time.monotonic() + self.cfg.status_interval
+        while not self.rt.stopping.is_set():
+            batch = await asyncio.to_thread(self._read, self.acked)
+            if batch:
+                await self._publish(client, batch)
+                self._budget()
+            else:
+                self._wake.clear()
+                timeout = max(0.1, next_status - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            if time.monotonic() >= next_status:
+                await client.publish(self.status_topic, self._status_payload(online=True),
+                                     qos=1, retain=True)
+                next_status = time.monotonic() + self.cfg.status_interval
+
+    def _read(self, after: int) -> list[AuditRecord]:
+        out: list[AuditRecord] = []
+        for rec in self.rt.audit.iter_query(Query(after_seq=after, limit=None)):
+            out.append(rec)
+            if len(out) >= BATCH:
+                break
+        return out
+
+    async def _publish(self, client: aiomqtt.Client, batch: list[AuditRecord]) -> None:
+        """QoS 1, up to WINDOW in flight; the cursor moves to the end of the batch once
+        every PUBACK of it is in, and is made durable before the next batch."""
+        sem = asyncio.Semaphore(WINDOW)
+
+        async def one(rec: AuditRecord) -> None:
+            async with sem:
+                payload = canonical_json({**rec, "site": self.site})
+                await client.publish(self.audit_topic, payload, qos=1)
+
+        await asyncio.gather(*(one(r) for r in batch))
+        self.acked = int(batch[-1]["seq"])
+        self.sent += len(batch)
+        await asyncio.to_thread(self._save)
+
+    def _budget(self) -> None:
+        backlog = (self.rt.audit.last_seq or 0) - self.acked
+        # A record is a few hundred bytes: estimate the backlog's disk use from its count.
+        mb = backlog * 400 / 1e6
+        if mb > self.cfg.disk_budget_mb:
+            self.rt.alarms.raise_(Alarm("uplink:backlog", "critical",
+                                        f"uplink backlog of {backlog} records (~{mb:.0f} MB) "
+                                        f"exceeds its {self.cfg.disk_budget_mb:g} MB budget: "
+                                        "nothing is dropped; restore the link to "
+                                        f"{self.cfg.broker}"))
+        else:
+            self.rt.alarms.clear("uplink:backlog")
