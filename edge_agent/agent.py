@@ -257,7 +257,7 @@ class Agent:
         await self.custody.start(self.config_path)  # before readers come online
         if self.config.uplink is not None:
             self.uplink = Uplink(rt, self.config.uplink, self.state_dir, self.config.site.id,
-                                 self.status)
+                                 self.status, self.load_entitlements, self.boot_id)
             self.uplink.start()
         await self.discovery.start()
         rt.spawn(self.claims.reacquire_loop(), "reacquire")

@@ -192,7 +192,9 @@ class Ingest:
                     delay = 0.5
                     last_save = time.monotonic()
                     async for msg in _until(client.messages, stop):
-                        self.handle(str(msg.topic), bytes(msg.payload))
+                        raw = msg.payload
+                        self.handle(str(msg.topic), bytes(raw) if isinstance(
+                            raw, (bytes, bytearray)) else str(raw).encode())
                         if time.monotonic() - last_save > 1.0:
                             self.save()
                             last_save = time.monotonic()

@@ -20,12 +20,13 @@ Nothing received from the broker is acted on here: the uplink only publishes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,9 @@ WINDOW = 100  # QoS 1 publishes in flight at once
 
 class Uplink:
     def __init__(self, rt: Runtime, cfg: UplinkSection, state_dir: Path, site: str,
-                 status: Callable[[], dict[str, Any]]) -> None:
+                 status: Callable[[], dict[str, Any]],
+                 load_entitlements: Callable[..., Awaitable[Any]] | None = None,
+                 boot_id: str = "") -> None:
         self.rt = rt
         self.cfg = cfg
         self.site = site
@@ -64,6 +67,12 @@ class Uplink:
         prefix = cfg.topic_prefix.rstrip("/")
         self.audit_topic = f"{prefix}/{site}/audit"
         self.status_topic = f"{prefix}/{site}/status"
+        # Down to the sites: signed entitlement snapshots, for this site or for all.
+        self.entitlement_topics = (f"{prefix}/{site}/entitlements", f"{prefix}/all/entitlements")
+        self.load_entitlements = load_entitlements
+        self.boot_id = boot_id
+        self.last_snapshot = ""
+        self._birth_ts = 0.0
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ cursor
@@ -109,14 +118,17 @@ class Uplink:
                 tls.load_cert_chain(self.cfg.cert, self.cfg.key)
         will = aiomqtt.Will(self.status_topic, self._status_payload(online=False), qos=1,
                             retain=True)
-        return aiomqtt.Client(self.host, self.port, identifier=f"edge-agent-{self.site}",
+        # One client id per run: two boxes claiming one site must both stay connected (and
+        # see each other), not take each other's session over in turn.
+        return aiomqtt.Client(self.host, self.port,
+                              identifier=f"edge-agent-{self.site}-{self.boot_id or self.session}",
                               username=self.cfg.username, password=password,
                               protocol=aiomqtt.ProtocolVersion.V5, will=will,
                               tls_context=tls, keepalive=15, timeout=10)
 
     def _status_payload(self, *, online: bool) -> bytes:
         doc: dict[str, Any] = {"site": self.site, "online": online, "session": self.session,
-                               "ts": time.time()}
+                               "boot": self.boot_id, "ts": time.time()}
         if online:
             st = self.status_fn()
             last = self.rt.audit.last_seq or 0
@@ -137,10 +149,17 @@ class Uplink:
                     self.connected, self.last_error = True, ""
                     log.info("uplink: connected to %s (session %d), forwarding after seq %d",
                              self.cfg.broker, self.session, self.acked)
+                    self._birth_ts = time.time()
                     await client.publish(self.status_topic, self._status_payload(online=True),
                                          qos=1, retain=True)
                     delay = 0.5
-                    await self._forward(client)
+                    for topic in (*self.entitlement_topics, self.status_topic):
+                        await client.subscribe(topic, qos=1)
+                    listener = asyncio.get_running_loop().create_task(self._listen(client))
+                    try:
+                        await self._forward(client)
+                    finally:
+                        listener.cancel()
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 if self.connected or not self.last_error:
                     log.warning("uplink: %s: %s; retrying (backlog is kept in the audit "
@@ -172,6 +191,53 @@ class Uplink:
                 await client.publish(self.status_topic, self._status_payload(online=True),
                                      qos=1, retain=True)
                 next_status = time.monotonic() + self.cfg.status_interval
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        """What comes down: signed entitlements (verified exactly as a file load is, and
+        audited either way) and this site's own status (another agent claiming the site
+        id is an alarm). Nothing from the broker can open a compartment."""
+        async for msg in client.messages:
+            raw = msg.payload
+            topic = str(msg.topic)
+            payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else str(raw).encode()
+            if topic == self.status_topic:
+                self._other_agent(payload)
+            elif topic in self.entitlement_topics and self.load_entitlements is not None:
+                await self._entitlements(topic, payload)
+
+    def _other_agent(self, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        # A retained status of this box's previous run (its will not yet sent) is older
+        # than our birth; another box publishing now is newer.
+        if doc.get("online") and doc.get("boot") and doc.get("boot") != self.boot_id \
+                and float(doc.get("ts") or 0) > self._birth_ts:
+            msg = (f"another agent publishes as site {self.site} (boot {doc['boot']}, "
+                   f"session {doc.get('session')}): two boxes share one site id")
+            if "uplink:duplicate-site" not in self.rt.alarms:
+                log.error("uplink: %s", msg)
+            self.rt.alarms.raise_(Alarm("uplink:duplicate-site", "critical", msg))
+
+    async def _entitlements(self, topic: str, payload: bytes) -> None:
+        from edge_agent.errors import EdgeAgentError
+
+        load = self.load_entitlements
+        if load is None:
+            return
+        digest = hashlib.sha256(payload).hexdigest()
+        if not payload or digest == self.last_snapshot:
+            return  # the retained copy again, or a cleared topic
+        self.last_snapshot = digest
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            doc = {"unreadable": payload[:64].decode("utf-8", "replace")}
+        try:
+            await load(doc, actor=f"uplink:{topic}")
+        except EdgeAgentError as exc:  # refused and audited by the load itself
+            log.error("uplink: entitlements from %s refused: %s", topic, exc)
 
     def _read(self, after: int) -> list[AuditRecord]:
         out: list[AuditRecord] = []

@@ -207,3 +207,51 @@ def test_ingest_flags_a_log_rewritten_after_forwarding(tmp_path: Path) -> None:
     unchained = rec(3, "f" * 64, "third")
     ingest.handle("edge-agent/Site-A/audit", json.dumps(unchained).encode())
     assert "does not chain" in site.problems[-1]
+
+
+async def test_entitlements_come_down_signed_and_a_forgery_is_refused(
+        kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
+    import aiomqtt
+
+    from edge_agent import entitlements as ent
+    from edge_agent.testing import running_agent, wait_event
+
+    priv, pub, _ = ent.keygen(tmp_path / "keys")
+    csv = tmp_path / "o.csv"
+    csv.write_text("officer_id,name,roles,badges,qualifications\nPC-1,A,officer,A1B2C3D4,\n")
+    doc = ent.sign(ent.load_private(priv), ent.parse_records(
+        csv, ent.load_badge_key(tmp_path / "keys" / "badge.key")), valid_hours=2)
+    forged = json.loads(json.dumps(doc))
+    forged["snapshot"]["officers"][0]["roles"] = ["armourer"]  # signature no longer fits
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = config(pty.port, broker) + f'\n[entitlements]\ntrusted_keys = ["{pub}"]\n'
+    async with running_agent(toml, tmp_path / "state") as (agent, client):
+        await wait_until(lambda: agent.status()["uplink"]["connected"], timeout=15)
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="hq-office") as hq:
+            await hq.publish("edge-agent/all/entitlements", ent.canonical(doc), qos=1,
+                             retain=True)
+            loaded = await wait_event(client, action="entitlements_loaded", timeout=15)
+            assert loaded["actor"] == "uplink:edge-agent/all/entitlements"
+            assert (await client.call("entitlements"))["id"] == doc["snapshot"]["id"]
+            await hq.publish("edge-agent/Station-12/entitlements", ent.canonical(forged),
+                             qos=1)
+            refused = await wait_event(client, action="entitlements_refused", timeout=15)
+            assert "signature does not match" in refused["reason"]
+            assert (await client.call("entitlements"))["id"] == doc["snapshot"]["id"]
+
+
+async def test_two_agents_with_one_site_id_are_an_alarm(kerong_bus: Any, broker: Broker,
+                                                        tmp_path: Path) -> None:
+    from edge_agent.testing import running_agent
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    _sim2, pty2 = kerong_bus({1: 0xFFFF}, pace=False)
+    async with running_agent(config(pty.port, broker), tmp_path / "a") as (a, _ca), \
+            running_agent(config(pty2.port, broker), tmp_path / "b") as (b, _cb):
+        for agent in (a, b):
+            await wait_until(lambda agent=agent: any(
+                al["id"] == "uplink:duplicate-site" for al in agent.status()["alarms"]),
+                timeout=15, what="the duplicate site alarm")
+        alarm = next(al for al in a.status()["alarms"] if al["id"] == "uplink:duplicate-site")
+        assert alarm["severity"] == "critical" and "two boxes share one site id" in alarm[
+            "message"]
