@@ -6,6 +6,7 @@ flagged by ingest; retention holds back what was not forwarded."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import shutil
 import signal
@@ -36,8 +37,11 @@ class Broker:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\nmax_queued_messages 0\n")
+        # As root mosquitto drops to its own user unless told otherwise: it could not
+        # read this test's private files (certificates) then.
+        self.head = f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n"
+        self.conf.write_text(self.head + "allow_anonymous true\npersistence false\n"
+                             "max_queued_messages 0\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -255,3 +259,83 @@ async def test_two_agents_with_one_site_id_are_an_alarm(kerong_bus: Any, broker:
         alarm = next(al for al in a.status()["alarms"] if al["id"] == "uplink:duplicate-site")
         assert alarm["severity"] == "critical" and "two boxes share one site id" in alarm[
             "message"]
+
+
+def make_ca(d: Path, name: str) -> tuple[Path, Any, Any]:
+    """A test CA (cryptography): its certificate file, certificate and key."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = d / f"{name}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, cert, key
+
+
+def server_cert(d: Path, ca_cert: Any, ca_key: Any) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt, keyf = d / "broker.crt", d / "broker.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyf.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return crt, keyf
+
+
+async def test_tls_verifies_the_broker_and_refuses_a_wrong_ca(kerong_bus: Any,
+                                                              tmp_path: Path) -> None:
+    from edge_agent.testing import running_agent
+
+    ca_path, ca_cert, ca_key = make_ca(tmp_path, "force-ca")
+    wrong_ca, _, _ = make_ca(tmp_path, "someone-else")
+    crt, key = server_cert(tmp_path, ca_cert, ca_key)
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.head + f"allow_anonymous true\ncafile {ca_path}\n"
+                           f"certfile {crt}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+        for ca, ok in ((ca_path, True), (wrong_ca, False)):
+            toml = config(pty.port, broker).replace(
+                f'broker = "{broker.url}"',
+                f'broker = "mqtts://127.0.0.1:{broker.port}"\nca = "{ca}"')
+            async with running_agent(toml, tmp_path / f"s-{ok}") as (agent, _client):
+                if ok:
+                    await wait_until(lambda: agent.status()["uplink"]["connected"],
+                                     timeout=15, what="a TLS connection")
+                else:
+                    await wait_until(lambda: "certificate verify failed" in agent.status()[
+                        "uplink"]["error"], timeout=15, what="the wrong CA refused")
+                    assert not agent.status()["uplink"]["connected"]
+    finally:
+        broker.stop()
