@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BATCH = 500  # records read from the log at a time
 WINDOW = 100  # QoS 1 publishes in flight at once
+SAVE_EVERY = 0.2  # seconds between durable cursor writes while draining
 
 
 class Uplink:
@@ -107,7 +108,7 @@ class Uplink:
         self.rt.audit.subscribers.append(lambda _rec: self._wake.set())  # on the loop
         self.rt.spawn(self.run(), "uplink")
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, *, down: bool = False) -> aiomqtt.Client:
         password = None
         if self.cfg.password_file:
             password = Path(self.cfg.password_file).read_text(encoding="utf-8").strip()
@@ -116,12 +117,13 @@ class Uplink:
             tls = ssl.create_default_context(cafile=self.cfg.ca)
             if self.cfg.cert:
                 tls.load_cert_chain(self.cfg.cert, self.cfg.key)
-        will = aiomqtt.Will(self.status_topic, self._status_payload(online=False), qos=1,
-                            retain=True)
+        will = None if down else aiomqtt.Will(
+            self.status_topic, self._status_payload(online=False), qos=1, retain=True)
         # One client id per run: two boxes claiming one site must both stay connected (and
         # see each other), not take each other's session over in turn.
         return aiomqtt.Client(self.host, self.port,
-                              identifier=f"edge-agent-{self.site}-{self.boot_id or self.session}",
+                              identifier=f"edge-agent-{self.site}-{self.boot_id or self.session}"
+                              + ("-down" if down else ""),
                               username=self.cfg.username, password=password,
                               protocol=aiomqtt.ProtocolVersion.V5, will=will,
                               tls_context=tls, keepalive=15, timeout=10)
@@ -145,7 +147,10 @@ class Uplink:
             self.session += 1
             await asyncio.to_thread(self._save)
             try:
-                async with self._client() as client:
+                # Two connections: one publishes (and carries the will), one listens. An
+                # aiomqtt client that also iterates its messages publishes at a third of
+                # the rate (bench/uplink_drain.py).
+                async with self._client() as client, self._client(down=True) as down:
                     self.connected, self.last_error = True, ""
                     log.info("uplink: connected to %s (session %d), forwarding after seq %d",
                              self.cfg.broker, self.session, self.acked)
@@ -154,8 +159,8 @@ class Uplink:
                                          qos=1, retain=True)
                     delay = 0.5
                     for topic in (*self.entitlement_topics, self.status_topic):
-                        await client.subscribe(topic, qos=1)
-                    listener = asyncio.get_running_loop().create_task(self._listen(client))
+                        await down.subscribe(topic, qos=1)
+                    listener = asyncio.get_running_loop().create_task(self._listen(down))
                     try:
                         await self._forward(client)
                     finally:
@@ -174,23 +179,76 @@ class Uplink:
             delay = min(delay * 2, 30.0)
 
     async def _forward(self, client: aiomqtt.Client) -> None:
+        """Publish from the cursor on, WINDOW at a time without stopping between batches;
+        the cursor follows the highest sequence number below which every record has its
+        PUBACK, and is made durable at least every SAVE_EVERY seconds (and when idle)."""
         next_status = time.monotonic() + self.cfg.status_interval
-        while not self.rt.stopping.is_set():
-            batch = await asyncio.to_thread(self._read, self.acked)
-            if batch:
-                await self._publish(client, batch)
-                self._budget()
-            else:
-                self._wake.clear()
-                timeout = max(0.1, next_status - time.monotonic())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
-            if time.monotonic() >= next_status:
-                await client.publish(self.status_topic, self._status_payload(online=True),
-                                     qos=1, retain=True)
-                next_status = time.monotonic() + self.cfg.status_interval
+        sem = asyncio.Semaphore(WINDOW)
+        done: set[int] = set()
+        failed: list[BaseException] = []
+        pending: set[asyncio.Task[None]] = set()
+        sent_upto = self.acked
+        saved_at = time.monotonic()
+
+        async def one(seq: int, payload: bytes) -> None:
+            try:
+                await client.publish(self.audit_topic, payload, qos=1)
+                done.add(seq)
+            except BaseException as exc:  # the connection failed: resend from the cursor
+                failed.append(exc)
+                raise
+            finally:
+                sem.release()
+
+        try:
+            while not self.rt.stopping.is_set():
+                if failed:
+                    raise failed[0]
+                batch = await asyncio.to_thread(self._read, sent_upto)
+                for rec in batch:
+                    await sem.acquire()
+                    if failed:
+                        sem.release()
+                        raise failed[0]
+                    payload = canonical_json({**rec, "site": self.site})
+                    task = asyncio.get_running_loop().create_task(one(int(rec["seq"]), payload))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if batch:
+                    sent_upto = int(batch[-1]["seq"])
+                moved = self._advance(done)
+                idle = not batch
+                if moved and (idle or time.monotonic() - saved_at >= SAVE_EVERY):
+                    await asyncio.to_thread(self._save)
+                    saved_at = time.monotonic()
+                    self._budget()
+                if idle:
+                    self._wake.clear()
+                    wait = SAVE_EVERY if pending or self.acked < sent_upto else max(
+                        0.1, next_status - time.monotonic())
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    except TimeoutError:
+                        pass
+                if time.monotonic() >= next_status:
+                    await client.publish(self.status_topic,
+                                         self._status_payload(online=True), qos=1,
+                                         retain=True)
+                    next_status = time.monotonic() + self.cfg.status_interval
+        finally:
+            for task in pending:
+                task.cancel()
+            if self._advance(done):
+                await asyncio.to_thread(self._save)
+
+    def _advance(self, done: set[int]) -> bool:
+        moved = False
+        while self.acked + 1 in done:
+            done.discard(self.acked + 1)
+            self.acked += 1
+            self.sent += 1
+            moved = True
+        return moved
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         """What comes down: signed entitlements (verified exactly as a file load is, and
@@ -246,21 +304,6 @@ class Uplink:
             if len(out) >= BATCH:
                 break
         return out
-
-    async def _publish(self, client: aiomqtt.Client, batch: list[AuditRecord]) -> None:
-        """QoS 1, up to WINDOW in flight; the cursor moves to the end of the batch once
-        every PUBACK of it is in, and is made durable before the next batch."""
-        sem = asyncio.Semaphore(WINDOW)
-
-        async def one(rec: AuditRecord) -> None:
-            async with sem:
-                payload = canonical_json({**rec, "site": self.site})
-                await client.publish(self.audit_topic, payload, qos=1)
-
-        await asyncio.gather(*(one(r) for r in batch))
-        self.acked = int(batch[-1]["seq"])
-        self.sent += len(batch)
-        await asyncio.to_thread(self._save)
 
     def _budget(self) -> None:
         backlog = (self.rt.audit.last_seq or 0) - self.acked
