@@ -59,8 +59,8 @@ async def agent_drain(log: AuditLog, state: Path, url: str) -> float:
                 "bench-site", status=lambda: {})
     t0 = time.perf_counter()
     up.start()
-    while up.acked < (log.last_seq or 0):
-        await asyncio.sleep(0.01)  # noqa: ASYNC110 - polls the uplink's cursor
+    while up.acked < (log.last_seq or 0):  # noqa: ASYNC110 - polls the uplink's cursor
+        await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - t0
     stopping.set()
     for t in tasks:
