@@ -702,6 +702,24 @@ def shutil_width() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+def cmd_uplink(args: argparse.Namespace) -> int:
+    """The site's link to headquarters, from the agent's status."""
+    with _client(args) as c:
+        st: schema.Status = c.call("status")
+    up = st.get("uplink")
+    if args.json:
+        print(json.dumps(up, indent=2))
+        return EXIT_OK if up and up["connected"] else EXIT_RUNTIME
+    if not up:
+        print("no uplink configured ([uplink] broker = \"mqtts://...\" in the site config)")
+        return EXIT_RUNTIME
+    state = "connected" if up["connected"] else f"NOT connected ({up['error'] or '?'})"
+    print(f"uplink   {up['broker']}: {state}, session {up['session']}")
+    print(f"backlog  {up['backlog']} record(s) not yet acknowledged by the broker "
+          f"(forwarded up to seq {up['acked_seq']}; {up['sent']} sent since start)")
+    return EXIT_OK if up["connected"] else EXIT_RUNTIME
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Headquarters: take every site's records off the broker into OUT/<site>/."""
     import asyncio
@@ -880,6 +898,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
     sp.add_argument("--format", choices=["table", "csv"], default="table")
     sp.add_argument("--output", help="with --format csv: write to this file")
+
+    sp = sub.add_parser("uplink", help="the site's link to headquarters (MQTT)")
+    usub = sp.add_subparsers(dest="uplink_command", required=True, metavar="ACTION")
+    up_ = usub.add_parser("status", help="connected or not, backlog, session (exit 1 when "
+                          "not connected)")
+    up_.add_argument("--socket", help="agent API socket")
+    up_.add_argument("--json", action="store_true")
+    up_.set_defaults(func=cmd_uplink)
 
     sp = sub.add_parser("fleet", help="headquarters: collect every site's records from the "
                         "MQTT broker")

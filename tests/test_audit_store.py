@@ -149,3 +149,21 @@ async def test_csv_export_neutralises_formulas_and_control_characters(kerong_bus
         await client.download("/v1/events/export", buf, format="jsonl", action="unlock")
         recs = [json.loads(line) for line in buf.getvalue().splitlines()]
         assert [r["reason"] for r in recs] == hostile
+
+
+async def test_retention_holds_back_what_was_not_forwarded(tmp_path: Path) -> None:
+    """With an uplink, a segment holding records the broker has not acknowledged stays,
+    however old (its floor is the uplink's cursor); once forwarded it goes."""
+    log = AuditLog(tmp_path / "audit", boot_id="t", segment_max_bytes=100_000,
+                   retention_days=30)
+    await asyncio.to_thread(log.open)
+    now = time.time()
+    await _fill(log, 4000, t0=now - 60 * 86400, step=60 * 86400 / 4000)
+    forwarded = 10  # the uplink has sent only the first ten records
+    log.retention_floor = lambda: forwarded
+    assert await asyncio.to_thread(log.apply_retention, now) == []
+    assert next(log.iter_records())["seq"] == 1
+    forwarded = 4000  # the backlog drained: retention may go ahead
+    log._last_retention = 0.0  # (retention runs at most hourly; this test is not an hour)
+    assert await asyncio.to_thread(log.apply_retention, now)
+    await asyncio.to_thread(log.close)

@@ -339,3 +339,23 @@ async def test_tls_verifies_the_broker_and_refuses_a_wrong_ca(kerong_bus: Any,
                     assert not agent.status()["uplink"]["connected"]
     finally:
         broker.stop()
+
+
+async def test_uplink_status_from_the_shell(kerong_bus: Any, broker: Broker,
+                                            tmp_path: Path) -> None:
+    from edge_agent.testing import running_agent
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    async with running_agent(config(pty.port, broker), tmp_path / "s") as (agent, _c):
+        await wait_until(lambda: agent.status()["uplink"]["connected"], timeout=15)
+        out = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "edge_agent.cli", "uplink", "status", "--socket",
+            str(agent.socket_path)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and f"{broker.url}: connected" in out.stdout
+        broker.stop()
+        await wait_until(lambda: not agent.status()["uplink"]["connected"], timeout=15)
+        out = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "edge_agent.cli", "uplink", "status", "--json",
+            "--socket", str(agent.socket_path)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and json.loads(out.stdout)["connected"] is False
+        broker.start()
