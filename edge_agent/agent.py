@@ -358,6 +358,11 @@ class Agent:
     def deployable(self, equipment: str) -> dict[str, Any]:
         return self.custody.deployable(equipment)
 
+    async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
+                          minutes: float) -> dict[str, Any]:
+        return await self.custody.break_glass(actor=actor, roles=roles, reason=reason,
+                                              minutes=minutes)
+
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]:
         return await self.commands.identify(device_id, actor=actor)
 

@@ -152,6 +152,8 @@ class CustodyService:
         self._links: dict[str, str | None] = {}  # device id -> link as last seen
         # Weapon compartments opened from the socket: slot -> first armourer's request.
         self._api_waiting: dict[Slot, tuple[str, float, int]] = {}
+        self._break_glass: tuple[float, str, str] | None = None  # (until, second, first)
+        self._break_glass_waiting: tuple[str, float, int] | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -255,6 +257,52 @@ class CustodyService:
         return {"equipment": equipment, "available": available,
                 "stale_entitlements": stale, "officers": officers if available else [],
                 "qualified_but_nothing_available": len(officers) if not available else 0}
+
+    # ------------------------------------------------------------------ break-glass
+
+    def break_glass_active(self) -> bool:
+        return self._break_glass is not None and time.monotonic() < self._break_glass[0]
+
+    async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
+                          minutes: float) -> dict[str, Any]:
+        """Two armourers and a reason: for ``minutes`` (at most 60), entitlements that
+        are stale or missing no longer refuse issues the snapshot can still identify the
+        officer for (qualifications are still checked against it). Audited both ways."""
+        if ARMOURER not in roles:
+            raise AccessDenied(f"break-glass needs the {ARMOURER} role", ARMOURER)
+        if not 0 < minutes <= 60:
+            raise AccessDenied("break-glass lasts between 1 and 60 minutes", ARMOURER)
+        now = time.monotonic()
+        first = self._break_glass_waiting
+        if first is None or now >= first[1] or first[0] == actor:
+            if first is not None and now < first[1] and first[0] == actor:
+                raise AccessDenied("waiting for a second armourer: the second person must be "
+                                   "someone else", ARMOURER)
+            rec = await self.rt.record(Action.ISSUE_WAITING, actor=actor, reason=reason,
+                                       details={"via": "socket", "break_glass": minutes})
+            self._break_glass_waiting = (actor, now + self.cfg.custody.second_person_s,
+                                         int(rec["seq"]))
+            return {"audit_seq": rec["seq"], "waiting": "break-glass: a second armourer must "
+                    f"make the same call within {self.cfg.custody.second_person_s:g} s"}
+        self._break_glass_waiting = None
+        until = now + minutes * 60
+        self._break_glass = (until, actor, first[0])
+        rec = await self.rt.record(Action.BREAK_GLASS, actor=actor, reason=reason,
+                                   outcome="on", details={"first": first[0],
+                                                          "minutes": minutes})
+        self.rt.alarms.raise_(Alarm("custody:break-glass", "critical",
+                                    f"break-glass on for {minutes:g} min ({first[0]} and "
+                                    f"{actor}: {reason}): stale entitlements do not refuse"))
+        self.rt.spawn(self._break_glass_ends(until), "custody:break-glass")
+        return {"audit_seq": rec["seq"], "until_s": minutes * 60}
+
+    async def _break_glass_ends(self, until: float) -> None:
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        if self._break_glass is not None and self._break_glass[0] == until:
+            self._break_glass = None
+            self.rt.alarms.clear("custody:break-glass")
+            await self.rt.record(Action.BREAK_GLASS, actor="agent", outcome="off",
+                                 reason="break-glass time is up")
 
     # ------------------------------------------------------------------ the socket
 
@@ -371,7 +419,7 @@ class CustodyService:
             return Refused(why, officer, equipment)
 
         pol = self.cfg.equipment_policy(equipment)
-        if stale and pol.when_stale == "refuse":
+        if stale and pol.when_stale == "refuse" and not self.break_glass_active():
             raise refused(f"entitlements are not current (expired "
                              f"{expires.date().isoformat()}): {equipment} is not issued")
         if pol.qualification:
@@ -410,7 +458,7 @@ class CustodyService:
             raise refused("the second person must be someone else")
         if ARMOURER not in second.get("roles", []):
             raise refused(f"the second person needs the {ARMOURER} role")
-        if stale:
+        if stale and not self.break_glass_active():
             raise refused("entitlements are not current: no two-person issue")
         del self.waiting[station.id]
         await self.rt.record(Action.SECOND_PERSON, actor=_actor(second),

@@ -415,3 +415,73 @@ slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }}]
         finally:
             sim.terminate()
             sim.wait(10)
+
+
+def _as_nobody(sock: Path, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The call from another Unix user: a forked child that drops to nobody (root only)."""
+    import json
+
+    from edge_agent.errors import ClientError
+    from edge_agent.oneshot import SocketClient
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with SocketClient(sock) as c:
+                try:
+                    out: dict[str, Any] = {"status": 200, "answer": c.call(route, body=body)}
+                except ClientError as exc:
+                    out = {"status": exc.status, "answer": str(exc)}
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
+async def test_stale_entitlements_refuse_weapons_until_two_armourers_break_glass(
+        site: Site, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a second Unix user needs root to make (setuid nobody)")
+    # A snapshot that expires two seconds after it is loaded.
+    site.snapshot = ent.sign(ent.load_private(site.keys / "signing.key"), ent.parse_records(
+        tmp_path / "officers.csv", ent.load_badge_key(site.keys / "badge.key")),
+        valid_hours=2 / 3600)
+    rdr = site.readers["armoury"]
+    async with running_agent(site.toml(), tmp_path / "state") as (agent, client):
+        await ready(client, site)
+        await asyncio.sleep(2.5)
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "red", before)
+        stale = await wait_event(client, lambda e: "not current" in (e.get("reason") or ""),
+                                 action="issue_refused")
+        assert stale["actor"] == "officer:PC-1001"
+        first = await client.call("break_glass", body={"reason": "snapshot feed down",
+                                                       "minutes": 10})
+        assert "second armourer" in first["waiting"]
+        os.chmod(Path(agent.socket_path).parent, 0o711)
+        os.chmod(agent.socket_path, 0o666)
+        second = await asyncio.to_thread(_as_nobody, Path(agent.socket_path), "break_glass",
+                                         {"reason": "snapshot feed down", "minutes": 10})
+        assert second["status"] == 200, second
+        on = await wait_event(client, action="break_glass")
+        assert on["outcome"] == "on" and on["details"]["first"] == first["actor"]
+        status = await client.call("status")
+        assert any(a["id"] == "custody:break-glass" and a["severity"] == "critical"
+                   for a in status["alarms"])
+        # Now the two-person Taser issue goes ahead on the stale snapshot.
+        before = await badge(rdr, ALICE)
+        await signal(rdr, "amber", before)
+        before = await badge(rdr, CAROL)
+        await signal(rdr, "green", before)
+        assert site.bus.unlocks == [(3, 0)]

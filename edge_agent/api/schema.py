@@ -242,6 +242,11 @@ class OutOfServiceRequest(TypedDict):
     """false puts the compartment back in service (default true)"""
 
 
+class BreakGlassRequest(TypedDict):
+    reason: Annotated[str, MinLen(1)]
+    minutes: Annotated[float, Ge(1)]
+
+
 class EntitlementsSummary(TypedDict):
     loaded: bool
     id: NotRequired[str | None]
@@ -335,6 +340,9 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
           role="armourer"),
     Route("custody", "GET", "/v1/custody", "who holds what (overdue first), open sessions, "
           "two-person issues waiting", Custody),
+    Route("break_glass", "POST", "/v1/custody/break-glass", "two armourers: stale "
+          "entitlements stop refusing issues for N minutes (audited)", CommandAnswer,
+          request=BreakGlassRequest, role="armourer"),
     Route("deployable", "GET", "/v1/custody/deployable", "officers who could be issued a "
           "class now, and where items of it are available", Deployable,
           query=("equipment",)),

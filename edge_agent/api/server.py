@@ -199,6 +199,8 @@ class AgentApi(Protocol):
                              why: str = "") -> None: ...
     def custody_view(self) -> dict[str, Any]: ...
     def deployable(self, equipment: str) -> dict[str, Any]: ...
+    async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
+                          minutes: float) -> dict[str, Any]: ...
     @property
     def config(self) -> Any: ...
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]: ...
@@ -482,6 +484,17 @@ class ApiServer:
 
     async def custody(self, request: web.Request) -> web.Response:
         return _json(self.agent.custody_view())
+
+    async def break_glass(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        reason, minutes = body.get("reason"), body.get("minutes")
+        if not isinstance(reason, str) or not reason.strip():
+            return _error(400, "a reason is required")
+        if not isinstance(minutes, (int, float)) or isinstance(minutes, bool):
+            return _error(400, "minutes must be a number (1-60)")
+        result = await self._command(request, lambda u: self.agent.break_glass(
+            actor=u, roles=request["roles"], reason=reason.strip(), minutes=float(minutes)))
+        return result
 
     async def deployable(self, request: web.Request) -> web.Response:
         equipment = request.query.get("equipment", "")
