@@ -60,6 +60,7 @@ class Action(enum.StrEnum):
     UNAUTHORISED_REMOVAL = "unauthorised_removal"
     CUSTODY_OVERDUE = "custody_overdue"
     BREAK_GLASS = "break_glass"
+    HQ_COMMAND = "hq_command"
     # Access
     ACCESS_REFUSED = "access_refused"
 
@@ -113,6 +114,8 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.UNAUTHORISED_REMOVAL: "an item left a station's compartment with no issue open "
                                  "for it",
     Action.CUSTODY_OVERDUE: "an item is past its due time (warning, then critical)",
+    Action.HQ_COMMAND: "a signed command from headquarters: armoury lockdown or release "
+                       "(outcome applied, or refused with why)",
     Action.BREAK_GLASS: "two armourers switched stale-entitlement refusals off for a time "
                         "(outcome on), or that time ended (outcome off)",
     Action.ACCESS_REFUSED: "a call on the control socket was refused: the caller lacks a "

@@ -258,6 +258,7 @@ class Agent:
         if self.config.uplink is not None:
             self.uplink = Uplink(rt, self.config.uplink, self.state_dir, self.config.site.id,
                                  self.status, self.load_entitlements, self.boot_id)
+            self.uplink.on_command = self.hq_command
             self.uplink.start()
         await self.discovery.start()
         rt.spawn(self.claims.reacquire_loop(), "reacquire")
@@ -351,6 +352,11 @@ class Agent:
                              why: str = "") -> None:
         await self.rt.record(Action.ACCESS_REFUSED, actor=user, reason=why or f"needs {missing}",
                              outcome="refused", details={"call": call, "missing_role": missing})
+
+    async def hq_command(self, doc: Any, *, source: str) -> None:
+        """A signed command from headquarters (lockdown or release of armoury issue)."""
+        trusted = self.entitlements.trusted if self.entitlements is not None else {}
+        await self.custody.command(doc, trusted, source=source)
 
     def custody_view(self) -> dict[str, Any]:
         return self.custody.view()

@@ -721,7 +721,21 @@ def cmd_uplink(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    """Headquarters: take every site's records off the broker into OUT/<site>/."""
+    """Headquarters: take every site's records off the broker into OUT/<site>/, or sign
+    a command for the sites."""
+    if args.fleet_command == "sign-command":
+        from edge_agent import entitlements as ent
+
+        try:
+            doc = ent.sign_command(ent.load_private(Path(args.key)), args.kind,
+                                   [s.strip() for s in args.sites.split(",") if s.strip()],
+                                   args.reason)
+        except ent.EntitlementError as exc:
+            raise UsageError(str(exc)) from exc
+        Path(args.out).write_bytes(ent.canonical(doc) + b"\n")
+        print(f"signed {args.kind} for {args.sites} -> {args.out} (publish it to "
+              f"PREFIX/all/command or PREFIX/<site>/command)")
+        return EXIT_OK
     import asyncio
     import signal
 
@@ -920,6 +934,14 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--log-level", default="warning",
                     choices=["debug", "info", "warning", "error"])
     fp.add_argument("--json", action="store_true")
+    fp.set_defaults(func=cmd_fleet)
+    fp = fsub.add_parser("sign-command", help="sign a lockdown or release of armoury issue "
+                         "for sites (with the entitlements signing key)")
+    fp.add_argument("--key", required=True, help="signing.key from entitlements keygen")
+    fp.add_argument("--kind", required=True, choices=["lockdown", "release"])
+    fp.add_argument("--sites", required=True, help="site ids, comma-separated, or *")
+    fp.add_argument("--reason", required=True)
+    fp.add_argument("--out", required=True)
     fp.set_defaults(func=cmd_fleet)
 
     sp = sub.add_parser("entitlements", help="signed training records: make, sign, load, "

@@ -40,7 +40,13 @@ from edge_agent.actions import Action
 from edge_agent.alarms import Alarm
 from edge_agent.config import WEAPON_CLASSES, SiteConfig, Station, compartment_list
 from edge_agent.contract import CredentialRead, Signal, driver_capabilities
-from edge_agent.entitlements import EntitlementError, EntitlementStore, badge_hash, load_badge_key
+from edge_agent.entitlements import (
+    EntitlementError,
+    EntitlementStore,
+    badge_hash,
+    load_badge_key,
+    verify_command,
+)
 from edge_agent.errors import AccessDenied, ConfigError, EdgeAgentError
 from edge_agent.store.audit import AuditRecord, Query
 
@@ -153,11 +159,15 @@ class CustodyService:
         # Weapon compartments opened from the socket: slot -> first armourer's request.
         self._api_waiting: dict[Slot, tuple[str, float, int]] = {}
         self._break_glass: tuple[float, str, str] | None = None  # (until, second, first)
+        self.lockdown: dict[str, Any] | None = None  # headquarters' armoury lockdown
+        self.last_command = ""  # ``issued`` of the last headquarters command applied
         self._break_glass_waiting: tuple[str, float, int] | None = None
 
     # ------------------------------------------------------------------ start-up
 
     async def start(self, config_path: str = "") -> None:
+        records = await asyncio.to_thread(self._trail)
+        self._replay(records)  # holdings, open sessions, headquarters' lockdown
         if not self.stations:
             return
         if self.cfg.entitlements.badge_key:
@@ -168,8 +178,6 @@ class CustodyService:
                 raise ConfigError(config_path or "<site config>",
                                   [f"{config_path or '<site config>'}: entitlements.badge_key"
                                    f": {exc}"]) from exc
-        records = await asyncio.to_thread(self._trail)
-        self._replay(records)
         self.registry.on_credential(self._on_credential)
         self.rt.spawn(self._follow(self.rt.hub.subscribe()), "custody:events")
         self.rt.spawn(self._timers(), "custody:timers")
@@ -179,7 +187,7 @@ class CustodyService:
     def _trail(self) -> list[AuditRecord]:
         found: list[AuditRecord] = []
         for action in (Action.CUSTODY_OPENED, Action.CUSTODY_CLOSED, Action.ISSUE_GRANTED,
-                       Action.RETURN_GRANTED, Action.ISSUE_ABANDONED):
+                       Action.RETURN_GRANTED, Action.ISSUE_ABANDONED, Action.HQ_COMMAND):
             found.extend(self.rt.audit.iter_query(Query(action=action.value, limit=None)))
         found.sort(key=lambda r: int(r["seq"]))
         return found
@@ -214,6 +222,8 @@ class CustodyService:
                     due=float(d["due"]) if d.get("due") else None, restored=True)
             elif r["action"] == Action.ISSUE_ABANDONED:
                 self.sessions.pop(slot, None)
+            elif r["action"] == Action.HQ_COMMAND and r.get("outcome") == "applied":
+                self._apply_command(d)
 
     # ------------------------------------------------------------------ reads
 
@@ -257,6 +267,40 @@ class CustodyService:
         return {"equipment": equipment, "available": available,
                 "stale_entitlements": stale, "officers": officers if available else [],
                 "qualified_but_nothing_available": len(officers) if not available else 0}
+
+    # ------------------------------------------------------------------ headquarters
+
+    def _apply_command(self, cmd: dict[str, Any]) -> None:
+        self.last_command = str(cmd.get("issued", ""))
+        if cmd.get("kind") == "lockdown":
+            self.lockdown = {"reason": cmd.get("reason"), "id": cmd.get("id"),
+                             "issued": cmd.get("issued")}
+            self.rt.alarms.raise_(Alarm("custody:lockdown", "critical",
+                                        f"armoury issue locked down by headquarters "
+                                        f"({cmd.get('reason')})"))
+        else:
+            self.lockdown = None
+            self.rt.alarms.clear("custody:lockdown")
+
+    async def command(self, doc: Any, trusted: dict[str, Any], *, source: str) -> None:
+        """A signed headquarters command: verified (key, site, age, not a replay), applied
+        and audited; anything else is refused and audited. It can only stop issue: no
+        command from anywhere opens a compartment."""
+        try:
+            cmd = verify_command(doc, trusted, self.cfg.site.id, after=self.last_command)
+        except EntitlementError as exc:
+            await self.rt.record(Action.HQ_COMMAND, actor=source, outcome="refused",
+                                 reason=str(exc))
+            raise
+        self._apply_command(cmd)
+        await self.rt.record(Action.HQ_COMMAND, actor=source, outcome="applied",
+                             reason=str(cmd.get("reason")), details=cmd)
+
+    def _locked(self, equipment: str) -> str | None:
+        if self.lockdown is not None and equipment in WEAPON_CLASSES:
+            return (f"armoury issue is locked down by headquarters "
+                    f"({self.lockdown['reason']})")
+        return None
 
     # ------------------------------------------------------------------ break-glass
 
@@ -319,6 +363,8 @@ class CustodyService:
                                    "technician role", "technician")
             return None
         equipment = served[1]
+        if (locked := self._locked(equipment)) is not None:
+            raise AccessDenied(locked, ARMOURER)
         if ARMOURER not in roles:
             raise AccessDenied(f"{device} compartment {compartment} holds a {equipment}: "
                                f"opening it needs the {ARMOURER} role (and a second one)",
@@ -419,6 +465,8 @@ class CustodyService:
             return Refused(why, officer, equipment)
 
         pol = self.cfg.equipment_policy(equipment)
+        if (locked := self._locked(equipment)) is not None:
+            raise refused(locked)
         if stale and pol.when_stale == "refuse" and not self.break_glass_active():
             raise refused(f"entitlements are not current (expired "
                              f"{expires.date().isoformat()}): {equipment} is not issued")

@@ -209,6 +209,66 @@ def sign(private: Ed25519PrivateKey, officers: list[dict[str, Any]], valid_hours
             "signature": base64.b64encode(signature).decode()}
 
 
+# ------------------------------------------------------------------ commands from HQ
+
+COMMAND_KINDS = ("lockdown", "release")
+COMMAND_MAX_AGE = dt.timedelta(hours=24)
+
+
+def sign_command(private: Ed25519PrivateKey, kind: str, sites: list[str], reason: str,
+                 now: dt.datetime | None = None) -> dict[str, Any]:
+    """A signed headquarters command (lockdown or release of armoury issue) for the
+    named sites (``*``: all), with the same key as the entitlements."""
+    if kind not in COMMAND_KINDS:
+        raise EntitlementError(f"kind must be one of {', '.join(COMMAND_KINDS)}")
+    if not sites or not reason.strip():
+        raise EntitlementError("name the sites (or *) and give a reason")
+    now = now or dt.datetime.now(dt.UTC)
+    command = {"kind": kind, "scope": "armoury", "sites": sorted(sites),
+               "reason": reason.strip(), "id": uuid.uuid4().hex,
+               "issued": now.isoformat(timespec="seconds")}
+    return {"command": command, "key_id": key_id(private.public_key()),
+            "signature": base64.b64encode(private.sign(canonical(command))).decode()}
+
+
+def verify_command(doc: Any, trusted: dict[str, Ed25519PublicKey], site: str,
+                   after: str = "", now: dt.datetime | None = None) -> dict[str, Any]:
+    """The command in ``doc`` if a trusted key signed it, it names this site, it is not
+    from the future, not older than a day and newer than the last one applied
+    (``after``: its ``issued``), so an old message cannot be replayed."""
+    now = now or dt.datetime.now(dt.UTC)
+    if not isinstance(doc, dict) or not {"command", "signature", "key_id"} <= set(doc):
+        raise EntitlementError("not a signed command (command, signature, key_id)")
+    public = trusted.get(str(doc["key_id"]))
+    if public is None:
+        raise EntitlementError(f"signed with key {doc['key_id']}, which this site does "
+                               "not trust")
+    try:
+        public.verify(base64.b64decode(str(doc["signature"]), validate=True),
+                      canonical(doc["command"]))
+    except (InvalidSignature, ValueError) as exc:
+        raise EntitlementError("the signature does not match the command: altered or "
+                               "forged") from exc
+    cmd = doc["command"]
+    try:
+        issued = dt.datetime.fromisoformat(str(cmd["issued"]))
+        kind, sites = str(cmd["kind"]), list(cmd["sites"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EntitlementError(f"the command is malformed ({exc})") from exc
+    if kind not in COMMAND_KINDS:
+        raise EntitlementError(f"unknown command {kind!r}")
+    if site not in sites and "*" not in sites:
+        raise EntitlementError(f"the command is for {', '.join(sites)}, not {site}")
+    if issued > now + CLOCK_SKEW:
+        raise EntitlementError(f"issued {issued.isoformat()}, in the future")
+    if now - issued > COMMAND_MAX_AGE:
+        raise EntitlementError(f"issued {issued.isoformat()}, more than a day ago: replayed?")
+    if after and issued <= dt.datetime.fromisoformat(after):
+        raise EntitlementError(f"issued {issued.isoformat()}, not after the last command "
+                               f"applied ({after}): replayed?")
+    return dict(cmd)
+
+
 # ------------------------------------------------------------------ verify on the box
 
 

@@ -70,6 +70,8 @@ class Uplink:
         self.status_topic = f"{prefix}/{site}/status"
         # Down to the sites: signed entitlement snapshots, for this site or for all.
         self.entitlement_topics = (f"{prefix}/{site}/entitlements", f"{prefix}/all/entitlements")
+        self.command_topics = (f"{prefix}/{site}/command", f"{prefix}/all/command")
+        self.on_command: Callable[..., Awaitable[Any]] | None = None
         self.load_entitlements = load_entitlements
         self.boot_id = boot_id
         self.last_snapshot = ""
@@ -158,7 +160,8 @@ class Uplink:
                     await client.publish(self.status_topic, self._status_payload(online=True),
                                          qos=1, retain=True)
                     delay = 0.5
-                    for topic in (*self.entitlement_topics, self.status_topic):
+                    for topic in (*self.entitlement_topics, *self.command_topics,
+                                  self.status_topic):
                         await down.subscribe(topic, qos=1)
                     listener = asyncio.get_running_loop().create_task(self._listen(down))
                     try:
@@ -262,6 +265,8 @@ class Uplink:
                 self._other_agent(payload)
             elif topic in self.entitlement_topics and self.load_entitlements is not None:
                 await self._entitlements(topic, payload)
+            elif topic in self.command_topics and self.on_command is not None and payload:
+                await self._command(topic, payload)
 
     def _other_agent(self, payload: bytes) -> None:
         try:
@@ -296,6 +301,19 @@ class Uplink:
             await load(doc, actor=f"uplink:{topic}")
         except EdgeAgentError as exc:  # refused and audited by the load itself
             log.error("uplink: entitlements from %s refused: %s", topic, exc)
+
+    async def _command(self, topic: str, payload: bytes) -> None:
+        from edge_agent.errors import EdgeAgentError
+
+        assert self.on_command is not None
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            doc = None
+        try:
+            await self.on_command(doc, source=f"uplink:{topic}")
+        except EdgeAgentError as exc:  # refused and audited by the custody service
+            log.error("uplink: command from %s refused: %s", topic, exc)
 
     def _read(self, after: int) -> list[AuditRecord]:
         out: list[AuditRecord] = []

@@ -359,3 +359,60 @@ async def test_uplink_status_from_the_shell(kerong_bus: Any, broker: Broker,
             "--socket", str(agent.socket_path)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and json.loads(out.stdout)["connected"] is False
         broker.start()
+
+
+async def test_a_signed_lockdown_from_headquarters_stops_weapon_issue(
+        kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
+    """Headquarters locks the armoury down with a signed command over the broker: a
+    Taser is refused at the reader; a replay of an old command and a forgery are refused
+    and audited; a release lets issue go on. Nothing from the broker opens anything."""
+    import aiomqtt
+    from test_custody import ALICE, CAROL, Site, badge, ready, signal
+
+    from edge_agent import entitlements as ent
+    from edge_agent.testing import running_agent, wait_event
+
+    site = Site(tmp_path, kerong_bus)
+    try:
+        toml = site.toml().replace('id = "test-site"', 'id = "Station-12"') + f"""
+[uplink]
+broker = "{broker.url}"
+status_interval = 1
+"""
+        key = ent.load_private(site.keys / "signing.key")
+        lockdown = ent.sign_command(key, "lockdown", ["Station-12"], "firearms incident")
+        async with running_agent(toml, tmp_path / "state") as (agent, client), \
+                aiomqtt.Client("127.0.0.1", broker.port, identifier="hq") as hq:
+            await ready(client, site)
+            await wait_until(lambda: agent.status()["uplink"]["connected"], timeout=15)
+            await hq.publish("edge-agent/all/command", ent.canonical(lockdown), qos=1)
+            applied = await wait_event(client, lambda e: e.get("outcome") == "applied",
+                                       action="hq_command")
+            assert applied["details"]["kind"] == "lockdown"
+            rdr = site.readers["armoury"]
+            before = await badge(rdr, ALICE)
+            await signal(rdr, "red", before)
+            await wait_event(client, lambda e: "locked down" in (e.get("reason") or ""),
+                             action="issue_refused")
+            # The same message again (a replay) and a forgery: refused, audited.
+            await hq.publish("edge-agent/Station-12/command", ent.canonical(lockdown), qos=1)
+            await wait_event(client, lambda e: "replayed" in (e.get("reason") or ""),
+                             action="hq_command")
+            forged = ent.sign_command(key, "release", ["Station-12"], "x")
+            forged["command"]["sites"] = ["*"]
+            await hq.publish("edge-agent/Station-12/command", ent.canonical(forged), qos=1)
+            await wait_event(client, lambda e: "signature" in (e.get("reason") or ""),
+                             action="hq_command")
+            assert site.bus.unlocks == []
+            await asyncio.sleep(1.1)  # a newer command than the lockdown
+            release = ent.sign_command(key, "release", ["*"], "all clear")
+            await hq.publish("edge-agent/all/command", ent.canonical(release), qos=1)
+            await wait_event(client, lambda e: e.get("outcome") == "applied"
+                             and e["details"]["kind"] == "release", action="hq_command")
+            before = await badge(rdr, ALICE)
+            await signal(rdr, "amber", before)
+            before = await badge(rdr, CAROL)
+            await signal(rdr, "green", before)
+            assert site.bus.unlocks == [(3, 0)]
+    finally:
+        site.stop()
