@@ -190,10 +190,11 @@ class Agent:
         try:
             snap = await asyncio.to_thread(self.entitlements.load, doc)
         except EntitlementError as exc:
+            snap_doc = doc.get("snapshot") if isinstance(doc, dict) else None
+            snap_id = snap_doc.get("id") if isinstance(snap_doc, dict) else None
             await self.rt.record(Action.ENTITLEMENTS_REFUSED, actor=actor, outcome="refused",
                                  reason=str(exc), details={
-                                     "id": (doc.get("snapshot") or {}).get("id")
-                                     if isinstance(doc, dict) else None})
+                                     "id": snap_id if isinstance(snap_id, str) else None})
             raise
         rec = await self.rt.record(Action.ENTITLEMENTS_LOADED, actor=actor,
                                    details=snap.summary())

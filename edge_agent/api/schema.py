@@ -39,6 +39,7 @@ ERROR_CODES = {
     "not_found": 404,
     "device_unavailable": 409, "lock_jammed": 409, "door_did_not_open": 409,
     "driver_error": 502,
+    "internal": 500,
     "store_unavailable": 503, "too_many_connections": 503,
     "device_timeout": 504,
 }

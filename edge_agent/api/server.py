@@ -167,6 +167,43 @@ def _error(status: int, message: str, hint: str = "", *, code: str | None = None
                  status=status)
 
 
+MAX_COMPARTMENT = 512  # no board or cabinet has more
+
+
+def _text(value: Any, what: str, *, required: bool = True) -> str:
+    """A string field: present (if required), non-blank, and text (a lone UTF-16
+    surrogate from JSON cannot be written to the audit log: refused here, not a 500)."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise _http(400, f"{what} is required (a non-empty string)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _http(400, f"{what} is not valid text (lone surrogate)") from exc
+    if len(value) > 2000:
+        raise _http(400, f"{what} is longer than 2000 characters")
+    return value.strip()
+
+
+def _compartment(value: Any) -> int:
+    """A compartment number: a JSON integer from 1 to MAX_COMPARTMENT (no bools, no
+    floats, no strings)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not \
+            1 <= value <= MAX_COMPARTMENT:
+        raise _http(400, f"compartment must be an integer from 1 to {MAX_COMPARTMENT}")
+    return value
+
+
+def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 9 or not lo <= int(raw) <= hi:
+        raise _http(400, f"{key} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
 def _http(status: int, message: str, hint: str = "") -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 404: web.HTTPNotFound}[status]
     return cls(text=json.dumps(error_body(_CODES[status], message, hint)),
@@ -216,7 +253,8 @@ class ApiServer:
     def __init__(self, agent: AgentApi) -> None:
         self.agent = agent
         self.listener: BoundedListener | None = None
-        self.app = web.Application(middlewares=[self._bounded, self._authorise])
+        self.app = web.Application(middlewares=[self._bounded, self._contained,
+                                                self._authorise])
         self.app[AGENT_KEY] = agent
         # Every route is named once, in the schema; a handler of the same name serves it.
         for route in ROUTES.values():
@@ -237,6 +275,22 @@ class ApiServer:
         if self.listener is None:
             return await handler(request)  # type: ignore[no-any-return]
         return await self.listener.middleware(request, handler)
+
+    @web.middleware
+    async def _contained(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """No request produces aiohttp's bare 500: a bug in a handler is logged with its
+        traceback and answered in the one error shape."""
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except web.HTTPException:
+            raise
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as exc:
+            log.exception("API %s %s failed", request.method, request.path)
+            return _error(500, f"the agent failed on this request: {type(exc).__name__}",
+                          "this is a bug: the agent's log has the traceback",
+                          code="internal")
 
     @web.middleware
     async def _authorise(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -302,7 +356,7 @@ class ApiServer:
         bus = self.agent.buses.get(dev.candidate.bus_id or "")
         if bus is None:
             return _json({"bus": None, "frames": []})
-        records = bus.wire_snapshot(int(request.query.get("limit", "100")))
+        records = bus.wire_snapshot(_int_query(request, "limit", 100, 1, 10_000))
         decoded = await asyncio.get_running_loop().run_in_executor(
             None, self.agent.describe_wire, dev, [w.data for w in records])
         frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
@@ -317,20 +371,11 @@ class ApiServer:
 
     async def unlock(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not JSON", 'send {"compartment": N, "reason": "..."}')
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        comp = body.get("compartment")
-        reason = body.get("reason")
-        if not isinstance(comp, int) or isinstance(comp, bool) or comp < 1:
-            return _error(400, "compartment must be a positive integer")
-        if not isinstance(reason, str) or not reason.strip():
-            return _error(400, "a reason is required", "say why, e.g. --reason 'jammed door'")
+        body = await self._body(request)
+        comp = _compartment(body.get("compartment"))
+        reason = body["reason"]
         return await self._command(request, lambda u: self.agent.unlock(
-            dev.id, comp, actor=u, reason=reason.strip(), roles=request["roles"]))
+            dev.id, comp, actor=u, reason=reason, roles=request["roles"]))
 
     @staticmethod
     def _query(request: web.Request, default_limit: int | None) -> Query:
@@ -422,7 +467,7 @@ class ApiServer:
     async def entitlements_load(self, request: web.Request) -> web.Response:
         try:
             doc = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             return _error(400, "body is not JSON", "send the snapshot file as it is")
         user, _uid = peer_user(request)
         try:
@@ -445,13 +490,13 @@ class ApiServer:
                     ) -> dict[str, Any]:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # bad JSON, or an int of 5,000 digits
             body = None
         if not isinstance(body, dict):
-            raise _http(400, "body must be a JSON object")
-        reason = body.get("reason")
-        if need_reason and (not isinstance(reason, str) or not reason.strip()):
-            raise _http(400, "a reason is required", "say why; it goes into the audit log")
+            raise _http(400, "body must be a JSON object",
+                        'e.g. {"compartment": 3, "reason": "..."}')
+        if need_reason:
+            body["reason"] = _text(body.get("reason"), "reason")
         return body
 
     async def _command(self, request: web.Request, fn: Any) -> web.Response:
@@ -487,14 +532,12 @@ class ApiServer:
 
     async def break_glass(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        reason, minutes = body.get("reason"), body.get("minutes")
-        if not isinstance(reason, str) or not reason.strip():
-            return _error(400, "a reason is required")
-        if not isinstance(minutes, (int, float)) or isinstance(minutes, bool):
-            return _error(400, "minutes must be a number (1-60)")
-        result = await self._command(request, lambda u: self.agent.break_glass(
-            actor=u, roles=request["roles"], reason=reason.strip(), minutes=float(minutes)))
-        return result
+        minutes = body.get("minutes")
+        if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) \
+                or not 1 <= minutes <= 60:
+            return _error(400, "minutes must be a number from 1 to 60")
+        return await self._command(request, lambda u: self.agent.break_glass(
+            actor=u, roles=request["roles"], reason=body["reason"], minutes=float(minutes)))
 
     async def deployable(self, request: web.Request) -> web.Response:
         equipment = request.query.get("equipment", "")
@@ -509,12 +552,12 @@ class ApiServer:
     async def out_of_service(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
         body = await self._body(request)
-        comp = body.get("compartment")
-        if not isinstance(comp, int) or isinstance(comp, bool) or comp < 1:
-            return _error(400, "compartment must be a positive integer")
-        out = bool(body.get("out", True))
+        comp = _compartment(body.get("compartment"))
+        out = body.get("out", True)
+        if not isinstance(out, bool):  # "false" is a string: never taken as truthy
+            return _error(400, "out must be true or false (JSON booleans)")
         return await self._command(request, lambda u: self.agent.set_out_of_service(
-            dev.id, comp, actor=u, reason=body["reason"].strip(), out=out))
+            dev.id, comp, actor=u, reason=body["reason"], out=out))
 
     async def adopt(self, request: web.Request) -> web.Response:
         body = await self._body(request)
