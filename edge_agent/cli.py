@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from edge_agent import sdnotify
     from edge_agent.agent import Agent
     from edge_agent.api.listener import raise_fd_limit
 
@@ -90,12 +91,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)
+        stop_pings = asyncio.Event()
+        pinger: asyncio.Task[None] | None = None
         try:
             await agent.start()
             print(f"edge-agent {__version__}: site {config.site.id} running; "
                   f"API on {sock}", flush=True)
+            sdnotify.notify(f"READY=1\nSTATUS=site {config.site.id}, API on {sock}")
+            pinger = loop.create_task(sdnotify.watchdog(stop_pings))
             await agent.run_forever()
         finally:
+            sdnotify.notify("STOPPING=1")
+            stop_pings.set()
+            if pinger is not None:
+                await pinger
             await agent.stop()
 
     asyncio.run(main())
