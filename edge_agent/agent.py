@@ -30,7 +30,7 @@ from edge_agent.actions import Action
 from edge_agent.alarms import Alarm, AlarmBook
 from edge_agent.bus import SerialBus
 from edge_agent.commands import Commands
-from edge_agent.config import SiteConfig, check_vendor_settings, vendor_settings
+from edge_agent.config import SiteConfig, check_vendor_settings, unsafe_paths, vendor_settings
 from edge_agent.contract import Candidate
 from edge_agent.custody import CustodyService
 from edge_agent.devices import Device, DeviceRegistry
@@ -149,6 +149,9 @@ class Agent:
     # ------------------------------------------------------------------ start/stop
 
     def _take_lock(self) -> None:
+        problems = unsafe_paths(self.config, self.config_path, self.state_dir)
+        if problems:
+            raise ConfigError(self.config_path or "<site config>", problems)
         private_dir(self.state_dir)
         fd = os.open(self.state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o640)
         try:

@@ -811,6 +811,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         if dev.plugin not in schemas:
             problems.append(f"{path}: devices[{i}].plugin: no loaded plugin {dev.plugin!r}")
     problems += _check_trusted_keys(config, path, source)
+    from edge_agent.config import unsafe_paths
+
+    problems += unsafe_paths(config, path)
     host.shutdown()
     if problems:
         raise ConfigError(path, problems)

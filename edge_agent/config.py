@@ -286,6 +286,39 @@ class SiteConfig(_Strict):
         return v
 
 
+# --------------------------------------------------------------------------- permissions
+
+
+def unsafe_paths(config: SiteConfig, config_path: str | Path,
+                 state_dir: Path | None = None) -> list[str]:
+    """Files and directories the agent trusts that anyone on the box could change: the
+    config, its directory, the state directory and every key the config names. Each
+    problem names the path and the chmod that fixes it."""
+    base = Path(config_path).parent if config_path else Path.cwd()
+    paths: list[Path] = []
+    if config_path:
+        paths += [Path(config_path), base]
+    if state_dir is not None:
+        paths.append(state_dir)
+    paths += [base / k for k in config.entitlements.trusted_keys]
+    if config.entitlements.badge_key:
+        paths.append(base / config.entitlements.badge_key)
+    up = config.uplink
+    if up is not None:
+        paths += [base / p for p in (up.ca, up.cert, up.key, up.password_file) if p]
+    problems = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue  # missing files are reported by the checks that read them
+        if st.st_mode & 0o002 and not (p.is_dir() and st.st_mode & 0o1000):
+            kind = "directory" if p.is_dir() else "file"
+            problems.append(f"{p}: the {kind} is writable by every user on this box, who "
+                            f"could change what the agent trusts; fix: chmod o-w {p}")
+    return problems
+
+
 # --------------------------------------------------------------------------- loading
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

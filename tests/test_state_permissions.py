@@ -55,3 +55,41 @@ async def test_state_directory_is_private_to_the_agent_and_its_group(kerong_bus,
     assert {"registry.json", "checkpoints.jsonl", "seal.key", "agent.lock"} <= names
     assert any(n.endswith(".idx") for n in names)
     assert loose_paths(state) == []
+
+
+def test_run_and_check_refuse_what_anyone_could_change(tmp_path: Path) -> None:
+    """A world-writable config, key or state directory: anyone on the box could change
+    what the agent trusts. Both commands refuse, name the file and the chmod, exit 2, and
+    nothing is started or created."""
+    import subprocess
+    import sys
+
+    from edge_agent import entitlements as ent
+
+    ent.keygen(tmp_path / "keys")
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[site]\nid = "perm"\n[entitlements]\ntrusted_keys = ["keys/signing.pub"]\n')
+    state = tmp_path / "state"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    for victim in (cfg, tmp_path / "keys" / "signing.pub"):
+        victim.chmod(victim.stat().st_mode | 0o002)
+        for args in (("config", "check", str(cfg)),
+                     ("run", "--site", str(cfg), "--state-dir", str(state), "--socket",
+                      str(tmp_path / "a.sock"))):
+            out = run(*args)
+            assert out.returncode == 2, out.stderr
+            assert f"{victim}: the file is writable by every user" in out.stderr
+            assert f"chmod o-w {victim}" in out.stderr and "Traceback" not in out.stderr
+        assert not state.exists(), "nothing may be created"
+        victim.chmod(victim.stat().st_mode & ~0o002)
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    out = run("run", "--site", str(cfg), "--state-dir", str(state), "--socket",
+              str(tmp_path / "a.sock"))
+    assert out.returncode == 2 and f"chmod o-w {state}" in out.stderr
+    assert list(state.iterdir()) == []
