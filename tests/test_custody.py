@@ -485,3 +485,44 @@ async def test_stale_entitlements_refuse_weapons_until_two_armourers_break_glass
         before = await badge(rdr, CAROL)
         await signal(rdr, "green", before)
         assert site.bus.unlocks == [(3, 0)]
+
+
+async def test_a_gateway_with_a_built_in_reader_issues_its_own_lockers(
+        site: Site, tmp_path: Path) -> None:
+    """A REST locker gateway with a card reader of its own: its badge events come through
+    contract 1.3's pushed credentials (the driver long-polls the gateway), its LED answers."""
+    from edge_agent_gateway.simulator import GatewaySimulator
+
+    gw = GatewaySimulator(serial="GW-RDR-1", lockers=4, mdns=False)
+    gw.start()
+    try:
+        toml = site.toml() + f"""
+[[devices]]
+plugin = "gateway"
+identity = "gateway:GW-RDR-1"
+address = "http://127.0.0.1:{gw.port}"
+properties = {{ host = "127.0.0.1", port = {gw.port}, serial = "GW-RDR-1" }}
+
+[[stations]]
+id = "Front-Desk"
+reader = "gateway:GW-RDR-1"
+slots = [{{ device = "gateway:GW-RDR-1", compartments = "1-4", equipment = "battery" }}]
+"""
+        async with running_agent(toml, tmp_path / "state") as (_agent, client):
+            await ready(client, site)
+            await wait_device(client, "gateway:GW-RDR-1",
+                              lambda d: d["link"] == "online" and d["compartments"],
+                              timeout=15)
+            await asyncio.sleep(0.5)  # the driver's first look at the reader
+            await asyncio.to_thread(gw.present, ALICE)
+            await wait_until(lambda: gw.signals[-1:] == ["green"], timeout=10,
+                             what=f"the gateway's reader to go green ({gw.signals})")
+            granted = await wait_event(client, action="issue_granted")
+            assert granted["device"] == "gateway:GW-RDR-1"
+            assert granted["details"]["equipment"] == "battery"
+            assert gw.opens == [granted["compartment"] - 1]
+            await asyncio.to_thread(gw.present, "0BADCA2D")
+            await wait_until(lambda: gw.signals[-1:] == ["red"], timeout=10,
+                             what="red for an unknown card")
+    finally:
+        gw.stop()

@@ -8,7 +8,16 @@ from typing import Any
 
 import aiohttp
 
-from edge_agent.contract import CompartmentState, DeviceInfo, DeviceState, Door, Item
+from edge_agent.contract import (
+    CompartmentState,
+    CredentialRead,
+    DeviceInfo,
+    DeviceState,
+    Door,
+    Item,
+    PushChannel,
+    Signal,
+)
 from edge_agent.errors import (
     DeviceTimeout,
     DriverError,
@@ -24,15 +33,19 @@ OPEN_RETRIES = 3
 class GatewayDriver:
     # The gateway's open answers doorOpen and its lockers pop open (contract 1.2).
     door_opens_on_unlock = True
-    capabilities = frozenset({"identify", "out_of_service"})
+    capabilities = frozenset({"identify", "out_of_service", "indicate"})
 
-    def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any]) -> None:
+    def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any],
+                 events: PushChannel | None = None) -> None:
         self.base = f"http://{host}:{port}"
         self.serial = serial
         self.timeout = float(settings.get("request_timeout", 2.0))
         self._session: aiohttp.ClientSession | None = None
         self._last_raw: Any = None
         self._last_state: DeviceState | None = None
+        self.events = events
+        self._reader: asyncio.Task[None] | None = None
+        self._reader_after: int | None = None
 
     async def _request(self, method: str, path: str, *, json: Any = None,
                        timeout: float | None = None) -> Any:
@@ -62,6 +75,7 @@ class GatewayDriver:
             raise ProtocolError(f"identity mismatch: advertised serial {self.serial}, "
                                 f"the gateway says {got!r}")
         lockers = await self._request("GET", "/lockers")
+        self._start_reader()
         return DeviceInfo(vendor=str(info.get("vendor", "")), model=str(info.get("model", "")),
                           compartments=len(lockers), serial=self.serial,
                           firmware=str(info.get("firmware", "")) or None,
@@ -100,7 +114,49 @@ class GatewayDriver:
     async def identify(self) -> None:
         await self._request("POST", "/identify")
 
+    async def indicate(self, signal: Signal) -> None:
+        """The built-in reader's LED and buzzer (contract 1.3)."""
+        await self._request("POST", "/reader/signal", json={"signal": str(signal)})
+
+    def _start_reader(self) -> None:
+        if self.events is not None and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.get_running_loop().create_task(self._follow_reader())
+
+    async def _follow_reader(self) -> None:
+        """Long-poll the built-in reader; push each card (contract 1.3). A gateway with no
+        reader answers 404 once, and the driver stops asking."""
+        assert self.events is not None
+        while True:
+            after = self._reader_after if self._reader_after is not None else -1
+            try:
+                # The first look (wait=0) only learns where the gateway's list ends.
+                got = await self._request("GET", f"/reader/events?after={max(after, 0)}"
+                                          f"&wait={0 if after < 0 else 20}", timeout=25)
+            except ProtocolError as exc:
+                if ": 404" in str(exc):
+                    return  # no reader on this gateway
+                await asyncio.sleep(1.0)  # garbage from a confused gateway: ask again
+                continue
+            except DriverError:
+                await asyncio.sleep(1.0)  # the poll loop reports the outage
+                continue
+            if not isinstance(got, dict):
+                return
+            last = int(got.get("last", 0))
+            if after < 0:  # first look: skip what was presented before we connected
+                self._reader_after = last
+                continue
+            for ev in got.get("events", []):
+                if ev.get("type") == "card" and ev.get("card"):
+                    self.events.credential(CredentialRead(
+                        card=str(ev["card"]), keys=str(ev.get("keys", "")),
+                        bits=len(str(ev["card"])) * 4))
+            self._reader_after = last
+
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -16,7 +16,7 @@ PLUGIN = "gateway"
 
 @hookimpl
 def edge_agent_plugin_info() -> PluginInfo:
-    return PluginInfo(name=PLUGIN, vendor="EdgeSim", version=__version__, contract="1.0",
+    return PluginInfo(name=PLUGIN, vendor="EdgeSim", version=__version__, contract="1.3",
                       description="REST locker gateways found by mDNS")
 
 
@@ -40,7 +40,8 @@ def edge_agent_mdns_candidate(service: MdnsService) -> Candidate | None:
 @hookimpl
 def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> GatewayDriver:
     p = candidate.properties
-    return GatewayDriver(str(p["host"]), int(p["port"]), str(p["serial"]), context.settings)
+    return GatewayDriver(str(p["host"]), int(p["port"]), str(p["serial"]), context.settings,
+                         events=context.events)
 
 
 @hookimpl

@@ -51,6 +51,7 @@ class GatewaySimulator:
     scenario_interval: float = 2.0
     seed: int = 0
     txt: dict[str, str] = field(default_factory=dict)  # extra TXT keys (a site tag, say)
+    mdns: bool = True  # False: HTTP only (a gateway configured by address)
 
     def __post_init__(self) -> None:
         self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
@@ -66,6 +67,10 @@ class GatewaySimulator:
         self._zc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
         self._scenario_task: Any = None
+        # The built-in card reader: events the gateway reports, what it was told to show.
+        self.reader_events: list[dict[str, Any]] = []
+        self.signals: list[str] = []
+        self._reader_cond: asyncio.Condition | None = None
 
     # ---------------------------------------------------------------- HTTP
 
@@ -126,6 +131,52 @@ class GatewaySimulator:
     async def identify(self, request: web.Request) -> web.Response:
         return web.json_response({"success": True})
 
+    # ---------------------------------------------------------------- built-in reader
+
+    @property
+    def identity(self) -> str:
+        return f"gateway:{self.serial}"  # how `edge-agent sim card` names this reader
+
+    def present(self, card: str, keys: str = "") -> None:
+        """A card held to the gateway's reader (with keypad digits entered first)."""
+        async def add() -> None:
+            assert self._reader_cond is not None
+            async with self._reader_cond:
+                self.reader_events.append({"seq": len(self.reader_events) + 1,
+                                           "type": "card", "card": card.upper(),
+                                           "keys": keys})
+                self._reader_cond.notify_all()
+
+        self._call(add())
+
+    async def reader_poll(self, request: web.Request) -> web.Response:
+        """Long poll: events after ``?after=N``, waiting up to ``wait`` seconds (max 25)."""
+        await self._maybe_fault(request)
+        try:
+            after = int(request.query.get("after", "0"))
+            wait = min(float(request.query.get("wait", "20")), 25.0)
+        except ValueError:
+            return web.json_response({"message": "after and wait are numbers"}, status=400)
+        assert self._reader_cond is not None
+        async with self._reader_cond:
+            try:
+                await asyncio.wait_for(self._reader_cond.wait_for(
+                    lambda: len(self.reader_events) > after), wait)
+            except TimeoutError:
+                pass
+            return web.json_response({"events": self.reader_events[after:],
+                                      "last": len(self.reader_events)})
+
+    async def reader_signal(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        signal = str(body.get("signal", ""))
+        if signal not in ("granted", "refused", "waiting", "idle"):
+            return web.json_response({"success": False, "message": "unknown signal"},
+                                     status=400)
+        self.signals.append({"granted": "green", "refused": "red", "waiting": "amber",
+                             "idle": "off"}[signal])
+        return web.json_response({"success": True})
+
     # ---------------------------------------------------------------- lifecycle
 
     def _call(self, coro: Any) -> Any:
@@ -144,13 +195,17 @@ class GatewaySimulator:
         return resp
 
     async def _serve(self) -> None:
+        self._reader_cond = asyncio.Condition()
         app = web.Application(middlewares=[self._tap])
         app.router.add_get("/info", self.info)
         app.router.add_get("/lockers", self.list_lockers)
         app.router.add_post("/lockers/{id}/open", self.open_locker)
         app.router.add_patch("/lockers/{id}", self.patch_locker)
         app.router.add_post("/identify", self.identify)
-        self._runner = web.AppRunner(app, access_log=None)
+        app.router.add_get("/reader/events", self.reader_poll)
+        app.router.add_post("/reader/signal", self.reader_signal)
+        # A reader long poll may be open when the gateway stops: do not wait it out.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -206,7 +261,8 @@ class GatewaySimulator:
     def start(self) -> None:
         self._thread.start()
         self._call(self._serve())
-        self._call(self._advertise())
+        if self.mdns:
+            self._call(self._advertise())
         if self.scenario:
             self._scenario_task = asyncio.run_coroutine_threadsafe(self._scenario(),
                                                                    self._loop)
@@ -253,7 +309,7 @@ class GatewaySimulator:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> GatewaySimulator:
         known = {"serial", "lockers", "host", "port", "name", "interfaces", "scenario",
-                 "scenario_interval", "seed", "txt"}
+                 "scenario_interval", "seed", "txt", "mdns"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown gateway simulator option(s): {', '.join(unknown)}")
@@ -265,4 +321,5 @@ class GatewaySimulator:
                    scenario=bool(options.get("scenario", False)),
                    scenario_interval=float(options.get("scenario_interval", 2.0)),
                    seed=int(options.get("seed", 0)),
-                   txt={str(k): str(v) for k, v in dict(options.get("txt", {})).items()})
+                   txt={str(k): str(v) for k, v in dict(options.get("txt", {})).items()},
+                   mdns=bool(options.get("mdns", True)))
