@@ -219,3 +219,54 @@ async def test_alarm_severity_survives_without_colour(monkeypatch: pytest.Monkey
                  if plain[span.start:span.end].strip() in ("!! CRITICAL", "! warning")]
         assert len(marks) == 2
         assert all(getattr(m, "reverse", None) is True or "reverse" in str(m) for m in marks)
+
+
+async def test_jump_completes_with_tab_and_ignores_case() -> None:
+    """Issue 13 item 2: Tab completes in the ':' jump, and case does not matter."""
+    from tui.screens import DeviceScreen, DiagnosticsScreen
+
+    dash = app()
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.press("colon", *"diag k", "tab")
+        box = dash.screen.query_one("#jump")
+        assert box.value == "diag kerong:bank-a:"  # the common start of three boards
+        await pilot.press("2", "enter")
+        await pilot.pause()
+        assert isinstance(dash.screen, DiagnosticsScreen)
+        assert dash.screen.device_id == "kerong:bank-a:2"
+        await pilot.press("escape", "colon", *"KERONG:BANK-A:1", "enter")
+        await pilot.pause()
+        assert isinstance(dash.screen, DeviceScreen)
+        assert dash.screen.device_id == "kerong:bank-a:1"
+
+
+async def test_events_follow_the_tail_only_while_the_cursor_is_on_it() -> None:
+    """Issue 13 item 5: reading history on a live site is not pulled back to the newest
+    row; a marker says following or paused; G follows again."""
+    dash = app()
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        table = dash.screen.query_one("#events")
+        assert table.cursor_row == table.row_count - 1
+        await pilot.press("up", "up")
+        dash.model.put_event(event(7, "door_opened", "kerong:bank-a:0", 2, "kerong", None,
+                                   "ok"))
+        await pilot.pause(0.5)
+        assert table.row_count == 7 and table.cursor_row == 3
+        assert "PAUSED" in str(dash.screen.query_one("#follow").render())
+        await pilot.press("G")
+        await pilot.pause(0.3)
+        assert table.cursor_row == 6
+        assert "following" in str(dash.screen.query_one("#follow").render())
+
+
+async def test_the_overview_says_when_its_values_are_stale() -> None:
+    """Issue 13 item 10: with the link down the overview says its numbers are the last
+    known ones, not 'agent ok' as if live."""
+    dash = app()
+    dash.model.connected = False
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = dash.screen.query_one("#summary").render().plain
+        assert text.startswith("LINK DOWN: last known state below")

@@ -57,6 +57,8 @@ class Dashboard(App[None]):
     #rtt { width: 1fr; height: 3; }
     #counters { width: 2fr; }
     """
+    # Our own ':' jump replaces Textual's command palette (and its footer entry).
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -225,14 +227,17 @@ class Dashboard(App[None]):
     def _jump(self, target: str | None) -> None:
         if not target:
             return
-        if target in SCREENS:
-            self.goto(target)
-        elif target.startswith("diag ") and target[5:] in self.model.devices:
-            self.open_diagnostics(target[5:])
-        elif target in self.model.devices:
-            self.open_device(target)
+        # Case does not matter: device ids are mixed-case (armoury:WC12-DEMO-1).
+        by_lower = {d.lower(): d for d in self.model.devices}
+        low = target.lower()
+        if low in SCREENS:
+            self.goto(low)
+        elif low.startswith("diag ") and low[5:] in by_lower:
+            self.open_diagnostics(by_lower[low[5:]])
+        elif low in by_lower:
+            self.open_device(by_lower[low])
         else:
-            matches = [d for d in self.model.devices if target in d]
+            matches = [d for lo, d in by_lower.items() if low in lo]
             if len(matches) == 1:
                 self.open_device(matches[0])
             else:

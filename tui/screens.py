@@ -4,6 +4,7 @@ because one value changed."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,7 @@ class KeyedTable(DataTable[Any]):
 
 class OverviewScreen(BaseScreen):
     BINDINGS = [
+        Binding("escape", "back", "Back", show=False),  # nowhere to go back to
         Binding("d", "app.goto('devices')", "Devices"),
         Binding("i", "app.goto('inbox')", "Inbox"),
         Binding("e", "app.goto('events')", "Events"),
@@ -167,6 +169,9 @@ class OverviewScreen(BaseScreen):
         site = st["site"] if st else {}
         health = st["health"] if st else "?"
         summary = Text()
+        if not m.connected:
+            # What follows is the last known state, not the present: say so first.
+            summary.append("LINK DOWN: last known state below\n", style="bold reverse red")
         summary.append(f"{site.get('name') or site.get('id', '?')}  ", style="bold")
         summary.append(f"agent {health}  ", style="green" if health == "ok" else "bold red")
         summary.append(f"online {c.get('online', 0)}  ", style="green")
@@ -215,8 +220,10 @@ class OverviewScreen(BaseScreen):
 
 # ------------------------------------------------------------------------ devices
 
-DEVICE_COLUMNS = (("device", 24), ("state", 11), ("model", 8), ("transport", 22),
-                  ("seen", 8), ("faults", 6), ("vendor", 10))
+# Widths + a space each fit 80 columns, the smallest terminal a technician's laptop gives
+# over SSH: the vendor column must show there too.
+DEVICE_COLUMNS = (("device", 22), ("state", 10), ("model", 8), ("transport", 13),
+                  ("seen", 8), ("faults", 6), ("vendor", 6))
 
 
 class DevicesScreen(BaseScreen):
@@ -585,10 +592,12 @@ EVENT_COLUMNS = ("seq", "time", "action", "outcome", "device", "actor", "reason"
 
 
 class EventsScreen(BaseScreen):
-    BINDINGS = [Binding("slash", "filter", "Filter", key_display="/")]
+    BINDINGS = [Binding("slash", "filter", "Filter", key_display="/"),
+                Binding("G,end", "follow", "Follow", key_display="G")]
     MAX_ROWS = 500
 
     def body(self) -> ComposeResult:
+        yield Label("", id="follow")
         yield KeyedTable(id="events", cursor_type="row")
         yield Label("", id="no-match", classes="hidden")
         yield Input(placeholder="filter: text, or device=… action=… actor=… since=HH:MM",
@@ -632,10 +641,16 @@ class EventsScreen(BaseScreen):
                                 e["actor"], (e.get("reason") or "")[:40])
                 for e in evs}
         t = self.query_one("#events", KeyedTable)
+        # Follow the tail only while the cursor is on the newest row (the `less +F`
+        # habit): reading history on a live site must not be pulled away from it.
+        following = t.row_count == 0 or t.cursor_row >= t.row_count - 1
         with self.app.batch_update():
             t.sync(rows, EVENT_COLUMNS)
-            if t.row_count:
+            if t.row_count and following:
                 t.move_cursor(row=t.row_count - 1)
+            self.query_one("#follow", Label).update(
+                "following new events" if following else
+                "PAUSED: reading history (G or End: follow again)")
             none = self.query_one("#no-match", Label)
             none.update(f"no events match “{self.filter_text}” (/ to change, empty to clear)"
                         if self.filter_text and not rows else "")
@@ -645,6 +660,13 @@ class EventsScreen(BaseScreen):
         box = self.query_one("#filter", Input)
         box.remove_class("hidden")
         box.focus()
+
+    def action_follow(self) -> None:
+        t = self.query_one("#events", KeyedTable)
+        if t.row_count:
+            t.move_cursor(row=t.row_count - 1)
+        self.shown_version = -1
+        self.render_model()
 
     @on(Input.Submitted, "#filter")
     def _apply(self, event: Input.Submitted) -> None:
@@ -738,7 +760,8 @@ class PluginsScreen(BaseScreen):
 class JumpScreen(ModalScreen[str | None]):
     """``:`` — type a screen name or a device id (Tab completes), Enter to go."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("tab", "complete", "Complete", priority=True)]
     DEFAULT_CSS = """
     JumpScreen { align: center top; }
     JumpScreen > Input { width: 70; margin-top: 2; border: thick $accent; }
@@ -752,6 +775,19 @@ class JumpScreen(ModalScreen[str | None]):
         yield Input(placeholder=": overview | devices | inbox | events | plugins | "
                     "<device id> | diag <device id>",
                     suggester=SuggestFromList(self.choices, case_sensitive=False), id="jump")
+
+    def action_complete(self) -> None:
+        """Tab: take the suggestion shown (the longest common start of every match, when
+        several match)."""
+        box = self.query_one("#jump", Input)
+        typed = box.value.lower()
+        matches = [c for c in self.choices if c.lower().startswith(typed)] if typed else []
+        if not matches:
+            return
+        common = os.path.commonprefix([m.lower() for m in matches])  # noqa: RUF071 - by char
+        best = matches[0] if len(matches) == 1 else matches[0][:len(common)]
+        box.value = best
+        box.cursor_position = len(best)
 
     @on(Input.Submitted)
     def _go(self, event: Input.Submitted) -> None:
@@ -772,8 +808,9 @@ HELP = """\
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
 
-A red bar on top means the link to the agent is down; the dashboard reconnects by
-itself. Started with --read-only, no action that moves hardware is offered.
+A red bar on top means the link to the agent is down; the dashboard
+reconnects by itself. Started with --read-only, no action that moves
+hardware is offered.
 """
 
 
@@ -781,7 +818,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Static { width: 78; height: auto; border: thick $accent;
+    HelpScreen > Static { width: 100%; max-width: 84; height: auto; border: thick $accent;
                           background: $surface; padding: 0 1; }
     """
 
