@@ -711,6 +711,32 @@ def shutil_width() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    """Both directions of a device's bus, with timestamps, as a pcap Wireshark opens."""
+    from edge_agent import pcap
+
+    seen: dict[tuple[float, str, str], bytes] = {}
+    deadline = time.monotonic() + args.seconds
+    with _client(args) as c:
+        while True:
+            wire: schema.Wire = c.call("wire", id=args.device, limit=10_000)
+            if wire["bus"] is None:
+                raise UsageError(f"{args.device} is not on a serial bus the agent owns "
+                                 "(network devices: capture their TCP port with tcpdump)")
+            for f in wire["frames"]:
+                if f["hex"]:
+                    seen[(f["t"], f["dir"], f["hex"])] = bytes.fromhex(f["hex"])
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    chunks = sorted((t, d, data) for (t, d, _h), data in seen.items())
+    with open(args.output, "wb") as out:
+        n = pcap.write(out, chunks)
+    print(f"wrote {n} chunk(s) of bus {wire['bus']} ({args.device}) to {args.output}: open "
+          "it in Wireshark (RTAC Serial; Decode As... for the payload)")
+    return EXIT_OK
+
+
 def cmd_uplink(args: argparse.Namespace) -> int:
     """The site's link to headquarters, from the agent's status."""
     with _client(args) as c:
@@ -924,6 +950,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
     sp.add_argument("--format", choices=["table", "csv"], default="table")
     sp.add_argument("--output", help="with --format csv: write to this file")
+
+    sp = client("capture", "a device's bus, both directions, as a pcap for Wireshark",
+                cmd_capture)
+    sp.add_argument("device")
+    sp.add_argument("--output", required=True, help="FILE.pcap")
+    sp.add_argument("--seconds", type=float, default=0.0,
+                    help="keep collecting this long (default: what the ring holds now)")
 
     sp = sub.add_parser("uplink", help="the site's link to headquarters (MQTT)")
     usub = sp.add_subparsers(dest="uplink_command", required=True, metavar="ACTION")
