@@ -711,6 +711,108 @@ def shutil_width() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+# Only these leave the box in a support bundle (an allow-list: what is not named stays).
+BUNDLE_RECORD_FIELDS = ("seq", "ts", "action", "device", "compartment", "outcome", "prev",
+                        "hash", "boot")
+BUNDLE_CONFIG = {
+    "site": ("id", "name"), "agent": "*", "discovery": "*", "audit": "*", "custody": "*",
+    "buses": ("id", "port", "protocol", "baudrate", "bytesize", "parity", "stopbits"),
+    "devices": ("plugin", "identity", "model", "address"),
+    "stations": ("id", "reader", "slots"), "policy": "*", "plugins": "*",
+    "uplink": ("broker", "topic_prefix", "status_interval", "disk_budget_mb"),
+}
+
+
+def _redact_config(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, Any] = {}
+    for section, allowed in BUNDLE_CONFIG.items():
+        value = raw.get(section)
+        if value is None:
+            continue
+        pick = (lambda d: d) if allowed == "*" else (
+            lambda d, keys=allowed: {k: v for k, v in d.items() if k in keys})
+        out[section] = [pick(v) for v in value] if isinstance(value, list) else pick(value)
+    out["vendor"] = {name: sorted(table) for name, table in raw.get("vendor", {}).items()}
+    return out
+
+
+def _redact_record(rec: dict[str, Any], devices: set[str]) -> dict[str, Any]:
+    out = {k: rec[k] for k in BUNDLE_RECORD_FIELDS if k in rec}
+    actor = str(rec.get("actor", ""))
+    out["actor"] = actor if actor == "agent" or actor in devices else (
+        "officer" if actor.startswith("officer:") else "person")
+    return out
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """A support bundle a vendor can act on, with nothing personal or secret in it."""
+    import io
+    import itertools
+    import platform
+    import tarfile
+
+    from edge_agent.store.audit import record_hash
+
+    files: dict[str, Any] = {}
+    with _client(args) as c:
+        status: schema.Status = c.call("status")
+        devices: list[schema.Device] = c.call("devices")
+        plugins: list[schema.Plugin] = c.call("plugins")
+        inbox: list[schema.InboxItem] = c.call("inbox")
+        events: list[schema.AuditRecord] = c.call("events", limit=args.events)
+        wires = {d["id"]: c.call("wire", id=d["id"], limit=2000)
+                 for d in devices if d.get("bus_id")}
+    ids = {d["id"] for d in devices}
+    # The chain proof is computed here, where the full records are; only hashes leave.
+    broken = [e["seq"] for e in events if record_hash(dict(e)) != e["hash"]]
+    links = [b["seq"] for a, b in itertools.pairwise(events) if b["prev"] != a["hash"]]
+    files["versions.json"] = {"edge_agent": __version__, "python": platform.python_version(),
+                              "platform": platform.platform(),
+                              "plugins": [{k: p.get(k) for k in ("name", "status", "version",
+                                                                   "contract", "faults",
+                                                                   "last_fault")}
+                                          for p in plugins]}
+    files["status.json"] = {
+        **{k: status.get(k) for k in ("site", "agent", "devices", "audit", "store", "buses",
+                                      "mdns", "health", "api")},
+        "uplink": {k: v for k, v in (status.get("uplink") or {}).items() if k != "broker"},
+        "alarms": [{**a, "message": a["message"] if not a["id"].startswith("custody:")
+                    else "(custody alarm: names withheld)"} for a in status["alarms"]]}
+    files["devices.json"] = [{k: d.get(k) for k in (
+        "id", "plugin", "vendor", "model", "source", "address", "bus_id", "link", "error",
+        "since", "reason", "counters", "capabilities", "diagnostics", "compartments",
+        "alarms", "out_of_service")} for d in devices]
+    for d in files["devices.json"]:  # who took a compartment out of service stays here
+        d["out_of_service"] = sorted(d["out_of_service"] or {})
+    files["inbox.json"] = [{k: i.get(k) for k in ("id", "what", "why", "since")}
+                           for i in inbox]
+    files["events.jsonl"] = "\n".join(json.dumps(_redact_record(dict(e), ids))
+                                       for e in events)
+    files["chain.json"] = {"records": len(events),
+                           "first_seq": events[0]["seq"] if events else None,
+                           "last_seq": events[-1]["seq"] if events else None,
+                           "hashes_recomputed_ok": not broken, "bad_hash_seqs": broken,
+                           "links_ok": not links, "broken_link_seqs": links}
+    for dev, wire in wires.items():
+        files[f"wire/{dev.replace(':', '_')}.json"] = wire
+    if args.site:
+        files["site-config.json"] = _redact_config(Path(args.site))
+    with tarfile.open(args.output, "w:gz") as tar:
+        for name, content in files.items():
+            data = (content if isinstance(content, str) else
+                    json.dumps(content, indent=1, default=str)).encode()
+            info = tarfile.TarInfo(f"edge-agent-bundle/{name}")
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o640
+            tar.addfile(info, io.BytesIO(data))
+    print(f"wrote {args.output}: {len(files)} file(s), {len(events)} audit record(s) "
+          f"(chain {'intact' if not broken and not links else 'BROKEN'}); names, badges, "
+          "reasons, keys and passwords are not in it")
+    return EXIT_OK
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     """Both directions of a device's bus, with timestamps, as a pcap Wireshark opens."""
     from edge_agent import pcap
@@ -950,6 +1052,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
     sp.add_argument("--format", choices=["table", "csv"], default="table")
     sp.add_argument("--output", help="with --format csv: write to this file")
+
+    sp = client("bundle", "a support bundle for a vendor (nothing personal or secret)",
+                cmd_bundle)
+    sp.add_argument("--output", required=True, help="FILE.tar.gz")
+    sp.add_argument("--site", help="the site config, to include (redacted by allow-list)")
+    sp.add_argument("--events", type=int, default=500, help="newest audit records (500)")
 
     sp = client("capture", "a device's bus, both directions, as a pcap for Wireshark",
                 cmd_capture)

@@ -526,3 +526,56 @@ slots = [{{ device = "gateway:GW-RDR-1", compartments = "1-4", equipment = "batt
                              what="red for an unknown card")
     finally:
         gw.stop()
+
+
+async def test_the_support_bundle_carries_no_secret_and_no_name(site: Site,
+                                                                tmp_path: Path) -> None:
+    """Secrets and personal data planted everywhere (a card number, an officer's name, a
+    reason, an uplink password, a vendor token, the keys); the bundle has none of them,
+    and still proves its audit chain."""
+    import tarfile
+
+    pw = tmp_path / "uplink.pw"
+    pw.write_text("s3cr3t-PASSWORD-42\n")
+    pw.chmod(0o600)
+    toml = site.toml() + f"""
+[uplink]
+broker = "mqtt://127.0.0.1:1"
+username = "site-user-XYZZY"
+password_file = "{pw}"
+
+[vendor.kerong]
+hook_closed_bit = 1
+"""
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(toml)
+    rdr = site.readers["lockers"]
+    async with running_agent(toml, tmp_path / "state") as (agent, client):
+        await ready(client, site)
+        before = await badge(rdr, ALICE, keys="1")
+        await signal(rdr, "green", before)
+        site.bus.set_item(0, 0, False)
+        await wait_event(client, action="custody_opened")
+        await client.call("unlock", id=LOCKERS, body={"compartment": 7,
+                                                      "reason": "SECRET-REASON for Bob"})
+        out = tmp_path / "bundle.tar.gz"
+        code, stdout, err = await cli("bundle", "--output", str(out), "--site", str(cfg),
+                                      "--socket", str(agent.socket_path))
+        assert code == 0, err
+    blob = b""
+    names = []
+    with tarfile.open(out) as tar:
+        for member in tar.getmembers():
+            names.append(member.name)
+            f = tar.extractfile(member)
+            assert f is not None
+            blob += f.read()
+    planted = [ALICE, ALICE.lower(), "Alice Ames", "Alice", "SECRET-REASON",
+               "s3cr3t-PASSWORD-42", "site-user-XYZZY", "PC-1001",
+               (site.keys / "badge.key").read_text().strip(),
+               (site.keys / "rdr-1.key").read_text().strip()]
+    for secret in planted:
+        assert secret.encode() not in blob, f"{secret!r} leaked into the bundle"
+    assert "edge-agent-bundle/chain.json" in names and "edge-agent-bundle/wire/" \
+        "kerong_Bank-1_0.json" in names and "edge-agent-bundle/site-config.json" in names
+    assert b'"hashes_recomputed_ok": true' in blob and b'"links_ok": true' in blob
