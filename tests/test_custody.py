@@ -559,7 +559,7 @@ hook_closed_bit = 1
         await client.call("unlock", id=LOCKERS, body={"compartment": 7,
                                                       "reason": "SECRET-REASON for Bob"})
         out = tmp_path / "bundle.tar.gz"
-        code, stdout, err = await cli("bundle", "--output", str(out), "--site", str(cfg),
+        code, _out, err = await cli("bundle", "--output", str(out), "--site", str(cfg),
                                       "--socket", str(agent.socket_path))
         assert code == 0, err
     blob = b""
