@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.api import schema
+from edge_agent.api.routes import path
 from edge_agent.errors import ClientError, ConfigError, EdgeAgentError
 from edge_agent.oneshot import SocketClient, default_socket
 
 if TYPE_CHECKING:
+    from edge_agent.api import schema  # the records, for annotations only
     from edge_agent.config import SiteConfig
 
 # One-shot commands answer like native tools: this module imports only the standard
@@ -321,7 +322,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             out = (stack.enter_context(open(args.output, "wb")) if args.output
                    else sys.stdout.buffer)
             with _client(args) as c:
-                n = c.download(schema.path("events_export"), out, format=args.format,
+                n = c.download(path("events_export"), out, format=args.format,
                                **_event_params(args))
         if args.output:
             print(f"wrote {n} bytes to {args.output}", file=sys.stderr)

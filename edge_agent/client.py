@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from edge_agent.api.schema import ROUTES, path
+from edge_agent.api.routes import ROUTES, path
 from edge_agent.errors import ClientError
 from edge_agent.oneshot import DEFAULT_SOCKET, api_error, default_socket, unreachable
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from edge_agent.api.schema import ROUTES, path
+from edge_agent.api.routes import ROUTES, path
 from edge_agent.errors import ClientError
 
 DEFAULT_SOCKET = "/run/edge-agent/agent.sock"

@@ -34,7 +34,9 @@ async def test_every_answer_matches_its_model(kerong_bus, tmp_path: Path) -> Non
         def check(name: str, answer: object) -> None:
             route = ROUTES[name]
             assert route.answer is not None
-            record = route.answer
+            from edge_agent.api import schema
+
+            record = getattr(schema, route.answer)
             adapter(list[record] if route.many else record).validate_python(  # type: ignore[valid-type]
                 answer, strict=True)
 

@@ -12,11 +12,12 @@ nothing of the agent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
 from annotated_types import Ge, MinLen
 from typing_extensions import TypedDict  # on 3.11 pydantic reads only this one
+
+from edge_agent.api.routes import ROUTES, Route, path
 
 API_VERSION = "1"
 
@@ -288,74 +289,7 @@ class DecisionAnswer(CommandAnswer):
 
 # ------------------------------------------------------------------ routes
 
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    method: Literal["GET", "POST"]
-    path: str
-    summary: str
-    answer: type | None = None  # None: a stream (SSE or export)
-    many: bool = False  # the answer is a list of ``answer``
-    request: type | None = None
-    query: tuple[str, ...] = ()
-    role: str = ""  # the role(s) a caller needs, "a|b" = either ([roles]); "" = viewer
-
-
-ROUTES: dict[str, Route] = {r.name: r for r in (
-    Route("status", "GET", "/v1/status", "site, health, counts, alarms, buses", Status),
-    Route("devices", "GET", "/v1/devices", "every device with its compartments", Device,
-          many=True),
-    Route("device", "GET", "/v1/devices/{id}", "one device", Device),
-    Route("wire", "GET", "/v1/devices/{id}/wire", "the last frames on the device's bus",
-          Wire, query=("limit",)),
-    Route("unlock", "POST", "/v1/devices/{id}/unlock", "open one compartment (audited; a "
-          "weapon compartment needs two armourers)", UnlockAnswer, request=UnlockRequest,
-          role="technician|armourer"),
-    Route("identify", "POST", "/v1/devices/{id}/identify", "flash or beep the device",
-          CommandAnswer, role="technician"),
-    Route("out_of_service", "POST", "/v1/devices/{id}/out-of-service",
-          "take a compartment out of service or put it back (a decision)",
-          OutOfServiceAnswer, request=OutOfServiceRequest, role="technician"),
-    Route("adopt", "POST", "/v1/inbox/{id}/adopt", "adopt a discovered device (a decision)",
-          DecisionAnswer, request=Reason, role="technician"),
-    Route("ignore", "POST", "/v1/inbox/{id}/ignore",
-          "ignore a discovered device or inbox entry (a decision)", DecisionAnswer,
-          request=Reason, role="technician"),
-    Route("events", "GET", "/v1/events", "audit records from the indexes", AuditRecord,
-          many=True, query=("limit", "after_seq", "since", "until", "device", "compartment",
-                            "item", "actor", "action")),
-    Route("events_stream", "GET", "/v1/events/stream",
-          "server-sent events: audit records and device changes"),
-    Route("events_export", "GET", "/v1/events/export", "every match, streamed (jsonl, csv)",
-          query=("format", "since", "until", "device", "compartment", "item", "actor",
-                 "action")),
-    Route("plugins", "GET", "/v1/plugins", "loaded, refused and isolated plugins", Plugin,
-          many=True),
-    Route("inbox", "GET", "/v1/inbox", "discovered but not adopted, with why", InboxItem,
-          many=True),
-    Route("entitlements", "GET", "/v1/entitlements",
-          "the signed training-records snapshot in force", EntitlementsSummary),
-    Route("entitlements_load", "POST", "/v1/entitlements",
-          "verify a signed snapshot and put it in force (audited)", EntitlementsSummary,
-          role="armourer"),
-    Route("custody", "GET", "/v1/custody", "who holds what (overdue first), open sessions, "
-          "two-person issues waiting", Custody),
-    Route("break_glass", "POST", "/v1/custody/break-glass", "two armourers: stale "
-          "entitlements stop refusing issues for N minutes (audited)", CommandAnswer,
-          request=BreakGlassRequest, role="armourer"),
-    Route("deployable", "GET", "/v1/custody/deployable", "officers who could be issued a "
-          "class now, and where items of it are available", Deployable,
-          query=("equipment",)),
-)}
-
-
-def path(name: str, **params: str) -> str:
-    """The path of a named route, e.g. ``path("unlock", id="kerong:bank:0")``."""
-    p = ROUTES[name].path
-    for key, value in params.items():
-        p = p.replace("{" + key + "}", value)
-    return p
+__all__ = ["ROUTES", "Route", "adapter", "openapi", "path"]  # the routes, re-exported
 
 
 # ------------------------------------------------------------------ OpenAPI
@@ -403,12 +337,12 @@ def openapi() -> dict[str, Any]:
             op["parameters"] = params
         if r.request is not None:
             op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": ref(r.request)}}}
+                "application/json": {"schema": ref(globals()[r.request])}}}
         if r.answer is None:
             op["responses"]["200"] = {"description": "a stream", "content": {
                 "text/event-stream": {}, "application/x-ndjson": {}, "text/csv": {}}}
         else:
-            schema = ref(r.answer)
+            schema = ref(globals()[r.answer])
             if r.many:
                 schema = {"type": "array", "items": schema}
             op["responses"]["200"] = {"description": "ok", "content": {
