@@ -13,7 +13,13 @@ import aiohttp
 
 from edge_agent.api.routes import ROUTES, path
 from edge_agent.errors import ClientError
-from edge_agent.oneshot import DEFAULT_SOCKET, api_error, default_socket, unreachable
+from edge_agent.oneshot import (
+    DEFAULT_SOCKET,
+    SseParser,
+    api_error,
+    default_socket,
+    unreachable,
+)
 
 __all__ = ["DEFAULT_SOCKET", "AgentClient", "api_error", "default_socket"]
 
@@ -111,25 +117,10 @@ class AgentClient:
             async with self._session.get(path("events_stream"),
                                          timeout=aiohttp.ClientTimeout(total=None,
                                                                        sock_read=40)) as resp:
-                kind, data_lines = "message", list[str]()
-                opened = False
+                parser = SseParser()
                 async for raw in resp.content:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith(":"):
-                        if not opened:
-                            # The server subscribed us before sending this comment: from
-                            # here on no event is missed (fetch snapshots after this).
-                            opened = True
-                            yield "open", {}
-                        continue
-                    if not line:
-                        if data_lines:
-                            yield kind, json.loads("\n".join(data_lines))
-                        kind, data_lines = "message", list[str]()
-                    elif line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        data_lines.append(line[6:])
+                    if (event := parser.feed(raw.decode())) is not None:
+                        yield event
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
                 FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc

@@ -371,20 +371,14 @@ class PushChannel:
         """Contract 1.3: a card (and keypad digits) presented at this device's reader.
         Safe to call from any thread; the core decides (entitlements, policy) and answers
         through ``indicate``. Dropped if nothing on this site listens to the reader."""
-        sink, loop = self._credential_sink, self._loop
-        if sink is None or loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            sink(read)
-        else:
-            loop.call_soon_threadsafe(sink, read)
+        self._deliver(self._credential_sink, read)
 
     def push(self, state: DeviceState) -> None:
-        sink, loop = self._sink, self._loop
+        self._deliver(self._sink, state)
+
+    def _deliver(self, sink: Callable[[Any], None] | None, value: object) -> None:
+        """Call ``sink`` on the core's loop: directly from it, thread-safely from others."""
+        loop = self._loop
         if sink is None or loop is None or loop.is_closed():
             return
         try:
@@ -392,9 +386,9 @@ class PushChannel:
         except RuntimeError:
             running = None
         if running is loop:
-            sink(state)
+            sink(value)
         else:
-            loop.call_soon_threadsafe(sink, state)
+            loop.call_soon_threadsafe(sink, value)
 
 
 @runtime_checkable

@@ -51,6 +51,33 @@ def unreachable(socket_path: str, exc: BaseException) -> ClientError:
         "running? Pass --socket PATH or set EDGE_AGENT_SOCKET.")
 
 
+class SseParser:
+    """The agent's event stream, a line at a time: ``feed(line)`` returns ``(kind, data)``
+    when an event is complete. The first comment line means the agent has subscribed the
+    client (``("open", {})``): state fetched after it, plus what follows, misses nothing.
+    Shared by the one-shot and the asyncio clients."""
+
+    def __init__(self) -> None:
+        self.kind, self.data, self.opened = "message", list[str](), False
+
+    def feed(self, line: str) -> tuple[str, Any] | None:
+        line = line.rstrip("\n").rstrip("\r")
+        if line.startswith(":"):
+            if self.opened:
+                return None
+            self.opened = True
+            return "open", {}
+        if not line:
+            done = (self.kind, json.loads("\n".join(self.data))) if self.data else None
+            self.kind, self.data = "message", []
+            return done
+        if line.startswith("event: "):
+            self.kind = line[7:]
+        elif line.startswith("data: "):
+            self.data.append(line[6:])
+        return None
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, socket_path: str, timeout: float | None) -> None:
         super().__init__("agent", timeout=timeout)
@@ -166,23 +193,11 @@ class SocketClient:
         resp = self._open("GET", path("events_stream"), None, 40.0)
         if resp.status >= 400:
             raise api_error(resp.status, None, resp.read().decode("utf-8", "replace"))
-        kind, data_lines, opened = "message", list[str](), False
+        parser = SseParser()
         try:
             for raw in resp:
-                line = raw.decode().rstrip("\n").rstrip("\r")
-                if line.startswith(":"):
-                    if not opened:
-                        opened = True
-                        yield "open", {}
-                    continue
-                if not line:
-                    if data_lines:
-                        yield kind, json.loads("\n".join(data_lines))
-                    kind, data_lines = "message", list[str]()
-                elif line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    data_lines.append(line[6:])
+                if (event := parser.feed(raw.decode())) is not None:
+                    yield event
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise unreachable(self.socket_path, exc) from exc

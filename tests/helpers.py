@@ -105,3 +105,39 @@ def http(sock_path: Path, method: str, path: str, body: dict | None = None,
             out, rest = out + rest[:n], rest[n + 2:]
         payload = out
     return status, json.loads(payload), time.monotonic() - started
+
+
+def as_other_user(sock: Path, route: str, body: dict, *, id: str | None = None,
+                  uid: int = 65534) -> dict:
+    """One API call from another Unix user (a forked child that drops to ``uid``, nobody
+    by default; needs root). Returns ``{"status", "answer"}``."""
+    import os
+
+    from edge_agent.errors import ClientError
+    from edge_agent.oneshot import SocketClient
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with SocketClient(sock) as c:
+                try:
+                    out = {"status": 200, "answer": c.call(route, id=id, body=body)}
+                except ClientError as exc:
+                    out = {"status": exc.status, "answer": exc.code or str(exc)}
+            os.write(w, json.dumps(out).encode())
+        except BaseException as exc:
+            os.write(w, json.dumps({"status": None, "answer": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from edge_agent_osdp.simulator import ReaderSimulator
-from helpers import site_toml
+from helpers import as_other_user, site_toml
 
 from edge_agent import entitlements as ent
 from edge_agent.client import AgentClient
@@ -417,38 +417,6 @@ slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }}]
             sim.wait(10)
 
 
-def _as_nobody(sock: Path, route: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The call from another Unix user: a forked child that drops to nobody (root only)."""
-    import json
-
-    from edge_agent.errors import ClientError
-    from edge_agent.oneshot import SocketClient
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            with SocketClient(sock) as c:
-                try:
-                    out: dict[str, Any] = {"status": 200, "answer": c.call(route, body=body)}
-                except ClientError as exc:
-                    out = {"status": exc.status, "answer": str(exc)}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data)  # type: ignore[no-any-return]
-
-
 async def test_stale_entitlements_refuse_weapons_until_two_armourers_break_glass(
         site: Site, tmp_path: Path) -> None:
     if os.geteuid() != 0:
@@ -471,7 +439,8 @@ async def test_stale_entitlements_refuse_weapons_until_two_armourers_break_glass
         assert "second armourer" in first["waiting"]
         os.chmod(Path(agent.socket_path).parent, 0o711)
         os.chmod(agent.socket_path, 0o666)
-        second = await asyncio.to_thread(_as_nobody, Path(agent.socket_path), "break_glass",
+        second = await asyncio.to_thread(as_other_user, Path(agent.socket_path),
+                                         "break_glass",
                                          {"reason": "snapshot feed down", "minutes": 10})
         assert second["status"] == 200, second
         on = await wait_event(client, action="break_glass")

@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import getpass
 import grp
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import site_toml
+from helpers import as_other_user, site_toml
 
 from edge_agent.errors import ClientError
-from edge_agent.oneshot import SocketClient
 from edge_agent.testing import running_agent, wait_device
 
 DEV = "kerong:Bank-1:0"
@@ -45,36 +43,6 @@ async def unlock(client: Any, comp: int) -> tuple[int | None, Any]:
                                                                "reason": "roles test"})
     except ClientError as exc:
         return exc.status, exc.code
-
-
-def as_other_user(sock: Path, comp: int) -> dict[str, Any]:
-    """The same call from another Unix user (a forked child that drops to nobody)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(OTHER_UID)
-            os.setuid(OTHER_UID)
-            with SocketClient(sock) as c:
-                try:
-                    out = {"status": 200, "answer": c.call(
-                        "unlock", id=DEV, body={"compartment": comp, "reason": "second"})}
-                except ClientError as exc:
-                    out = {"status": exc.status, "answer": exc.code}
-            os.write(w, json.dumps(out).encode())
-        except BaseException as exc:
-            os.write(w, json.dumps({"status": None, "answer": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data)  # type: ignore[no-any-return]
 
 
 async def test_a_viewer_reads_but_may_not_open(kerong_bus: Any, tmp_path: Path) -> None:
@@ -126,7 +94,8 @@ async def test_a_weapon_compartment_needs_two_different_armourers(kerong_bus: An
         # Let nobody reach this test's socket (and the private directory it is in).
         os.chmod(Path(agent.socket_path).parent, 0o711)
         os.chmod(agent.socket_path, 0o666)
-        second = await asyncio.to_thread(as_other_user, Path(agent.socket_path), 2)
+        second = await asyncio.to_thread(as_other_user, Path(agent.socket_path), "unlock",
+                                         {"compartment": 2, "reason": "second"}, id=DEV)
         assert second["status"] == 200, second
         assert sim.unlocks == [(0, 1)]
         confirmed = await client.call("events", action="second_person")
