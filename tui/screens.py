@@ -706,13 +706,15 @@ class CustodyScreen(BaseScreen):
         holdings = view["holdings"] if view else []
         for h in holdings:
             late = h["due"] < now
-            status = Text(f"OVERDUE {h['overdue'] or ''}".strip() if late else "out",
+            # Short words: at 80 columns the status must still show.
+            status = Text(("OVERDUE!" if h["overdue"] == "critical" else "OVERDUE")
+                          if late else "out",
                           style="bold red reverse" if h["overdue"] == "critical" else
                           "bold yellow" if late else "")
             where = f"{h['device']}/{h['compartment']}"
-            if len(where) > 22:  # the end names the board and compartment
-                where = "…" + where[-21:]
-            rows[str(h["seq"])] = (h["officer"], h["name"][:16], h["equipment"], where,
+            if len(where) > 20:  # the end names the board and compartment
+                where = "…" + where[-19:]
+            rows[str(h["seq"])] = (h["officer"], h["name"][:12], h["equipment"], where,
                                    time.strftime("%a %H:%M", time.localtime(h["due"])), status)
         self.query_one("#custody", KeyedTable).sync(rows, CUSTODY_COLUMNS)
         overdue = sum(1 for h in holdings if h["due"] < now)
