@@ -30,7 +30,13 @@ from edge_agent.actions import Action
 from edge_agent.alarms import Alarm, AlarmBook
 from edge_agent.bus import SerialBus
 from edge_agent.commands import Commands
-from edge_agent.config import SiteConfig, check_vendor_settings, unsafe_paths, vendor_settings
+from edge_agent.config import (
+    SiteConfig,
+    check_plugins_named,
+    check_vendor_settings,
+    unsafe_paths,
+    vendor_settings,
+)
 from edge_agent.contract import Candidate
 from edge_agent.custody import CustodyService
 from edge_agent.devices import Device, DeviceRegistry
@@ -231,6 +237,8 @@ class Agent:
         source = await asyncio.to_thread(self._config_source)
         problems = check_vendor_settings(self.config, self.config_path or "<site config>",
                                          source, schemas)
+        problems += check_plugins_named(self.config, self.config_path or "<site config>",
+                                        source, set(plugins.loaded()))
         if problems:
             raise ConfigError(self.config_path, problems)
         self.rt.plugin_settings = {name: vendor_settings(self.config, name, schema)

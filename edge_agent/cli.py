@@ -933,12 +933,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     schemas = {n: host.call_one_sync(n, "edge_agent_settings_schema") for n in host.loaded()}
     source = Path(path).read_text(encoding="utf-8")
     problems = check_vendor_settings(config, path, source, schemas)
-    for i, sc in enumerate(config.simulators):
-        if sc.plugin not in schemas:
-            problems.append(f"{path}: simulators[{i}].plugin: no loaded plugin {sc.plugin!r}")
-    for i, dev in enumerate(config.devices):
-        if dev.plugin not in schemas:
-            problems.append(f"{path}: devices[{i}].plugin: no loaded plugin {dev.plugin!r}")
+    from edge_agent.config import check_plugins_named
+
+    problems += check_plugins_named(config, path, source, set(schemas))
     problems += _check_trusted_keys(config, path, source)
     from edge_agent.config import unsafe_paths
 

@@ -10,21 +10,31 @@ environment (the demo uses it to place simulated ports in a private run director
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.errors import ConfigError
 from edge_agent.store.audit import MIN_RETENTION_DAYS
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "5" is not a number and "true" is not a boolean (TOML has both types).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SiteSection(_Strict):
@@ -47,6 +57,13 @@ class AgentSection(_Strict):
     auto_adopt: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> AgentSection:
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError(f"backoff_initial ({self.backoff_initial:g}) is more than "
+                             f"backoff_max ({self.backoff_max:g})")
+        return self
+
 
 class MdnsSection(_Strict):
     enabled: bool = False
@@ -61,6 +78,12 @@ class MdnsSection(_Strict):
     def _not_empty(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("name at least one interface address (e.g. '127.0.0.1')")
+        for addr in v:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ValueError(f"{addr!r} is not an IP address: name the interface by "
+                                 "its address (e.g. '192.168.1.20')") from None
         return v
 
 
@@ -74,6 +97,32 @@ class DiscoverySection(_Strict):
     serial: SerialDiscoverySection = Field(default_factory=SerialDiscoverySection)
 
 
+STANDARD_BAUDS = frozenset({300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400,
+                            57600, 76800, 115200, 230400, 460800, 921600, 1_000_000,
+                            2_000_000, 3_000_000, 4_000_000})
+PORT_SCHEMES = ("socket", "rfc2217")
+
+
+def check_port(v: str) -> str:
+    """A serial port: a device path, or ``socket://host:port`` / ``rfc2217://host:port``
+    (pyserial URLs; options after ``?`` allowed)."""
+    if not v.strip():
+        raise ValueError("the port is empty: a device path or socket://host:port")
+    if "://" not in v:
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r}: give an absolute device path (/dev/serial/by-id/...)")
+        return v
+    scheme, _, rest = v.partition("://")
+    if scheme not in PORT_SCHEMES:
+        raise ValueError(f"{scheme}:// is not a transport the agent uses (socket://, "
+                         "rfc2217://, or a device path)")
+    hostport = rest.split("?", 1)[0].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{v!r}: give host and port, e.g. {scheme}://10.0.0.5:4001")
+    return v
+
+
 class BusConfig(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     """Stable name of the bus; devices on it are keyed by it, never by the tty."""
@@ -83,6 +132,19 @@ class BusConfig(_Strict):
     protocol: str | None = None
     """Only run bus probes of this protocol (default: every plugin's probes)."""
     baudrate: int | None = Field(None, ge=300, le=4_000_000)
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: str) -> str:
+        return check_port(v)
+
+    @field_validator("baudrate")
+    @classmethod
+    def _standard_baud(cls, v: int | None) -> int | None:
+        if v is not None and v not in STANDARD_BAUDS:
+            raise ValueError(f"{v} is not a standard baud rate (e.g. 9600, 19200, 38400, "
+                             "57600, 115200)")
+        return v
 
 
 class StaticDevice(_Strict):
@@ -250,6 +312,16 @@ class SiteConfig(_Strict):
                                  "weapons: without current entitlements they are refused")
             if name in WEAPON_CLASSES and pol.two_person is False:
                 raise ValueError(f"{name}: two_person cannot be switched off for weapons")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, v: list[StaticDevice]) -> list[StaticDevice]:
+        seen: set[str] = set()
+        for dev in v:
+            if dev.identity in seen:
+                raise ValueError(f"device identity {dev.identity!r} is used twice")
+            seen.add(dev.identity)
         return v
 
     @field_validator("stations")
@@ -437,6 +509,14 @@ def validate_toml(model: type[M], source: str, path: str = "<string>", *,
         for err in exc.errors():
             loc = [p for p in err["loc"] if isinstance(p, (str, int))]
             line = _line_for(loc, lines)
+            if line is None or len(loc) == 1:
+                # A check of a whole table ([policy.*], say): the line of the entry the
+                # message names, else of the table's first entry.
+                under = sorted((ln, k) for k, ln in lines.items()
+                               if len(k) > len(loc) and list(k[:len(loc)]) == loc)
+                named = [ln for ln, k in under if f"{k[len(loc)]}" in str(err["msg"])]
+                firsts = named or [ln for ln, _k in under]
+                line = firsts[0] if firsts else line
             where = f"{path}:{line}" if line else path
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
@@ -453,16 +533,46 @@ def parse_site_config(source: str, path: str = "<string>") -> SiteConfig:
                          hint="see site_configs/example.toml")
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
     """Read and validate a site config file; raise :class:`ConfigError` on any problem."""
     p = Path(path)
     try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO would block the read for ever, /dev/zero would fill memory.
+            raise ConfigError(str(p), [f"{p}: not a regular file: give the site config "
+                                       "file itself"])
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(p), [f"{p}: {st.st_size} bytes: a site config is at most "
+                                       f"{MAX_CONFIG_BYTES // 1024} KiB"])
         source = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(str(p), [f"{p}: no such file"]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"{p}: cannot read: {exc}"]) from exc
     return parse_site_config(source, str(p))
+
+
+def check_plugins_named(config: SiteConfig, path: str, source: str | None,
+                        loaded: set[str]) -> list[str]:
+    """Every ``[[devices]]`` and ``[[simulators]]`` names a plugin that is loaded (what
+    ``run`` would otherwise trip on later), with file:line."""
+    lines = key_lines(source) if source else {}
+    problems = []
+    named: list[tuple[str, list[str]]] = [
+        ("devices", [d.plugin for d in config.devices]),
+        ("simulators", [sc.plugin for sc in config.simulators])]
+    for table, plugins in named:
+        for i, plugin in enumerate(plugins):
+            if plugin not in loaded:
+                line = _line_for((table, i, "plugin"), lines)
+                where = f"{path}:{line}" if line else path
+                problems.append(f"{where}: {table}[{i}].plugin: no loaded plugin "
+                                f"{plugin!r} (installed: {', '.join(sorted(loaded))})")
+    return problems
 
 
 def check_vendor_settings(
