@@ -133,20 +133,25 @@ case("bus without port", 'port = "/dev/serial/by-id/usb-FTDI-if00"\n', "",
 case("unknown bus key", "baudrate = 19200", "baudrate = 19200\nparity = \"E\"",
      "buses[0].parity", 26)
 case("duplicate device identity", "[custody]",
-     '[[devices]]\nplugin = "gateway"\nidentity = "gateway:GW-1"\naddress = "x"\n\n[custody]', "devices", 36)
+     '[[devices]]\nplugin = "gateway"\nidentity = "gateway:GW-1"\naddress = "x"\n\n[custody]',
+     "devices", 36)
 case("device without identity", 'identity = "gateway:GW-1"\n', "", "devices[0].identity",
      31)
 case("device properties not a table", 'address = "http://10.0.0.9:8080"',
      'address = "http://10.0.0.9:8080"\nproperties = 5', "devices[0].properties", 35)
-case("custody window zero", "second_person_s = 60.0", "second_person_s = 0", "custody.second_person_s", 37)
-case("custody window too long", "second_person_s = 60.0", "second_person_s = 6000", "custody.second_person_s", 37)
+case("custody window zero", "second_person_s = 60.0", "second_person_s = 0",
+     "custody.second_person_s", 37)
+case("custody window too long", "second_person_s = 60.0", "second_person_s = 6000",
+     "custody.second_person_s", 37)
 case("policy due negative", "due_hours = 12.0", "due_hours = -1", "policy.radio.due_hours", 40)
 case("policy limit zero", "limit = 1", "limit = 0", "policy.radio.limit", 41)
 case("policy limit a string", "limit = 1", 'limit = "1"', "policy.radio.limit", 41)
 case("policy unknown key", "limit = 1", "limit = 1\nmax = 2", "policy.radio.max", 42)
 case("policy class name", "[policy.radio]", "[policy.Radio]", "policy", 39)
-case("weapons never stale-allowed", "[policy.radio]", '[policy.taser]\nwhen_stale = "allow"', "policy", 39)
-case("weapons keep two people", "[policy.radio]", "[policy.firearm]\ntwo_person = false", "policy", 39)
+case("weapons never stale-allowed", "[policy.radio]", '[policy.taser]\nwhen_stale = "allow"',
+     "policy", 39)
+case("weapons keep two people", "[policy.radio]", "[policy.firearm]\ntwo_person = false",
+     "policy", 39)
 case("station without slots", "[custody]",
      '[[stations]]\nid = "A"\nreader = "osdp:R"\nslots = []\n\n[custody]', "stations[0].slots", 39)
 case("station compartments garbled", "[custody]",
@@ -155,9 +160,11 @@ case("station compartments garbled", "[custody]",
 case("station keypad two digits", "[custody]",
      '[[stations]]\nid = "A"\nreader = "osdp:R"\nslots = [{ device = "d", compartments = '
      '"1", equipment = "radio", keypad = "12" }]\n\n[custody]', "stations[0].slots[0].keypad", 39)
-case("uplink broker scheme", "[custody]", '[uplink]\nbroker = "http://hq:1883"\n\n[custody]', "uplink.broker", 37)
+case("uplink broker scheme", "[custody]", '[uplink]\nbroker = "http://hq:1883"\n\n[custody]',
+     "uplink.broker", 37)
 case("uplink prefix with a space", "[custody]",
-     '[uplink]\nbroker = "mqtt://hq:1883"\ntopic_prefix = "a b"\n\n[custody]', "uplink.topic_prefix", 38)
+     '[uplink]\nbroker = "mqtt://hq:1883"\ntopic_prefix = "a b"\n\n[custody]',
+     "uplink.topic_prefix", 38)
 case("roles not a list", "[custody]", '[roles]\nviewer = "staff"\n\n[custody]', "roles.viewer", 37)
 case("trusted keys three", "[custody]",
      '[entitlements]\ntrusted_keys = ["a", "b", "c"]\n\n[custody]', "entitlements.trusted_keys", 37)
