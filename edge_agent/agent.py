@@ -32,6 +32,7 @@ from edge_agent.bus import SerialBus
 from edge_agent.commands import Commands
 from edge_agent.config import (
     SiteConfig,
+    check_bus_protocols,
     check_plugins_named,
     check_vendor_settings,
     unsafe_paths,
@@ -239,6 +240,10 @@ class Agent:
                                          source, schemas)
         problems += check_plugins_named(self.config, self.config_path or "<site config>",
                                         source, set(plugins.loaded()))
+        probes = await plugins.call_each("edge_agent_bus_probes")
+        problems += check_bus_protocols(self.config, self.config_path or "<site config>",
+                                        source, {p.protocol for ps in probes.values()
+                                                 for p in ps or []})
         if problems:
             raise ConfigError(self.config_path, problems)
         self.rt.plugin_settings = {name: vendor_settings(self.config, name, schema)

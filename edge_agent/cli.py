@@ -923,7 +923,12 @@ def _check_trusted_keys(config: SiteConfig, path: str, source: str) -> list[str]
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge_agent.config import check_vendor_settings
+    from edge_agent.config import (
+        check_bus_protocols,
+        check_plugins_named,
+        check_vendor_settings,
+        unsafe_paths,
+    )
     from edge_agent.plugins import PluginHost
 
     path = args.file
@@ -933,12 +938,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     schemas = {n: host.call_one_sync(n, "edge_agent_settings_schema") for n in host.loaded()}
     source = Path(path).read_text(encoding="utf-8")
     problems = check_vendor_settings(config, path, source, schemas)
-    from edge_agent.config import check_plugins_named
-
     problems += check_plugins_named(config, path, source, set(schemas))
+    probes = {n: host.call_one_sync(n, "edge_agent_bus_probes") for n in host.loaded()}
+    problems += check_bus_protocols(config, path, source, {
+        p.protocol for ps in probes.values() for p in ps or []})
     problems += _check_trusted_keys(config, path, source)
-    from edge_agent.config import unsafe_paths
-
     problems += unsafe_paths(config, path)
     host.shutdown()
     if problems:

@@ -575,6 +575,21 @@ def check_plugins_named(config: SiteConfig, path: str, source: str | None,
     return problems
 
 
+def check_bus_protocols(config: SiteConfig, path: str, source: str | None,
+                        protocols: set[str]) -> list[str]:
+    """A bus that names a ``protocol`` no installed plugin probes would never find a board:
+    say so with its line, before anything starts."""
+    lines = key_lines(source) if source else {}
+    problems = []
+    for i, bus in enumerate(config.buses):
+        if bus.protocol is not None and bus.protocol not in protocols:
+            line = _line_for(("buses", i, "protocol"), lines)
+            where = f"{path}:{line}" if line else path
+            problems.append(f"{where}: buses[{i}].protocol: no installed plugin probes "
+                            f"{bus.protocol!r} (known: {', '.join(sorted(protocols)) or 'none'})")
+    return problems
+
+
 def check_vendor_settings(
     config: SiteConfig,
     path: str,

@@ -239,3 +239,15 @@ def test_files_that_are_not_a_config_do_not_hang_or_crash(kind: str, tmp_path: P
         out = _cli(*args, cwd=tmp_path)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert str(path) in out.stderr
+
+
+def test_a_bus_protocol_no_plugin_probes_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(GOOD.replace('protocol = "kerong-cu16"', 'protocol = "kerong-cu61"'))
+    for args in (("config", "check", str(cfg)),
+                 ("run", "--site", str(cfg), "--state-dir", str(tmp_path / "s"), "--socket",
+                  str(tmp_path / "a.sock"))):
+        out = _cli(*args, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert f"{cfg}:24: buses[0].protocol: no installed plugin probes 'kerong-cu61'" \
+            in out.stderr and "kerong-cu16" in out.stderr
