@@ -292,9 +292,10 @@ class CustodyService:
             await self.rt.record(Action.HQ_COMMAND, actor=source, outcome="refused",
                                  reason=str(exc))
             raise
-        self._apply_command(cmd)
+        # Durable first: the trail is what a restart rebuilds the lockdown from.
         await self.rt.record(Action.HQ_COMMAND, actor=source, outcome="applied",
                              reason=str(cmd.get("reason")), details=cmd)
+        self._apply_command(cmd)
 
     def _locked(self, equipment: str) -> str | None:
         if self.lockdown is not None and equipment in WEAPON_CLASSES:
@@ -329,11 +330,12 @@ class CustodyService:
             return {"audit_seq": rec["seq"], "waiting": "break-glass: a second armourer must "
                     f"make the same call within {self.cfg.custody.second_person_s:g} s"}
         self._break_glass_waiting = None
-        until = now + minutes * 60
-        self._break_glass = (until, actor, first[0])
+        # Audited before it takes effect: no permissive state without its record.
         rec = await self.rt.record(Action.BREAK_GLASS, actor=actor, reason=reason,
                                    outcome="on", details={"first": first[0],
                                                           "minutes": minutes})
+        until = time.monotonic() + minutes * 60
+        self._break_glass = (until, actor, first[0])
         self.rt.alarms.raise_(Alarm("custody:break-glass", "critical",
                                     f"break-glass on for {minutes:g} min ({first[0]} and "
                                     f"{actor}: {reason}): stale entitlements do not refuse"))
