@@ -45,7 +45,7 @@ from edge_agent.discovery.claims import AddressClaims
 from edge_agent.discovery.coordinator import Discovery
 from edge_agent.discovery.mdns import MdnsBrowser
 from edge_agent.entitlements import EntitlementError, EntitlementStore, trusted_keys
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.errors import ConfigError, EdgeAgentError, StoreError
 from edge_agent.events import EventHub
 from edge_agent.inbox import InboxItem
 from edge_agent.plugins import PluginHost
@@ -367,8 +367,12 @@ class Agent:
 
     async def access_refused(self, user: str, call: str, missing: str, *,
                              why: str = "") -> None:
-        await self.rt.record(Action.ACCESS_REFUSED, actor=user, reason=why or f"needs {missing}",
-                             outcome="refused", details={"call": call, "missing_role": missing})
+        try:
+            await self.rt.record(Action.ACCESS_REFUSED, actor=user,
+                                 reason=why or f"needs {missing}", outcome="refused",
+                                 details={"call": call, "missing_role": missing})
+        except StoreError as exc:  # the refusal stands even if it cannot be written
+            log.error("access refused to %s for %s (not audited: %s)", user, call, exc)
 
     async def hq_command(self, doc: Any, *, source: str) -> None:
         """A signed command from headquarters (lockdown or release of armoury issue)."""
