@@ -49,3 +49,21 @@ async def test_capture_writes_a_pcap_wireshark_can_read(kerong_bus: Any,
 
     assert any(codec.encode_request(0, 4, codec.CMD_UNLOCK) in p for p in payloads)
     assert sim.unlocks == [(0, 4)]
+
+
+async def test_the_wire_view_shows_frames_not_reads_over_a_tcp_bridge(kerong_bus: Any,
+                                                                      tmp_path: Path) -> None:
+    """Issue 13 item 3: behind a serial-over-TCP bridge (socket://) a reply arrives a byte
+    or two at a time; the wire view must name the reply, not call its pieces garbage."""
+    sim, tcp = kerong_bus({0: 0x00FF}, tcp=True, pace=False)
+    async with running_agent(site_toml({"Bank-1": tcp.port}), tmp_path / "s") as (_agent,
+                                                                                  client):
+        await wait_device(client, DEV)
+        await asyncio.sleep(1.0)
+        wire = await client.call("wire", id=DEV, limit=200)
+        rx = [f for f in wire["frames"] if f["dir"] == "rx" and f["hex"]]
+        assert rx, wire["frames"][-5:]
+        decoded = [f["decoded"] or "" for f in rx]
+        assert not any("garbage" in d for d in decoded), decoded[-10:]
+        assert any(d.startswith("status reply board 0") for d in decoded), decoded[-10:]
+        assert sim.faults.garbage_rate == 0  # nothing was garbage to begin with

@@ -76,15 +76,21 @@ def edge_agent_simulator(options: Mapping[str, Any]) -> KerongSimulator:
 
 @hookimpl
 def edge_agent_describe_wire(chunks: list[bytes]) -> list[str]:
+    """Frames, not reads: one decoder runs over the chunks in order, so a reply that a
+    TCP bridge delivers a byte or two at a time is shown once, on the chunk that completes
+    it (the others say they are part of a frame), not as garbage."""
     out = []
+    decoder = codec.Decoder()
     for chunk in chunks:
-        decoder = codec.Decoder()
+        garbage, bad = decoder.garbage_bytes, decoder.checksum_errors
         frames = decoder.feed(chunk)
         parts = [describe(f) for f in frames]
-        if decoder.garbage_bytes:
-            parts.append(f"{decoder.garbage_bytes} garbage byte(s)")
-        if decoder.checksum_errors:
-            parts.append(f"{decoder.checksum_errors} bad checksum(s)")
+        if decoder.garbage_bytes > garbage:
+            parts.append(f"{decoder.garbage_bytes - garbage} garbage byte(s)")
+        if decoder.checksum_errors > bad:
+            parts.append(f"{decoder.checksum_errors - bad} bad checksum(s)")
+        if not parts and chunk:
+            parts.append("(part of a frame)")
         out.append("; ".join(parts))
     return out
 
