@@ -270,3 +270,18 @@ async def test_the_overview_says_when_its_values_are_stale() -> None:
         await pilot.pause()
         text = dash.screen.query_one("#summary").render().plain
         assert text.startswith("LINK DOWN: last known state below")
+
+
+@pytest.mark.parametrize("screen", ["overview", "device", "custody"])
+def test_high_contrast_snapshot(screen: str, snap_compare: Any) -> None:
+    """Issue 13 item 9: the high-contrast theme, for sunlit rooms and weak eyes."""
+    dash = Dashboard("/run/edge-agent/agent.sock", model=model(), theme="high-contrast")
+    assert snap_compare(dash, press=SCREENS[screen], terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("screen", ["overview", "device", "custody"])
+def test_no_color_snapshot(screen: str, snap_compare: Any,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 item 9: with NO_COLOR every state still reads (words and reverse video)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(app(), press=SCREENS[screen], terminal_size=(80, 24))
