@@ -165,8 +165,17 @@ def serve_control(path: Path, sims: list[Any]) -> Any:
             self.wfile.write(json.dumps(answer).encode() + b"\n")
 
     def dispatch(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("op") == "take":  # an item forced out of a compartment, no unlock
+            boards = {str(getattr(getattr(x, "endpoint", None), "port", "")): x
+                      for x in sims if hasattr(x, "take")}
+            target = boards.get(str(req.get("port")))
+            if target is None:
+                return {"error": f"no simulated bus on {req.get('port')} (here: "
+                                 f"{', '.join(sorted(boards)) or 'none'})"}
+            target.take(int(req["board"]), int(req["compartment"]))
+            return {"ok": True}
         if req.get("op") != "card":
-            return {"error": f"unknown op {req.get('op')!r} (known: card)"}
+            return {"error": f"unknown op {req.get('op')!r} (known: card, take)"}
         readers = {getattr(x, "identity", None): x for x in sims if hasattr(x, "present")}
         sim = readers.get(req["reader"])
         if sim is None:
@@ -194,7 +203,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     path = args.control or os.path.join(os.environ.get("EDGE_AGENT_RUN_DIR", "/tmp"),
                                         "sim.sock")
-    req = {"op": "card", "reader": args.reader, "card": args.card, "keys": args.keys or ""}
+    req: dict[str, Any] = (
+        {"op": "card", "reader": args.reader, "card": args.card, "keys": args.keys or ""}
+        if args.sim_command == "card" else
+        {"op": "take", "port": args.port, "board": args.board,
+         "compartment": args.compartment})
     try:
         with socket_mod.socket(socket_mod.AF_UNIX) as sock:
             sock.settimeout(10)
@@ -208,6 +221,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print(json.dumps(answer))
     elif "error" in answer:
         raise UsageError(answer["error"])
+    elif args.sim_command == "take":
+        print(f"took the item from board {args.board} compartment {args.compartment} on "
+              f"{args.port}, with no unlock")
     else:
         print(f"card {args.card} at {args.reader}: the reader shows "
               f"{answer.get('signal') or 'nothing (yet)'}")
@@ -1006,6 +1022,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "$EDGE_AGENT_RUN_DIR/sim.sock)")
     cp_.add_argument("--json", action="store_true")
     cp_.set_defaults(func=cmd_sim)
+    tp = ssub.add_parser("take", help="force a simulated compartment and take its item "
+                         "(no unlock: what a custody station must catch)")
+    tp.add_argument("port", help="the simulated bus's port, as `simulate` printed it")
+    tp.add_argument("board", type=int)
+    tp.add_argument("compartment", type=int)
+    tp.add_argument("--control", help="the simulators' control socket")
+    tp.add_argument("--json", action="store_true")
+    tp.set_defaults(func=cmd_sim)
 
     client("devices", "list devices", cmd_devices)
     sp = client("events", "audit events: query, export, follow", cmd_events)

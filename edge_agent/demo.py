@@ -149,6 +149,7 @@ SHIFT = [
     (5.0, "osdp:RDR-00000001", "DEADBEEF", ""),    # a card nobody knows
     (6.0, "osdp:RDR-00000001", "A1B2C3D4", "1"),   # Alice brings her radio back
     (6.0, "osdp:RDR-00000001", "A1B2C3D4", "2"),   # and takes a phone
+    (8.0, "take", "station-bus", "0:16"),          # a phone forced out: unauthorised removal
 ]
 
 
@@ -172,12 +173,17 @@ class Shift:
         for delay, reader, card, keys in SHIFT:
             if self._stop.wait(delay):
                 return
+            if reader == "take":
+                board, comp = keys.split(":")
+                req = {"op": "take", "port": str(self.control.parent / "ttyKR2"),
+                       "board": int(board), "compartment": int(comp)}
+            else:
+                req = {"op": "card", "reader": reader, "card": card, "keys": keys}
             try:
                 with socket_mod.socket(socket_mod.AF_UNIX) as sock:
                     sock.settimeout(5)
                     sock.connect(str(self.control))
-                    sock.sendall(json.dumps({"op": "card", "reader": reader, "card": card,
-                                             "keys": keys}).encode() + b"\n")
+                    sock.sendall(json.dumps(req).encode() + b"\n")
                     sock.makefile("rb").readline()
             except OSError:
                 return

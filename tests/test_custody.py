@@ -378,6 +378,13 @@ link = "{tmp_path / 'ttyRDR9'}"
 pd_address = 109
 serial_number = 9
 key_file = "{keys / 'rdr-9.key'}"
+
+[[simulators]]
+plugin = "kerong"
+transport = "pty"
+link = "{tmp_path / 'ttyKR7'}"
+boards = [2]
+items = 65535
 """)
     with short_tempdir() as d:
         control = d / "sim.sock"
@@ -388,7 +395,8 @@ key_file = "{keys / 'rdr-9.key'}"
             assert sim.stdout is not None
             while (line := sim.stdout.readline()) and line.strip() != "ready":
                 pass
-            toml = site_toml({"Bank-1": pty.port}, extra=f"""
+            toml = site_toml({"Bank-1": pty.port, "Bank-7": str(tmp_path / "ttyKR7")},
+                             extra=f"""
 [entitlements]
 badge_key = "{keys / 'badge.key'}"
 [[devices]]
@@ -399,10 +407,13 @@ properties = {{ pd_address = 109, key_file = "{keys / 'rdr-9.key'}" }}
 [[stations]]
 id = "Front-Desk"
 reader = "osdp:RDR-00000009"
-slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }}]
+slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }},
+         {{ device = "kerong:Bank-7:2", compartments = "1-16", equipment = "battery" }}]
 """)
             async with running_agent(toml, tmp_path / "state") as (_agent, client):
                 await wait_device(client, "osdp:RDR-00000009", timeout=15)
+                await wait_device(client, "kerong:Bank-7:2", lambda d: d["compartments"],
+                                  timeout=15)
                 code, out, err = await cli("sim", "card", "osdp:RDR-00000009", "C0FFEE01",
                                            "--control", str(control))
                 assert code == 0, err
@@ -412,6 +423,12 @@ slots = [{{ device = "{LOCKERS}", compartments = "1-16", equipment = "radio" }}]
                 code, _, err = await cli("sim", "card", "osdp:RDR-00000042", "C0FFEE01",
                                          "--control", str(control))
                 assert code == 2 and "no simulated reader osdp:RDR-00000042" in err
+                # `sim take`: an item forced out of a compartment, no unlock.
+                code, out, err = await cli("sim", "take", str(tmp_path / "ttyKR7"), "2", "5",
+                                           "--control", str(control))
+                assert code == 0 and "with no unlock" in out, err
+                taken = await wait_event(client, action="unauthorised_removal")
+                assert (taken["device"], taken["compartment"]) == ("kerong:Bank-7:2", 5)
         finally:
             sim.terminate()
             sim.wait(10)

@@ -449,6 +449,16 @@ class KerongSimulator:
             self.scenario.stop()
         self.endpoint.stop()
 
+    def take(self, board: int, compartment: int) -> None:
+        """Someone forces a compartment and takes its item, without any unlock (the
+        unauthorised removal a custody station must catch)."""
+        lock = compartment - 1
+        self.bus.set_door(board, lock, closed=False)
+        time.sleep(0.3)
+        self.bus.set_item(board, lock, present=False)
+        time.sleep(0.3)
+        self.bus.set_door(board, lock, closed=True)
+
     def describe(self) -> list[str]:
         boards = ",".join(str(a) for a in sorted(self.bus.boards))
         return [f"kerong KR-CU16 boards {boards} on {self.endpoint.port}"]
