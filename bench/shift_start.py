@@ -51,6 +51,17 @@ class TimedBus(SimBus):
         return super().handle(req)
 
 
+def time_to_unlock(present: Any, bus: TimedBus) -> float | None:
+    """Seconds from a card presented to the board receiving an unlock (None: none came)."""
+    before = len(bus.unlock_at)
+    t0 = time.monotonic()
+    present()
+    end = t0 + 5
+    while time.monotonic() < end and len(bus.unlock_at) == before:
+        time.sleep(0.001)
+    return bus.unlock_at[before][2] - t0 if len(bus.unlock_at) > before else None
+
+
 def cards(n: int) -> list[str]:
     return [f"{0xC0DE0000 + i:08X}" for i in range(n)]
 
@@ -103,15 +114,10 @@ def agent_run(root: Path, n: int, gap: float) -> list[float]:
                 time.sleep(0.2)
             time.sleep(1.0)
         for i, card in enumerate(cards(n)):
-            s = i % STATIONS
-            before = len(station_bus.unlock_at)
-            t0 = time.monotonic()
-            readers[s].present(card)
-            end = t0 + 5
-            while time.monotonic() < end and len(station_bus.unlock_at) == before:
-                time.sleep(0.001)
-            if len(station_bus.unlock_at) > before:
-                lat.append(station_bus.unlock_at[before][2] - t0)
+            rdr = readers[i % STATIONS]
+            took = time_to_unlock(lambda rdr=rdr, card=card: rdr.present(card), station_bus)
+            if took is not None:
+                lat.append(took)
             time.sleep(gap)
     finally:
         agent.terminate()
@@ -150,14 +156,9 @@ def bare_run(root: Path, n: int, gap: float) -> list[float]:
         while time.monotonic() < deadline and not cp.is_sc_active(101):
             time.sleep(0.02)
         for card in cards(n):
-            before = len(bus.unlock_at)
-            t0 = time.monotonic()
-            sim.present(card)
-            end = t0 + 5
-            while time.monotonic() < end and len(bus.unlock_at) == before:
-                time.sleep(0.001)
-            if len(bus.unlock_at) > before:
-                lat.append(bus.unlock_at[before][2] - t0)
+            took = time_to_unlock(lambda card=card: sim.present(card), bus)
+            if took is not None:
+                lat.append(took)
             time.sleep(gap)
     finally:
         cp.stop()

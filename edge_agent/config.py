@@ -284,6 +284,15 @@ class CustodySection(_Strict):
     """How long an opened compartment waits for the item to be taken or placed."""
 
 
+def _once(values: list[str], message: str) -> None:
+    """Raise ``message`` (formatted with the value) for the first value seen twice."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(message.format(value))
+        seen.add(value)
+
+
 class SiteConfig(_Strict):
     site: SiteSection
     agent: AgentSection = Field(default_factory=AgentSection)
@@ -317,25 +326,14 @@ class SiteConfig(_Strict):
     @field_validator("devices")
     @classmethod
     def _unique_devices(cls, v: list[StaticDevice]) -> list[StaticDevice]:
-        seen: set[str] = set()
-        for dev in v:
-            if dev.identity in seen:
-                raise ValueError(f"device identity {dev.identity!r} is used twice")
-            seen.add(dev.identity)
+        _once([d.identity for d in v], "device identity {!r} is used twice")
         return v
 
     @field_validator("stations")
     @classmethod
     def _unique_stations(cls, v: list[Station]) -> list[Station]:
-        ids: set[str] = set()
-        readers: set[str] = set()
-        for st in v:
-            if st.id in ids:
-                raise ValueError(f"station id {st.id!r} is used twice")
-            if st.reader in readers:
-                raise ValueError(f"reader {st.reader!r} serves two stations")
-            ids.add(st.id)
-            readers.add(st.reader)
+        _once([st.id for st in v], "station id {!r} is used twice")
+        _once([st.reader for st in v], "reader {!r} serves two stations")
         return v
 
     def equipment_policy(self, equipment: str) -> EquipmentPolicy:
@@ -350,11 +348,7 @@ class SiteConfig(_Strict):
     @field_validator("buses")
     @classmethod
     def _unique_bus_ids(cls, v: list[BusConfig]) -> list[BusConfig]:
-        seen: set[str] = set()
-        for bus in v:
-            if bus.id in seen:
-                raise ValueError(f"bus id {bus.id!r} is used twice")
-            seen.add(bus.id)
+        _once([bus.id for bus in v], "bus id {!r} is used twice")
         return v
 
 
