@@ -27,6 +27,9 @@ class Action(enum.StrEnum):
     DISCOVERY_IGNORED = "discovery_ignored"
     DEVICE_ADDRESS_CHANGED = "device_address_changed"
     DEVICE_IDENTITY_CONFLICT = "device_identity_conflict"
+    DEVICE_PINNED = "device_pinned"
+    DEVICE_IDENTITY_MISMATCH = "device_identity_mismatch"
+    DEVICE_ADOPT_WAITING = "device_adopt_waiting"
     # Device link
     DEVICE_ONLINE = "device_online"
     DEVICE_DEGRADED = "device_degraded"
@@ -76,11 +79,18 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.AUDIT_CHECKPOINTS_REPAIRED: "torn checkpoint lines were set aside after a crash",
     Action.DECISIONS_REPLAYED: "decisions the registry had not taken were replayed from the log",
     Action.DEVICE_DISCOVERED: "a device was found (plugin, source, address, model)",
-    Action.DEVICE_ADOPTED: "a technician adopted a device (actor, reason)",
+    Action.DEVICE_ADOPTED: "a technician adopted a device and pinned what it presented "
+                           "(actor, reason, pins: serial, key fingerprint, bus address; "
+                           "replaces, first: a re-adoption)",
     Action.DISCOVERY_IGNORED: "a technician ignored a device or inbox entry (actor, reason)",
     Action.DEVICE_ADDRESS_CHANGED: "a device proved its identity at a new address and moved",
     Action.DEVICE_IDENTITY_CONFLICT: "another address claimed a device that still answers; "
                                      "refused",
+    Action.DEVICE_PINNED: "an auto-adopted device was pinned on first contact (serial, "
+                          "key fingerprint)",
+    Action.DEVICE_IDENTITY_MISMATCH: "a pinned device answered as another (serial, "
+                                     "certificate): blocked, no commands until re-adopted",
+    Action.DEVICE_ADOPT_WAITING: "re-adopting an armoury device waits for a second person",
     Action.DEVICE_ONLINE: "a device answers",
     Action.DEVICE_DEGRADED: "a device misses polls",
     Action.DEVICE_OFFLINE: "a device stopped answering",

@@ -398,8 +398,9 @@ class Agent:
         return await self.commands.set_out_of_service(device_id, compartment, actor=actor,
                                                        reason=reason, out=out)
 
-    async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
-        return await self.registry.adopt(item_id, actor=actor, reason=reason)
+    async def adopt(self, item_id: str, *, actor: str, reason: str,
+                    expect: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self.registry.adopt(item_id, actor=actor, reason=reason, expect=expect)
 
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         return await self.registry.ignore(item_id, actor=actor, reason=reason)

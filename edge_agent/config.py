@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.contract import DEVICE_CLASSES
 from edge_agent.errors import ConfigError
 from edge_agent.store.audit import MIN_RETENTION_DAYS
 
@@ -54,8 +55,32 @@ class AgentSection(_Strict):
     backoff_initial: float = Field(0.5, gt=0, le=600)
     backoff_max: float = Field(30.0, gt=0, le=3600)
     probe_interval: float = Field(30.0, gt=0, le=86400)
-    auto_adopt: bool = True
+    auto_adopt: bool | list[str] = True
+    """Which new devices are supervised without a technician: ``true`` (lockers and
+    readers), ``false`` (none), or a list of device classes (``"locker"``, ``"reader"``)
+    and plugin names. Armoury devices never are: each waits in the inbox to be adopted."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("auto_adopt")
+    @classmethod
+    def _auto_adopt(cls, v: bool | list[str]) -> bool | list[str]:
+        if isinstance(v, list):
+            for name in v:
+                if name == "armoury":
+                    raise ValueError("armoury devices are never adopted automatically; a "
+                                     "technician adopts each one ('edge-agent adopt ID')")
+                if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name):
+                    raise ValueError(f"{name!r} is not a device class or plugin name")
+        return v
+
+    def auto_adopts(self, device_class: str, plugin: str) -> bool:
+        """May a new device of this class, from this plugin, be adopted without a
+        technician? Never for an armoury device."""
+        if device_class == "armoury":
+            return False
+        if isinstance(self.auto_adopt, bool):
+            return self.auto_adopt
+        return device_class in self.auto_adopt or plugin in self.auto_adopt
 
     @model_validator(mode="after")
     def _backoff_order(self) -> AgentSection:
@@ -559,8 +584,20 @@ def check_plugins_named(config: SiteConfig, path: str, source: str | None,
     named: list[tuple[str, list[str]]] = [
         ("devices", [d.plugin for d in config.devices]),
         ("simulators", [sc.plugin for sc in config.simulators])]
+    if isinstance(config.agent.auto_adopt, list):
+        named.append(("agent.auto_adopt", [n for n in config.agent.auto_adopt]))
     for table, plugins in named:
         for i, plugin in enumerate(plugins):
+            if table == "agent.auto_adopt":
+                if plugin in DEVICE_CLASSES or plugin in loaded:
+                    continue
+                line = _line_for(("agent", "auto_adopt"), lines)
+                where = f"{path}:{line}" if line else path
+                classes = ", ".join(c for c in DEVICE_CLASSES if c != "armoury")
+                problems.append(f"{where}: agent.auto_adopt[{i}]: {plugin!r} is neither a "
+                                f"device class ({classes}) nor a loaded plugin "
+                                f"({', '.join(sorted(loaded))})")
+                continue
             if plugin not in loaded:
                 line = _line_for((table, i, "plugin"), lines)
                 where = f"{path}:{line}" if line else path

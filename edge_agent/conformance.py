@@ -53,7 +53,7 @@ from edge_agent.client import AgentClient
 from edge_agent.contract import CONTRACT_VERSION, FrameDecoder
 from edge_agent.errors import ClientError
 from edge_agent.plugins import PluginHost, contract_compatible
-from edge_agent.testing import running_agent, short_tempdir, wait_device
+from edge_agent.testing import adopt, running_agent, short_tempdir, wait_device
 
 TIMING = ("[agent]\npoll_interval = 0.2\ncommand_timeout = 1.0\noffline_after = 2\n"
           "backoff_initial = 0.1\nbackoff_max = 0.5\nprobe_interval = 2.0\n")
@@ -189,7 +189,18 @@ class ConformanceSuite:
                     "Check your bus probe / mDNS matcher and that Candidate.identity is "
                     "exactly this string.") from None
 
-        await found()
+        dev = await found()
+        if not dev["adopted"] and not dev["ignored"]:
+            # Not covered by auto_adopt (an armoury device never is): a technician
+            # compares what it presents with its label and adopts it (contract 1.4).
+            try:
+                await adopt(client, ident, reason="conformance: label checked",
+                            timeout=self.online_timeout)
+            except (AssertionError, ClientError) as exc:
+                raise ConformanceFailure(
+                    f"device {ident} waits in the inbox and cannot be adopted: {exc}. "
+                    "Adoption connects a driver without pins and pins what connect() "
+                    "returns (DeviceInfo.serial, .fingerprint)") from None
         try:
             await wait_device(client, ident, timeout=self.online_timeout)
         except AssertionError:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "1.3"
+CONTRACT_VERSION = "1.4"
 """Version of the plugin contract this core implements (``MAJOR.MINOR``).
 
 A plugin declares the version it was written against in :class:`PluginInfo`. The core
@@ -61,6 +61,10 @@ class PluginInfo:
     version: str
     contract: str
     description: str = ""
+    device_class: str = "locker"
+    """Contract 1.4: the class of the devices this plugin drives (``"locker"``,
+    ``"armoury"``, ``"reader"``), for devices the site config lists by address; a
+    discovered device's :attr:`Candidate.device_class` says it for that device."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,13 @@ class Candidate:
     address: str  # human-readable transport address (URL, tty, host:port)
     bus_id: str | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
+    device_class: str = "locker"
+    """Contract 1.4: ``"locker"``, ``"armoury"`` (it holds weapons) or ``"reader"``. The
+    site config says which classes may be adopted without a technician (``[agent]
+    auto_adopt``); an armoury device never is, and re-adopting one takes two people."""
+
+
+DEVICE_CLASSES = ("locker", "armoury", "reader")
 
 
 @dataclass(frozen=True)
@@ -262,6 +273,10 @@ class DeviceInfo:
     details: Mapping[str, Any] = field(default_factory=dict)
     """Fixed facts a technician may need (what a status bit means, a reply mode); each
     scalar becomes a labelled row on the dashboard, see :func:`diagnostic_rows`."""
+    fingerprint: str | None = None
+    """Contract 1.4: ``"sha256:<hex>"`` of the key or TLS certificate the device presented
+    on this connection, where it has one. Shown in the inbox for a technician to compare
+    with the device's label, and pinned on adoption."""
 
 
 class Severity(enum.StrEnum):
@@ -320,6 +335,12 @@ class DriverContext:
     """Deadline the core applies to each driver call, in seconds."""
     events: PushChannel | None = None
     """Contract 1.2: where the driver pushes what the device reports on its own."""
+    pins: Mapping[str, str] = field(default_factory=dict)
+    """Contract 1.4: what was pinned when a technician adopted the device: ``serial``
+    and/or ``fingerprint`` (as :class:`DeviceInfo` reported them). Empty while the device
+    is being identified for the inbox. A driver that can check them where it talks to
+    the device (a TLS handshake) must, and raise :class:`IdentityMismatch`; the core also
+    compares what ``connect`` returns and blocks the device on any difference."""
 
 
 @dataclass(frozen=True)

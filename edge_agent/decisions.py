@@ -27,7 +27,8 @@ OUT_OF_SERVICE = "out_of_service"
 BACK_IN_SERVICE = "back_in_service"
 ADOPTED = "device_adopted"
 IGNORED = "discovery_ignored"
-ACTIONS = (OUT_OF_SERVICE, BACK_IN_SERVICE, ADOPTED, IGNORED)
+PINNED = "device_pinned"
+ACTIONS = (OUT_OF_SERVICE, BACK_IN_SERVICE, ADOPTED, IGNORED, PINNED)
 WATERMARK = "decisions"  # id of the registry's meta document holding the watermark
 
 
@@ -78,6 +79,11 @@ def apply(records: Iterable[AuditRecord], saved: dict[str, dict[str, Any]],
         elif action == ADOPTED:
             doc["adopted"], doc["ignored"] = True, None
             ignored.pop(dev_id, None)
+            pins = (rec.get("details") or {}).get("pins")
+            if pins:
+                doc["pins"] = pins
+        elif action == PINNED:
+            doc["pins"] = (rec.get("details") or {}).get("pins")
         elif action == IGNORED:
             ignored[dev_id] = {"id": dev_id, "reason": rec.get("reason"),
                                "actor": rec.get("actor"), "since": _epoch(rec.get("ts", ""))}

@@ -120,6 +120,14 @@ class DemoSite:
                  str(self.run_dir / "state"), "--socket", str(self.sock)],
                 env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         asyncio.run(_wait_agent(self.sock, self.agent, self.agent_log, 15))
+        # The demo's installer adopts what the agent may not adopt on its own (the armoury
+        # cabinets, the weapon station's board) as they are found, as a technician would
+        # after comparing each with its label: audited under their name.
+        import threading
+
+        self.installer = threading.Thread(target=lambda: asyncio.run(_install(self.sock)),
+                                          name="demo-installer", daemon=True)
+        self.installer.start()
         if snapshot is not None:
             asyncio.run(_load(self.sock, snapshot.read_bytes()))
             self.shift = Shift(self.run_dir / "sim.sock")
@@ -132,6 +140,27 @@ class DemoSite:
             self.shift.stop()
         _stop(self.agent)
         _stop(self.sim)
+
+
+async def _install(sock: Path, seconds: float = 30.0) -> None:
+    """Adopt each device waiting in the inbox once it has been identified."""
+    deadline = time.monotonic() + seconds
+    done: set[str] = set()
+    with contextlib.suppress(OSError, EdgeAgentError):
+        async with AgentClient(sock) as c:
+            while time.monotonic() < deadline:
+                items: list[schema.InboxItem] = await c.call("inbox")
+                for item in items:
+                    dev_id = item.get("device")
+                    if dev_id is None or dev_id in done or "not identified" in item["what"]:
+                        continue
+                    dev: schema.Device = await c.call("device", id=dev_id)
+                    if dev["adopted"] or not dev.get("presented"):
+                        continue
+                    await c.call("adopt", id=dev_id, body={
+                        "reason": "demo installer: compared with its label at installation"})
+                    done.add(dev_id)
+                await asyncio.sleep(0.5)
 
 
 async def _load(sock: Path, snapshot: bytes) -> None:

@@ -9,6 +9,7 @@ link changes and readings come back here as audit records, alarms and store writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -20,19 +21,30 @@ from edge_agent import decisions
 from edge_agent.actions import Action
 from edge_agent.alarms import Alarm
 from edge_agent.bus import SerialBus
+from edge_agent.config import WEAPON_CLASSES
 from edge_agent.contract import (
+    DEVICE_CLASSES,
     Candidate,
     CompartmentState,
     CredentialRead,
     DeviceDriver,
+    DeviceInfo,
     DeviceState,
     DriverContext,
     PushChannel,
     diagnostic_rows,
     driver_capabilities,
 )
-from edge_agent.errors import DeviceUnavailable, PluginError
+from edge_agent.errors import (
+    AccessDenied,
+    DeviceTimeout,
+    DeviceUnavailable,
+    DriverError,
+    IdentityMismatch,
+    PluginError,
+)
 from edge_agent.inbox import InboxItem
+from edge_agent.pinning import Pins, mismatch, presented, short
 from edge_agent.runtime import Runtime
 from edge_agent.supervisor import DeviceSupervisor, Link
 
@@ -68,6 +80,9 @@ class Device:
         self.known: dict[str, tuple[Candidate, SerialBus | None]] = {}
         self.unproven: dict[str, tuple[Candidate, SerialBus | None]] = {}
         self.conflicts: set[str] = set()
+        self.pins: Pins | None = None  # what was adopted (edge_agent.pinning)
+        self.presented: dict[str, Any] | None = None  # what it presented when identified
+        self._identifying = False
 
     @property
     def link(self) -> str:
@@ -84,7 +99,8 @@ class Device:
             "source": c.source, "address": c.address, "bus_id": c.bus_id,
             "properties": dict(c.properties), "first_seen": self.first_seen,
             "last_seen": self.last_seen, "adopted": self.adopted, "ignored": self.ignored,
-            "out_of_service": self.out_of_service,
+            "out_of_service": self.out_of_service, "device_class": c.device_class,
+            "pins": self.pins.to_json() if self.pins is not None else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -94,6 +110,7 @@ class Device:
             doc["last_seen"] = answered  # "seen" is the last answer, not the discovery
         doc["link"] = self.link
         doc["error"] = self.error
+        doc["presented"] = self.presented
         doc["compartments"] = self.compartments
         doc["alarms"] = [a.to_json() for a in self.alarms.values()]
         doc["capabilities"] = sorted(driver_capabilities(self.supervisor.driver)) \
@@ -124,6 +141,8 @@ class DeviceRegistry:
         self._saved: dict[str, dict[str, Any]] = {}
         self._saved_comps: dict[str, list[dict[str, Any]]] = {}
         self._credential_listeners: list[Callable[[str, CredentialRead], None]] = []
+        # Re-adoptions of armoury devices waiting for a second person: id -> first's call.
+        self._adopt_waiting: dict[str, tuple[str, float, int]] = {}
 
     # ------------------------------------------------------------------ start-up
 
@@ -199,15 +218,21 @@ class DeviceRegistry:
                 dev.ignored = saved.get("ignored")
                 dev.out_of_service = dict(saved.get("out_of_service") or {})
                 dev.compartments = self._saved_comps.get(cand.identity, [])
+                dev.pins = Pins.from_json(saved.get("pins"))
             self.devices[dev.id] = dev
             self.rt.record_soon(Action.DEVICE_DISCOVERED, device=dev.id, details={
                 "plugin": cand.plugin, "source": cand.source, "address": cand.address,
                 "model": cand.model})
         if bus is not None:
             dev.bus = bus
-        if not dev.adopted and not dev.ignored and self.rt.config.agent.auto_adopt:
+        if not dev.adopted and not dev.ignored and self.auto_adopts(dev):
             dev.adopted = True
         self.rt.store.save_device(dev.registry_doc())
+        if not dev.adopted and not dev.ignored and dev.presented is None \
+                and not dev._identifying:
+            # What identifies it, for the technician to compare with its label.
+            dev._identifying = True
+            self.rt.spawn(self._identify_for_inbox(dev), f"identify:{dev.id}")
         # Clients see the device the moment it is registered; its link state follows.
         self.changed(dev)
         if dev.adopted:
@@ -216,11 +241,31 @@ class DeviceRegistry:
 
     # ------------------------------------------------------------------ supervision
 
+    def armoury(self, dev: Device) -> bool:
+        """Does this device hold weapons (its plugin says so, or a station of the site
+        config keeps a firearm or Taser in it)?"""
+        if dev.candidate.device_class == "armoury":
+            return True
+        record = self.rt.plugins.records.get(dev.candidate.plugin)
+        if record is not None and record.info is not None \
+                and record.info.device_class == "armoury":
+            return True
+        return any(sl.device == dev.id and sl.equipment in WEAPON_CLASSES
+                   for st in self.rt.config.stations for sl in st.slots)
+
+    def auto_adopts(self, dev: Device) -> bool:
+        if self.armoury(dev) or dev.candidate.device_class not in DEVICE_CLASSES:
+            return False
+        return self.rt.config.agent.auto_adopts(dev.candidate.device_class,
+                                                dev.candidate.plugin)
+
     async def create_driver(self, cand: Candidate, bus: SerialBus | None,
-                            events: PushChannel | None = None) -> DeviceDriver:
+                            events: PushChannel | None = None,
+                            pins: Pins | None = None) -> DeviceDriver:
         """A driver from the candidate's plugin; raises PluginError with the reason."""
         ctx = DriverContext(settings=self.rt.settings(cand.plugin), bus=bus,
-                            timeout=self.rt.timing.call_timeout, events=events)
+                            timeout=self.rt.timing.call_timeout, events=events,
+                            pins=pins.for_driver() if pins is not None else {})
         driver = await self.rt.plugins.call_one(cand.plugin, "edge_agent_create_driver",
                                                 candidate=cand, context=ctx)
         if driver is None or not isinstance(driver, DeviceDriver):
@@ -228,10 +273,42 @@ class DeviceRegistry:
                               f"({type(driver).__name__})")
         return driver
 
+    async def identify_device(self, cand: Candidate, bus: SerialBus | None,
+                              pins: Pins | None = None) -> DeviceInfo:
+        """Connect a fresh driver, read what the device presents, close. Raises
+        DriverError (DeviceTimeout when it does not answer) or PluginError."""
+        driver = await self.create_driver(cand, bus, None, pins)
+        try:
+            async with asyncio.timeout(self.rt.timing.call_timeout * 2):
+                info = await driver.connect()
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"{cand.address}: no answer") from exc
+        except DriverError:
+            raise
+        except Exception as exc:  # a driver's own failure, whatever it raises
+            raise DriverError(f"{cand.plugin} driver: {exc or type(exc).__name__}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(driver.close(), 1)
+        if not isinstance(info, DeviceInfo):
+            raise PluginError(f"plugin {cand.plugin}: connect returned "
+                              f"{type(info).__name__}, not DeviceInfo")
+        return info
+
+    async def _identify_for_inbox(self, dev: Device) -> None:
+        try:
+            info = await self.identify_device(dev.candidate, dev.bus)
+            dev.presented = presented(info)
+        except (DriverError, PluginError) as exc:
+            dev.presented = {"error": str(exc)}
+        finally:
+            dev._identifying = False
+        self.changed(dev)
+
     async def supervise(self, dev: Device, bus: SerialBus | None) -> None:
         events = PushChannel()
         try:
-            driver = await self.create_driver(dev.candidate, bus, events)
+            driver = await self.create_driver(dev.candidate, bus, events, dev.pins)
         except PluginError as exc:
             dev.error = str(exc)
             log.error("device %s: %s", dev.id, dev.error)
@@ -239,7 +316,8 @@ class DeviceRegistry:
         dev.error = ""
         sup = DeviceSupervisor(dev.id, dev.candidate.plugin, driver, self.rt.timing,
                                on_link=self._on_link, on_state=self._on_state,
-                               on_plugin_fault=self.rt.plugins.isolate)
+                               on_plugin_fault=self.rt.plugins.isolate,
+                               check=self._check_identity)
         dev.supervisor = sup
         # What the device reports on its own, between polls; card reads (contract 1.3)
         # go to whoever listens to readers (the custody service).
@@ -256,8 +334,44 @@ class DeviceRegistry:
         for listener in self._credential_listeners:
             listener(device_id, read)
 
+    def _check_identity(self, sup: DeviceSupervisor, info: DeviceInfo) -> str | None:
+        """After each connect, before anything is sent: is this the adopted device?"""
+        dev = self.devices[sup.device_id]
+        dev.presented = presented(info)
+        if dev.pins is None:
+            # Adopted without pins: auto-adopted (the site's auto_adopt allows its class)
+            # or adopted before pinning existed. Pinned now, on first contact, and audited.
+            dev.pins = self._pins(dev, info)
+            self.rt.record_soon(Action.DEVICE_PINNED, device=dev.id, actor="agent",
+                                details={"pins": dev.pins.to_json()})
+            self.rt.store.save_device(dev.registry_doc())
+            return None
+        if dev.pins.identity != dev.id:
+            return f"pinned as {dev.pins.identity}"
+        return mismatch(dev.pins, info)
+
+    def _pins(self, dev: Device, info: DeviceInfo) -> Pins:
+        c = dev.candidate
+        return Pins(identity=dev.id, plugin=c.plugin, address=c.address, bus_id=c.bus_id,
+                    serial=info.serial, fingerprint=info.fingerprint)
+
     def _on_link(self, sup: DeviceSupervisor, old: Link, new: Link, reason: str) -> None:
         dev = self.devices[sup.device_id]
+        alarm_id = f"identity:{dev.id}"
+        if new is Link.BLOCKED:
+            self.rt.record_soon(Action.DEVICE_IDENTITY_MISMATCH, device=dev.id,
+                                outcome="blocked", details={
+                                    "why": reason, "address": dev.candidate.address,
+                                    "pinned": dev.pins.to_json() if dev.pins else None,
+                                    "presented": dev.presented})
+            self.rt.alarms.raise_(Alarm(alarm_id, "critical", f"{dev.id} blocked: {reason}; "
+                                        "compare the device with its label, then adopt it "
+                                        "again if it is genuine", device=dev.id,
+                                        code="identity_mismatch"))
+            self.changed(dev)
+            return
+        if old is Link.BLOCKED:
+            self.rt.alarms.clear(alarm_id)
         if new is not Link.CONNECTING:
             self.rt.record_soon(Action(f"device_{new.value}"), device=dev.id,
                                 details={"from": old.value, "reason": reason})
@@ -329,11 +443,20 @@ class DeviceRegistry:
         for dev in self.devices.values():
             if dev.ignored:
                 continue
+            what = (f"{dev.candidate.vendor} {dev.candidate.model}".strip() or dev.id) \
+                + f" at {dev.candidate.address}" + _identifies(dev.presented)
             if not dev.adopted:
-                items.append(InboxItem(dev.id, f"{dev.candidate.vendor} {dev.candidate.model}"
-                                       f" at {dev.candidate.address}",
-                                       "not adopted (auto_adopt is off)", dev.first_seen,
-                                       dev.id))
+                why = ("an armoury device: a technician compares it with its label and "
+                       "adopts it" if self.armoury(dev) else
+                       f"not adopted: auto_adopt does not cover {dev.candidate.device_class}"
+                       f" devices of plugin {dev.candidate.plugin}")
+                items.append(InboxItem(dev.id, what, why, dev.first_seen, dev.id))
+            elif dev.link == Link.BLOCKED.value and dev.supervisor is not None:
+                items.append(InboxItem(dev.id, what, "blocked: "
+                                       + dev.supervisor.status.reason
+                                       + ("; re-adopting it takes two people"
+                                          if self.armoury(dev) else ""),
+                                       dev.supervisor.status.since, dev.id))
             elif dev.error:
                 items.append(InboxItem(dev.id, dev.candidate.address, dev.error,
                                        dev.first_seen, dev.id))
@@ -341,20 +464,67 @@ class DeviceRegistry:
 
     # ------------------------------------------------------------------ decisions
 
-    async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+    async def adopt(self, item_id: str, *, actor: str, reason: str,
+                    expect: dict[str, str] | None = None) -> dict[str, Any]:
+        """Adopt a device: read what it presents now and pin it. Re-adopting an armoury
+        device that was pinned (another board, a new certificate) takes a second person
+        within the custody window. ``expect`` (serial and/or fingerprint, as the label
+        says) refuses the adoption if the device presents something else."""
         dev = self.devices.get(item_id)
         if dev is None:
             raise DeviceUnavailable(f"{item_id!r} is not a device that can be adopted")
+        try:
+            info = await self.identify_device(dev.candidate, dev.bus)
+        except (DriverError, PluginError) as exc:
+            raise DeviceUnavailable(f"{item_id} cannot be identified now ({exc}); adopt it "
+                                    "when it answers, so what it presents can be pinned"
+                                    ) from exc
+        dev.presented = presented(info)
+        for key, want in (expect or {}).items():
+            got = dev.presented.get(key)
+            if want and (got or "").replace(":", "").lower() != want.replace(":", "").lower():
+                raise IdentityMismatch(f"{item_id} presents {key} {got!r}, not {want!r}: "
+                                       "not adopted (compare the device with its label)")
+        pins = self._pins(dev, info)
+        first: str | None = None
+        if dev.pins is not None and dev.pins != pins and self.armoury(dev):
+            now = time.monotonic()
+            waiting = self._adopt_waiting.get(item_id)
+            if waiting is None or now >= waiting[1] or waiting[0] == actor:
+                if waiting is not None and now < waiting[1]:
+                    raise AccessDenied("waiting for a second person: re-adopting an armoury "
+                                       "device takes someone else too")
+                window = self.rt.config.custody.second_person_s
+                rec = await self.rt.record(Action.DEVICE_ADOPT_WAITING, device=item_id,
+                                           actor=actor, reason=reason,
+                                           details={"pins": pins.to_json(),
+                                                    "replaces": dev.pins.to_json()})
+                self._adopt_waiting[item_id] = (actor, now + window, int(rec["seq"]))
+                return {"id": item_id, "audit_seq": rec["seq"], "presented": dev.presented,
+                        "waiting": f"{item_id} is an armoury device pinned as "
+                                   f"{dev.pins.describe()}; a second person must adopt it "
+                                   f"within {window:g} s to pin {pins.describe()}"}
+            first = waiting[0]
+            del self._adopt_waiting[item_id]
+        details: dict[str, Any] = {"pins": pins.to_json()}
+        if dev.pins is not None and dev.pins != pins:
+            details["replaces"] = dev.pins.to_json()
+        if first is not None:
+            details["first"] = first
         rec = await self.rt.record(Action.DEVICE_ADOPTED, device=item_id, actor=actor,
-                                   reason=reason)
-        dev.adopted, dev.ignored = True, None
+                                   reason=reason, details=details)
+        dev.adopted, dev.ignored, dev.pins = True, None, pins
         self.ignored.pop(item_id, None)
+        self.rt.alarms.clear(f"identity:{item_id}")
         self.rt.store.save_device(dev.registry_doc())
         self.save_watermark(rec["seq"])
-        if dev.supervisor is None:
-            await self.supervise(dev, dev.bus)
+        if dev.supervisor is not None:  # a blocked device: a driver with the new pins
+            dev.supervisor.stop()
+            dev.supervisor = None
+        await self.supervise(dev, dev.bus)
         self.changed(dev)
-        return {"id": item_id, "adopted": True, "audit_seq": rec["seq"]}
+        return {"id": item_id, "adopted": True, "audit_seq": rec["seq"],
+                "pins": pins.to_json()}
 
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         """Ignore a discovered device or inbox entry; persists across restarts."""
@@ -377,3 +547,19 @@ class DeviceRegistry:
             self.rt.store.save_device(dev.registry_doc())
             self.changed(dev)
         return {"id": item_id, "ignored": True, "audit_seq": rec["seq"]}
+
+
+def _identifies(p: dict[str, Any] | None) -> str:
+    """What a device presented, for the inbox line a technician compares with a label."""
+    if not p:
+        return ""
+    if p.get("error"):
+        return f" (not identified: {p['error']})"
+    parts = []
+    if p.get("serial"):
+        parts.append(f"serial {p['serial']}")
+    if p.get("fingerprint"):
+        parts.append(f"key {short(str(p['fingerprint']))}")
+    if p.get("firmware"):
+        parts.append(f"firmware {p['firmware']}")
+    return f" ({', '.join(parts)})" if parts else ""

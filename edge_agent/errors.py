@@ -75,6 +75,15 @@ class NoSuchCompartment(DriverError):
     kind = "no_such_compartment"
 
 
+class IdentityMismatch(DriverError):
+    """The device answered, but not as the device that was adopted (contract 1.4): another
+    serial, another key or certificate, another board at a pinned bus address. The core
+    blocks the device (no commands), raises a critical alarm and audits it once; it is not
+    re-learned until a technician adopts it again."""
+
+    kind = "identity_mismatch"
+
+
 def failure_kind(exc: BaseException) -> str:
     """The outcome to audit for a failed command: its kind, or plain "failed"."""
     return str(getattr(exc, "kind", "failed"))

@@ -1,6 +1,9 @@
 """Per-device supervision: connect, poll, degrade, go offline, reconnect with backoff.
 
-States: ``discovered -> connecting -> online <-> degraded -> offline -> connecting ...``.
+States: ``discovered -> connecting -> online <-> degraded -> offline -> connecting ...``,
+and ``blocked`` when the device answers as another device than the one adopted (its
+pins, :mod:`edge_agent.pinning`): no commands, and a slow retry that only a device
+matching its pins leaves.
 A device's outage is logged once when it starts and once when it ends, however long it
 lasts. Every driver call runs under a deadline; a driver that raises something other than
 :class:`DriverError`, or hangs, is a plugin fault that degrades this device only.
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from edge_agent.contract import DeviceDriver, DeviceInfo, DeviceState
-from edge_agent.errors import DeviceTimeout, DeviceUnavailable, DriverError
+from edge_agent.errors import DeviceTimeout, DeviceUnavailable, DriverError, IdentityMismatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +34,7 @@ class Link(enum.StrEnum):
     ONLINE = "online"
     DEGRADED = "degraded"
     OFFLINE = "offline"
+    BLOCKED = "blocked"
 
 
 @dataclass
@@ -87,6 +91,7 @@ class DeviceSupervisor:
         on_link: Callable[[DeviceSupervisor, Link, Link, str], None],
         on_state: Callable[[DeviceSupervisor, DeviceState], None],
         on_plugin_fault: Callable[[str, str], None],
+        check: Callable[[DeviceSupervisor, DeviceInfo], str | None] | None = None,
         seed: int | None = None,
     ) -> None:
         self.device_id = device_id
@@ -97,6 +102,7 @@ class DeviceSupervisor:
         self._on_link = on_link
         self._on_state = on_state
         self._on_plugin_fault = on_plugin_fault
+        self._check = check  # None, or why the device that connected is not the pinned one
         self._rng = random.Random(seed)
         self._stopping = False
         self._waiter: asyncio.Future[None] | None = None
@@ -138,6 +144,11 @@ class DeviceSupervisor:
             self._outage_started = now
             level = logging.WARNING if link is Link.DEGRADED else logging.ERROR
             log.log(level, "device %s %s: %s", self.device_id, link.value, reason)
+        elif link is Link.BLOCKED:
+            log.error("device %s blocked: %s", self.device_id, reason)
+        elif link is Link.ONLINE and old is Link.BLOCKED:
+            log.warning("device %s answers as the adopted device again", self.device_id)
+            self._outage_started = None
         elif link is Link.OFFLINE and old is Link.DEGRADED:
             log.error("device %s offline: %s; reconnecting with backoff", self.device_id, reason)
         elif link is Link.ONLINE and self._outage_started is not None:
@@ -158,6 +169,17 @@ class DeviceSupervisor:
                 self._set(Link.CONNECTING)
             try:
                 info = await self._call("connect", self.driver.connect())
+                why = self._check(self, info) if self._check is not None else None
+                if why is not None:
+                    raise IdentityMismatch(why)
+            except IdentityMismatch as exc:
+                # Not an outage to retry quickly: the pinned device is not there. Tried
+                # again slowly, so the genuine device put back is taken up again.
+                self._set(Link.BLOCKED, str(exc))
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.driver.close(), self.timing.call_timeout)
+                await self._sleep(self.timing.backoff_max)
+                continue
             except DriverError as exc:
                 self._set(Link.OFFLINE, str(exc))
                 await self._sleep(full_jitter(
@@ -184,6 +206,9 @@ class DeviceSupervisor:
             started = loop.time()
             try:
                 state = await self._call("read_state", self.driver.read_state())
+            except IdentityMismatch as exc:  # e.g. a new TLS connection, another certificate
+                self._set(Link.BLOCKED, str(exc))
+                return
             except DriverError as exc:
                 failures += 1
                 self.status.counters.poll_failures += 1

@@ -173,6 +173,27 @@ async def wait_status(client: AgentClient, pred: Callable[[schema.Status], Any],
         await asyncio.sleep(0.05)
 
 
+async def adopt(client: AgentClient, device_id: str, *, reason: str = "label checked",
+                timeout: float = 15.0) -> schema.DecisionAnswer:
+    """Adopt a device as a technician does: wait until it is in the inbox and has been
+    identified (what it presents is shown), then adopt it. Armoury devices always need
+    this; other classes where the site's ``auto_adopt`` does not cover them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items: list[schema.InboxItem] = await client.call("inbox")
+        if any(i.get("device") == device_id for i in items):
+            dev: schema.Device = await client.call("device", id=device_id)
+            if dev.get("presented"):
+                break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {device_id} in "
+                                 f"the inbox, identified; inbox: {items}")
+        await asyncio.sleep(0.05)
+    answer: schema.DecisionAnswer = await client.call("adopt", id=device_id,
+                                                       body={"reason": reason})
+    return answer
+
+
 def comp(d: schema.Device, index: int) -> schema.Compartment:
     """Compartment ``index`` (1-based, as everywhere in the API) of a device."""
     return d["compartments"][index - 1]

@@ -17,7 +17,7 @@ from helpers import as_other_user, site_toml
 
 from edge_agent import entitlements as ent
 from edge_agent.client import AgentClient
-from edge_agent.testing import running_agent, wait_device, wait_event, wait_until
+from edge_agent.testing import adopt, running_agent, wait_device, wait_event, wait_until
 
 LOCKERS = "kerong:Bank-1:0"  # radios 1-8 (keypad 1), phones 9-12 (keypad 2)
 ARMOURY = "kerong:Bank-1:3"  # tasers 1-4
@@ -105,11 +105,19 @@ def site(tmp_path: Path, kerong_bus: Any) -> Any:
 
 async def ready(client: AgentClient, site: Site) -> None:
     await client.call("entitlements_load", body=site.snapshot)
+    await adopt_once(client, ARMOURY)  # a board holding Tasers: never adopted on discovery
     for dev in (LOCKERS, ARMOURY):  # online, with a first reading to compare against
         await wait_device(client, dev, lambda d: d["link"] == "online" and d["compartments"],
                           timeout=15)
     for dev in ("osdp:RDR-00000001", "osdp:RDR-00000002"):
         await wait_device(client, dev, timeout=15)
+
+
+async def adopt_once(client: AgentClient, device: str) -> None:
+    """Adopt ``device`` unless an earlier run of the agent on this state already did."""
+    d = await wait_device(client, device, lambda d: True, timeout=15)
+    if not d["adopted"]:
+        await adopt(client, device)
 
 
 async def signal(sim: ReaderSimulator, colour: str, before: int) -> None:
@@ -486,7 +494,7 @@ async def test_a_gateway_with_a_built_in_reader_issues_its_own_lockers(
 [[devices]]
 plugin = "gateway"
 identity = "gateway:GW-RDR-1"
-address = "http://127.0.0.1:{gw.port}"
+address = "{gw.scheme}://127.0.0.1:{gw.port}"
 properties = {{ host = "127.0.0.1", port = {gw.port}, serial = "GW-RDR-1" }}
 
 [[stations]]

@@ -15,7 +15,7 @@ import pytest
 from helpers import as_other_user, site_toml
 
 from edge_agent.errors import ClientError
-from edge_agent.testing import running_agent, wait_device
+from edge_agent.testing import adopt, running_agent, wait_device
 
 DEV = "kerong:Bank-1:0"
 MINE = grp.getgrgid(os.getgid()).gr_name
@@ -49,7 +49,11 @@ async def test_a_viewer_reads_but_may_not_open(kerong_bus: Any, tmp_path: Path) 
     sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
     toml = config(pty.port, f'[roles]\nviewer = ["{MINE}"]\ntechnician = ["no-such-group"]')
     async with running_agent(toml, tmp_path / "s") as (_agent, client):
-        await wait_device(client, DEV)
+        # A board holding Tasers waits for a technician to adopt it; a viewer may not.
+        await wait_device(client, DEV, lambda d: d["presented"], timeout=15)
+        with pytest.raises(ClientError) as refused_adopt:
+            await client.call("adopt", id=DEV, body={"reason": "viewer tries"})
+        assert refused_adopt.value.status == 403
         assert (await client.call("status"))["health"] in ("ok", "degraded")
         status, code = await unlock(client, 6)
         assert (status, code) == (403, "forbidden") and sim.unlocks == []
@@ -64,6 +68,7 @@ async def test_a_technician_opens_lockers_but_not_weapons(kerong_bus: Any,
     sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
     toml = config(pty.port, f'[roles]\ntechnician = ["{MINE}"]')
     async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        await adopt(client, DEV)
         await wait_device(client, DEV)
         assert (await unlock(client, 6))[0] == 200 and sim.unlocks == [(0, 5)]
         status, code = await unlock(client, 2)  # a taser slot
@@ -82,6 +87,7 @@ async def test_a_weapon_compartment_needs_two_different_armourers(kerong_bus: An
     armourers = f'"{MINE}"' + (', "nogroup"' if os.geteuid() == 0 else "")
     toml = config(pty.port, f"[roles]\ntechnician = [\"{MINE}\"]\narmourer = [{armourers}]")
     async with running_agent(toml, tmp_path / "s") as (agent, client):
+        await adopt(client, DEV)
         await wait_device(client, DEV)
         status, answer = await unlock(client, 2)
         assert status == 200 and "second armourer" in answer["waiting"]

@@ -49,7 +49,8 @@ ERROR_CODES = {
 # ------------------------------------------------------------------ records
 
 Link = Literal["discovered", "connecting", "online", "degraded", "offline", "error",
-               "ignored"]
+               "ignored", "blocked"]
+"""``blocked``: the device answered as another than the one adopted (its pins)."""
 
 
 class Compartment(TypedDict):
@@ -90,6 +91,30 @@ class Counters(TypedDict):
     pushed: int
 
 
+class Pins(TypedDict):
+    """What was pinned when the device was adopted (edge_agent.pinning)."""
+
+    identity: str
+    plugin: str
+    address: str
+    bus_id: str | None
+    serial: str | None
+    fingerprint: str | None
+    """``sha256:<hex>`` of the key or TLS certificate the device presented"""
+
+
+class Presented(TypedDict, total=False):
+    """What the device presented the last time it was identified."""
+
+    vendor: str
+    model: str
+    serial: str | None
+    firmware: str | None
+    fingerprint: str | None
+    error: str
+    """why it could not be identified"""
+
+
 class Device(TypedDict):
     id: str
     plugin: str
@@ -117,6 +142,10 @@ class Device(TypedDict):
     counters: NotRequired[Counters]
     info: NotRequired[dict[str, Any] | None]
     diagnostics: NotRequired[list[Diagnostic]]
+    device_class: NotRequired[str]
+    """locker, armoury or reader (contract 1.4); an armoury device is never auto-adopted"""
+    pins: NotRequired[Pins | None]
+    presented: NotRequired[Presented | None]
 
 
 class InboxItem(TypedDict):
@@ -285,6 +314,14 @@ class OutOfServiceAnswer(CommandAnswer):
 
 class DecisionAnswer(CommandAnswer):
     id: str
+    adopted: NotRequired[bool]
+    ignored: NotRequired[bool]
+    pins: NotRequired[Pins]
+    """what the adoption pinned"""
+    presented: NotRequired[Presented]
+    waiting: NotRequired[str]
+    """re-adopting a pinned armoury device: set (HTTP 202) when this call is the first of
+    two people; nothing changed yet"""
 
 
 # ------------------------------------------------------------------ routes

@@ -60,6 +60,7 @@ from edge_agent.errors import (
     DeviceUnavailable,
     DoorDidNotOpen,
     DriverError,
+    IdentityMismatch,
     LockJammed,
     NoSuchCompartment,
     StoreError,
@@ -243,7 +244,8 @@ class AgentApi(Protocol):
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]: ...
     async def set_out_of_service(self, device_id: str, compartment: int, *, actor: str,
                                  reason: str, out: bool) -> dict[str, Any]: ...
-    async def adopt(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
+    async def adopt(self, item_id: str, *, actor: str, reason: str,
+                    expect: dict[str, str] | None = None) -> dict[str, Any]: ...
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     def entitlements_summary(self) -> dict[str, Any]: ...
     async def load_entitlements(self, doc: Any, *, actor: str) -> dict[str, Any]: ...
@@ -512,6 +514,9 @@ class ApiServer:
             return _error(504, str(exc), code="device_timeout")
         except (Unsupported, NoSuchCompartment) as exc:
             return _error(400, str(exc), code=exc.kind)
+        except IdentityMismatch as exc:
+            return _error(409, str(exc), "compare the device with its label",
+                          code="identity_mismatch")
         except (LockJammed, DoorDidNotOpen) as exc:
             return _error(409, str(exc), "see the compartment before trying again",
                           code=exc.kind)
@@ -562,8 +567,13 @@ class ApiServer:
     async def adopt(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         item = request.match_info["id"]
+        expect = body.get("expect", {})
+        if not isinstance(expect, dict) or set(expect) - {"serial", "fingerprint"} \
+                or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in expect.values()):
+            return _error(400, 'expect must be {"serial": "...", "fingerprint": "..."} '
+                               "(either or both, as the device's label says)")
         return await self._command(request, lambda u: self.agent.adopt(
-            item, actor=u, reason=body["reason"].strip()))
+            item, actor=u, reason=body["reason"].strip(), expect=expect))
 
     async def ignore(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -11,8 +11,6 @@ soon as it answers again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -21,8 +19,9 @@ from edge_agent.alarms import Alarm
 from edge_agent.bus import SerialBus
 from edge_agent.contract import Candidate
 from edge_agent.devices import Device, DeviceRegistry
-from edge_agent.errors import PluginError
+from edge_agent.errors import DriverError, PluginError
 from edge_agent.inbox import InboxItem
+from edge_agent.pinning import mismatch
 from edge_agent.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,32 +48,26 @@ class AddressClaims:
 
         self.rt.spawn(check(), f"claim:{key}")
 
-    async def proves(self, cand: Candidate, bus: SerialBus | None) -> str | None:
-        """None if a driver at ``cand``'s address connects and confirms the identity;
-        otherwise why not."""
+    async def proves(self, cand: Candidate, bus: SerialBus | None,
+                     dev: Device | None = None) -> str | None:
+        """None if a driver at ``cand``'s address connects and confirms the identity
+        (and, for a pinned device, presents what was pinned); otherwise why not."""
+        pins = dev.pins if dev is not None else None
         try:
-            driver = await self.registry.create_driver(cand, bus)
-        except PluginError as exc:
-            return str(exc)
-        try:
-            async with asyncio.timeout(self.rt.timing.call_timeout * 2):
-                await driver.connect()
-            return None
-        except TimeoutError:
-            return "no answer"
-        except Exception as exc:  # a driver's own failure, whatever it raises
+            info = await self.registry.identify_device(cand, bus, pins)
+        except (DriverError, PluginError) as exc:
             return str(exc) or type(exc).__name__
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(driver.close(), 1)
+        if pins is not None:
+            return mismatch(pins, info)
+        return None
 
     async def _check(self, dev: Device, cand: Candidate, bus: SerialBus | None) -> None:
         old = dev.candidate
-        old_fails = await self.proves(old, dev.bus)
+        old_fails = await self.proves(old, dev.bus, dev)
         if old_fails is None:
             self._conflict(dev, cand, f"{dev.id} still answers at {old.address}")
             return
-        new_fails = await self.proves(cand, bus)
+        new_fails = await self.proves(cand, bus, dev)
         if new_fails is not None:
             # Not a conflict (the device is gone from its address): retried while offline.
             dev.unproven[cand.address] = (cand, bus)
@@ -129,6 +122,6 @@ class AddressClaims:
                     continue
                 for address, (cand, bus) in [*dev.known.items(), *dev.unproven.items()]:
                     if address != dev.candidate.address \
-                            and await self.proves(cand, bus) is None:
+                            and await self.proves(cand, bus, dev) is None:
                         await self._move(dev, cand, bus, why="answers there again")
                         break

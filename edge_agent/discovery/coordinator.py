@@ -66,9 +66,12 @@ class Discovery:
             rt.spawn(self._bus_loop(bus_cfg.id, bus_cfg.port, chosen, bus_cfg.baudrate),
                      f"bus:{bus_cfg.id}")
         for static in rt.config.devices:
+            record = rt.plugins.records.get(static.plugin)
+            info = record.info if record is not None else None
             cand = Candidate(identity=static.identity, plugin=static.plugin, source="static",
                              vendor="", model=static.model, address=static.address,
-                             properties=static.properties)
+                             properties=static.properties,
+                             device_class=info.device_class if info else "locker")
             await self.registry.offer(cand)
         if rt.config.discovery.serial.usb_autodetect:
             usb: dict[str, list[UsbMatcher]] = await rt.plugins.call_each(

@@ -57,9 +57,13 @@ async def main(state: Path) -> int:
             o = await client.post(oos, {"compartment": 16, "reason": "x" * 10, "out": True})
             base = len(line_of(state, o["audit_seq"])) - 10
             # One back-in-service record whose reason leaves req_len + 40 bytes of page.
-            size = segment(state).stat().st_size
             want = req_len + 40
-            n = (-(size + base) - want) % PAGE or PAGE
+            while True:
+                size = segment(state).stat().st_size
+                n = (-(size + base) - want) % PAGE or PAGE
+                if n <= 1900:  # a reason is at most 2000 characters: step there
+                    break
+                await client.post(oos, {"compartment": 16, "reason": "z" * 1500, "out": False})
             await client.post(oos, {"compartment": 16, "reason": "y" * n, "out": False})
             slack = -segment(state).stat().st_size % PAGE
             out["slack"], out["request_len"], out["outcome_len"] = slack, req_len, out_len

@@ -26,7 +26,14 @@ from edge_agent.contract import (
     Door,
     Item,
 )
-from edge_agent.errors import DeviceTimeout, DriverError, ProtocolError, TransportError, Unsupported
+from edge_agent.errors import (
+    DeviceTimeout,
+    DriverError,
+    IdentityMismatch,
+    ProtocolError,
+    TransportError,
+    Unsupported,
+)
 from edge_agent_armoury.profile import Point, Profile, Read, plan_reads, state_reads
 from edge_agent_armoury.reading import AlarmWatch, CabinetReading, decode
 
@@ -192,7 +199,7 @@ class CabinetDriver:
         self._client, self._lock = await _Shared.acquire(self.endpoint, self.timeout, id(self))
         serial = str(await self._read_point(self.profile.identity.serial))
         if self.expected_serial and serial != self.expected_serial:
-            raise ProtocolError(f"identity mismatch: expected cabinet {self.expected_serial}, "
+            raise IdentityMismatch(f"expected cabinet {self.expected_serial}, "
                                 f"unit {self.unit} at {self.endpoint.key} says {serial!r}")
         self.serial = serial
         fw = None

@@ -35,7 +35,8 @@ def library(settings: Mapping[str, Any]) -> ProfileLibrary:
 
 @hookimpl
 def edge_agent_plugin_info() -> PluginInfo:
-    return PluginInfo(name=PLUGIN, vendor="edge-agent", version=__version__, contract="1.1",
+    return PluginInfo(name=PLUGIN, vendor="edge-agent", version=__version__, contract="1.4",
+                      device_class="armoury",
                       description="Modbus armoury cabinets (TCP/RTU) from device profiles: "
                                   + ", ".join(library({}).names()))
 
@@ -60,6 +61,7 @@ def edge_agent_mdns_candidate(service: MdnsService, settings: Mapping[str, Any]
     host = service.addresses[0]
     return Candidate(
         identity=f"{PLUGIN}:{props['serial']}", plugin=PLUGIN, source="mdns",
+        device_class="armoury",
         vendor=profile.profile.vendor, model=profile.profile.model,
         address=f"modbus-tcp://{host}:{service.port}",
         properties={"profile": name, "serial": props["serial"],

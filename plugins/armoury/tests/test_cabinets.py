@@ -12,7 +12,8 @@ from edge_agent_armoury.profile import ProfileLibrary
 from edge_agent_armoury.simulator import CabinetSimulator
 
 from edge_agent.agent import Agent
-from edge_agent.testing import running_agent, short_tempdir, wait_until
+from edge_agent.errors import ClientError
+from edge_agent.testing import adopt, running_agent, short_tempdir, wait_until
 
 # A third model, added the way a site would: one TOML file, no code.
 ACME_K4 = """
@@ -86,14 +87,23 @@ async def test_cabinets_state_unlock_and_every_alarm(tmp_path: Path) -> None:
 
 async def _check(agent: Agent, client: Any, sims: dict[str, CabinetSimulator]) -> None:
     wc, td, rtu, k4 = (sims[k] for k in sims)
+    # Armoury devices are never adopted on discovery: each waits for a technician.
+    for ident in sims:
+        assert agent.devices[ident].link == "discovered"
+        answer = await adopt(client, ident)
+        assert answer["pins"]["serial"] == ident.split(":")[1]
     for ident in sims:
         await wait_until(lambda i=ident: agent.devices[i].link == "online"
                          and agent.devices[i].compartments, timeout=15, what=f"{ident} online")
-    # The wrong serial never comes online; the reason names both serials.
-    bad = agent.devices["armoury:TD8-9999"]
-    await wait_until(lambda: bad.supervisor is not None and "identity mismatch"
-                     in bad.supervisor.status.reason, timeout=10, what="identity refused")
-    assert bad.link != "online" and "WC12-0001" in bad.supervisor.status.reason
+    # The wrong serial cannot be adopted; the inbox names both serials.
+    try:
+        await client.call("adopt", id="armoury:TD8-9999", body={"reason": "label checked"})
+        raise AssertionError("a cabinet with the wrong serial was adopted")
+    except ClientError as exc:
+        assert exc.status == 409 and "WC12-0001" in str(exc) and "TD8-9999" in str(exc)
+    inbox = {i["id"]: i for i in await client.call("inbox")}
+    assert "WC12-0001" in inbox["armoury:TD8-9999"]["what"]
+    assert agent.devices["armoury:TD8-9999"].link == "discovered"
 
     # State: slot count, items and tag ids as the cabinets hold them, for every model.
     for ident, sim in sims.items():

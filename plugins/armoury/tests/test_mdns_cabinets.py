@@ -23,7 +23,7 @@ def test_cabinets_found_by_mdns() -> None:
                                                                     model)
         assert c["address"].startswith("modbus-tcp://127.0.0.1:") and c["tags_ok"]
         assert c["interface"] == "127.0.0.1"
-    assert out["spoof"]["link"] != "online"
+    assert out["spoof"]["link"] == "discovered" and "FAKE-1" in out["spoof"]["refused"]
     assert "expected cabinet FAKE-1" in out["spoof"]["reason"]
     assert "WC12-0100" in out["spoof"]["reason"]
     assert any("ODD-7" in e and "declined" in e for e in out["inbox"]), out["inbox"]

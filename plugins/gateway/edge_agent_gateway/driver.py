@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from edge_agent.contract import (
 from edge_agent.errors import (
     DeviceTimeout,
     DriverError,
+    IdentityMismatch,
     LockJammed,
     ProtocolError,
     TransportError,
@@ -36,8 +38,18 @@ class GatewayDriver:
     capabilities = frozenset({"identify", "out_of_service", "indicate"})
 
     def __init__(self, host: str, port: int, serial: str, settings: Mapping[str, Any],
-                 events: PushChannel | None = None) -> None:
-        self.base = f"http://{host}:{port}"
+                 events: PushChannel | None = None, *, tls: bool = False,
+                 pins: Mapping[str, str] | None = None) -> None:
+        pinned = (pins or {}).get("fingerprint")
+        # A pinned certificate means TLS whatever an advertisement now says (no downgrade).
+        self.tls = tls or pinned is not None
+        self.base = f"{'https' if self.tls else 'http'}://{host}:{port}"
+        # Self-signed, as embedded gateways are: trust is the pinned SHA-256, checked by
+        # aiohttp on every new connection; before adoption, none (the inbox shows it).
+        self._ssl: aiohttp.Fingerprint | bool = (
+            aiohttp.Fingerprint(bytes.fromhex(pinned.removeprefix("sha256:")))
+            if pinned else False) if self.tls else True
+        self.fingerprint: str | None = None
         self.serial = serial
         self.timeout = float(settings.get("request_timeout", 2.0))
         self._session: aiohttp.ClientSession | None = None
@@ -53,14 +65,20 @@ class GatewayDriver:
             self._session = aiohttp.ClientSession()
         try:
             async with self._session.request(
-                method, self.base + path, json=json,
+                method, self.base + path, json=json, ssl=self._ssl,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
+                if self.tls and self.fingerprint is None:
+                    self.fingerprint = _peer_fingerprint(resp)
                 if resp.status >= 500:
                     raise DriverError(f"gateway answered {resp.status} to {method} {path}")
                 if resp.status >= 400:
                     raise ProtocolError(f"gateway refused {method} {path}: {resp.status}")
                 return await resp.json(content_type=None)
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise IdentityMismatch(
+                f"{self.base} presents certificate sha256:{exc.got.hex()}, not the pinned "
+                f"sha256:{exc.expected.hex()}") from exc
         except TimeoutError as exc:
             raise DeviceTimeout(f"{method} {path}: no answer") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -72,14 +90,18 @@ class GatewayDriver:
         info = await self._request("GET", "/info")
         if not isinstance(info, dict) or info.get("serial") != self.serial:
             got = info.get("serial") if isinstance(info, dict) else None
-            raise ProtocolError(f"identity mismatch: advertised serial {self.serial}, "
-                                f"the gateway says {got!r}")
+            raise IdentityMismatch(f"advertised serial {self.serial}, the gateway says "
+                                   f"{got!r}")
         lockers = await self._request("GET", "/lockers")
         self._start_reader()
         return DeviceInfo(vendor=str(info.get("vendor", "")), model=str(info.get("model", "")),
                           compartments=len(lockers), serial=self.serial,
                           firmware=str(info.get("firmware", "")) or None,
-                          details={"api": info.get("apiVersion"), "base_url": self.base})
+                          fingerprint=self.fingerprint,
+                          details={"api": info.get("apiVersion"), "base_url": self.base,
+                                   "tls": "certificate pinned" if isinstance(
+                                       self._ssl, aiohttp.Fingerprint) else
+                                   "not pinned yet" if self.tls else "none (plain HTTP)"})
 
     async def read_state(self) -> DeviceState:
         raw = await self._request("GET", "/lockers")
@@ -178,3 +200,12 @@ def parse_lockers(lockers: Any) -> DeviceState:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"GET /lockers: malformed locker entry: {exc!r}") from exc
     return DeviceState(tuple(comps))
+
+
+def _peer_fingerprint(resp: aiohttp.ClientResponse) -> str | None:
+    """``sha256:<hex>`` of the certificate the gateway presented on this connection."""
+    conn = resp.connection
+    transport = conn.transport if conn is not None else None
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return "sha256:" + hashlib.sha256(der).hexdigest() if der else None

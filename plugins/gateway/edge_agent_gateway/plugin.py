@@ -16,7 +16,7 @@ PLUGIN = "gateway"
 
 @hookimpl
 def edge_agent_plugin_info() -> PluginInfo:
-    return PluginInfo(name=PLUGIN, vendor="EdgeSim", version=__version__, contract="1.3",
+    return PluginInfo(name=PLUGIN, vendor="EdgeSim", version=__version__, contract="1.4",
                       description="REST locker gateways found by mDNS")
 
 
@@ -30,18 +30,21 @@ def edge_agent_mdns_matchers() -> list[MdnsMatcher]:
 def edge_agent_mdns_candidate(service: MdnsService) -> Candidate | None:
     serial = service.properties["serial"]
     host = service.addresses[0]
+    tls = service.properties.get("tls") == "1"
     return Candidate(identity=f"{PLUGIN}:{serial}", plugin=PLUGIN, source="mdns",
                      vendor="EdgeSim", model=service.properties.get("model", "?"),
-                     address=f"http://{host}:{service.port}",
+                     address=f"{'https' if tls else 'http'}://{host}:{service.port}",
                      properties={"host": host, "port": service.port, "serial": serial,
-                                 "interface": service.interface, "mdns_name": service.name})
+                                 "tls": tls, "interface": service.interface,
+                                 "mdns_name": service.name})
 
 
 @hookimpl
 def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> GatewayDriver:
     p = candidate.properties
+    tls = bool(p.get("tls")) or candidate.address.startswith("https://")
     return GatewayDriver(str(p["host"]), int(p["port"]), str(p["serial"]), context.settings,
-                         events=context.events)
+                         events=context.events, tls=tls, pins=context.pins)
 
 
 @hookimpl

@@ -1,20 +1,30 @@
-"""A REST locker gateway simulator: a real HTTP server that advertises itself through
-real zeroconf, with faults (slow answers, 500s, dropped connections, a new IP address,
+"""A REST locker gateway simulator: a real HTTPS server (a self-signed certificate made
+at start, as an embedded gateway has) that advertises itself through real zeroconf,
+with faults (slow answers, 500s, dropped connections, a new IP address,
 disappearing from mDNS and coming back). Runs its own event loop in a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import hashlib
 import json
 import random
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -52,6 +62,7 @@ class GatewaySimulator:
     seed: int = 0
     txt: dict[str, str] = field(default_factory=dict)  # extra TXT keys (a site tag, say)
     mdns: bool = True  # False: HTTP only (a gateway configured by address)
+    tls: bool = True  # HTTPS with a self-signed certificate; False: plain HTTP
 
     def __post_init__(self) -> None:
         self.state = [Locker(occupied=i % 3 != 0) for i in range(self.lockers)]
@@ -71,6 +82,42 @@ class GatewaySimulator:
         self.reader_events: list[dict[str, Any]] = []
         self.signals: list[str] = []
         self._reader_cond: asyncio.Condition | None = None
+        self._cert_dir = tempfile.mkdtemp(prefix=f"sim-gw-{self.serial}-")
+        self.fingerprint: str | None = None  # "sha256:<hex>" of the certificate served
+        if self.tls:
+            self._make_certificate()
+
+    def _make_certificate(self) -> None:
+        """A new key and self-signed certificate (what a factory-reset or swapped gateway
+        would present)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name or self.serial),
+                          x509.NameAttribute(NameOID.SERIAL_NUMBER, self.serial)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=3650))
+                .sign(key, hashes.SHA256()))
+        der = cert.public_bytes(serialization.Encoding.DER)
+        self.fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
+        with open(f"{self._cert_dir}/cert.pem", "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(f"{self._cert_dir}/key.pem", "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(f"{self._cert_dir}/cert.pem", f"{self._cert_dir}/key.pem")
+        return ctx
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     # ---------------------------------------------------------------- HTTP
 
@@ -207,7 +254,8 @@ class GatewaySimulator:
         # A reader long poll may be open when the gateway stops: do not wait it out.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port,
+                           ssl_context=self._ssl_context())
         await site.start()
         sockets = getattr(site._server, "sockets", None)
         assert sockets
@@ -218,7 +266,8 @@ class GatewaySimulator:
             SERVICE_TYPE, f"{self.name}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(self.host)], port=self.port,
             properties={**self.txt, "vendor": "edgesim", "model": "LG-12", "api": "1",
-                        "serial": self.advertise_serial or self.serial},
+                        "serial": self.advertise_serial or self.serial,
+                        **({"tls": "1"} if self.tls else {})},
             server=f"{self.name}.local.")
 
     async def _end_announcing(self) -> None:
@@ -286,6 +335,20 @@ class GatewaySimulator:
 
         self._call(go())
 
+    def new_certificate(self) -> str:
+        """Come back on the same address and port with a new key and certificate (a
+        replaced or factory-reset gateway, or someone in the middle). Returns the new
+        fingerprint."""
+        async def go() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            self._make_certificate()
+            await self._serve()
+
+        self._call(go())
+        assert self.fingerprint is not None
+        return self.fingerprint
+
     def stop(self) -> None:
         async def go() -> None:
             if self._scenario_task is not None:
@@ -301,15 +364,17 @@ class GatewaySimulator:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            shutil.rmtree(self._cert_dir, ignore_errors=True)
 
     def describe(self) -> list[str]:
         return [f"REST locker gateway {self.serial} ({self.lockers} lockers) at "
-                f"http://{self.host}:{self.port}, mDNS {SERVICE_TYPE}"]
+                f"{self.scheme}://{self.host}:{self.port}, mDNS {SERVICE_TYPE}"
+                + (f", certificate {self.fingerprint}" if self.fingerprint else "")]
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> GatewaySimulator:
         known = {"serial", "lockers", "host", "port", "name", "interfaces", "scenario",
-                 "scenario_interval", "seed", "txt", "mdns"}
+                 "scenario_interval", "seed", "txt", "mdns", "tls"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown gateway simulator option(s): {', '.join(unknown)}")
@@ -322,4 +387,4 @@ class GatewaySimulator:
                    scenario_interval=float(options.get("scenario_interval", 2.0)),
                    seed=int(options.get("seed", 0)),
                    txt={str(k): str(v) for k, v in dict(options.get("txt", {})).items()},
-                   mdns=bool(options.get("mdns", True)))
+                   mdns=bool(options.get("mdns", True)), tls=bool(options.get("tls", True)))

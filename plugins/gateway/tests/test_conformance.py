@@ -23,7 +23,7 @@ class GatewayTarget(Target):
 
     def site_toml(self) -> str:
         return ('[[devices]]\nplugin = "gateway"\nidentity = "gateway:GW-0007"\n'
-                f'address = "http://127.0.0.1:{self.sim.port}"\n'
+                f'address = "{self.sim.scheme}://127.0.0.1:{self.sim.port}"\n'
                 f'properties = {{ host = "127.0.0.1", port = {self.sim.port}, '
                 'serial = "GW-0007" }\n[vendor.gateway]\nrequest_timeout = 0.5\n')
 

@@ -13,7 +13,7 @@ SCENARIO = Path(__file__).parent / "netns" / "scenario.py"
 def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
     out = run_in_netns(SCENARIO)
     assert out["first"]["source"] == "mdns" and out["first"]["link"] == "online"
-    assert out["first"]["address"].startswith("http://127.0.0.1:")
+    assert out["first"]["address"].startswith("https://127.0.0.1:")
     assert out["interface"] == "127.0.0.1"
     assert out["serial_confirmed"] == "GW-0042"
     assert out["items"] == ["absent" if i % 3 == 0 else "present" for i in range(12)]
@@ -29,7 +29,7 @@ def test_gateway_discovery_state_unlock_faults_spoof_and_ip_change() -> None:
                for why in out["spoof_inbox"])
     assert out["spoof_device_created"] is False
     assert out["devices_after_move"] == ["gateway:GW-0042"]
-    assert out["address_after_move"].startswith("http://127.0.0.2:")
+    assert out["address_after_move"].startswith("https://127.0.0.2:")
     assert out["move_audited"] is True
 
 
@@ -42,7 +42,7 @@ def test_a_spoofed_gateway_never_takes_the_device_over() -> None:
     assert out["unlock_after_spoof"]["genuine_opens"] == [2]
     assert out["unlock_after_spoof"]["spoof_opens"] == []
     assert out["health"] == "degraded"
-    assert any("identity claimed by http://127.0.0.3" in m for m in out["alarms"])
+    assert any("identity claimed by https://127.0.0.3" in m for m in out["alarms"])
     assert out["link_during_spoof2"] == "online"
     assert out["address_during_spoof2"] == out["genuine"]
     assert out["genuine_opens"] == [2, 3]
@@ -52,4 +52,4 @@ def test_a_spoofed_gateway_never_takes_the_device_over() -> None:
     assert out["audited"]["moves"] == []
     assert out["audited"]["unlocks"] == [[3, "ok"], [4, "ok"]]
     assert out["real_move"]["verified"] is True
-    assert out["real_move"]["new"].startswith("http://127.0.0.2:")
+    assert out["real_move"]["new"].startswith("https://127.0.0.2:")

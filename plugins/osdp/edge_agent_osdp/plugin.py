@@ -16,7 +16,8 @@ from edge_agent_osdp.simulator import ReaderSimulator
 
 @hookimpl
 def edge_agent_plugin_info() -> PluginInfo:
-    return PluginInfo(name=PLUGIN, vendor="OSDP", version=__version__, contract="1.3",
+    return PluginInfo(name=PLUGIN, vendor="OSDP", version=__version__, contract="1.4",
+                      device_class="reader",
                       description="OSDP card readers (libosdp control panel, secure channel)")
 
 

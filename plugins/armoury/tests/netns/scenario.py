@@ -17,7 +17,8 @@ from edge_agent_armoury.simulator import CabinetSimulator
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from edge_agent.testing import running_agent, wait_until
+from edge_agent.errors import ClientError
+from edge_agent.testing import adopt, running_agent, wait_until
 
 SITE = ('[site]\nid = "armoury-mdns"\n[agent]\npoll_interval = 0.2\ncommand_timeout = 1.0\n'
         'backoff_initial = 0.1\nbackoff_max = 0.5\n'
@@ -57,6 +58,8 @@ async def main() -> int:
             async with running_agent(SITE.format(profiles=site_dir), Path(d)) as (agent,
                                                                                  client):
                 for ident in ("armoury:WC12-0100", "armoury:TD8-0200", "armoury:WC6-0300"):
+                    await adopt(client, ident, timeout=30)  # never on discovery alone
+                for ident in ("armoury:WC12-0100", "armoury:TD8-0200", "armoury:WC6-0300"):
                     await wait_until(lambda i=ident: i in agent.devices and agent.devices[i]
                                      .link == "online" and agent.devices[i].compartments,
                                      timeout=30, what=f"{ident} online")
@@ -76,10 +79,19 @@ async def main() -> int:
                     "item"] == "absent", what="weapon taken followed")
                 fake = await wait_until(lambda: agent.devices.get("armoury:FAKE-1"),
                                         timeout=20, what="spoof offered")
-                await wait_until(lambda: fake.supervisor is not None
-                                 and "identity mismatch" in fake.supervisor.status.reason,
-                                 timeout=20, what="spoof refused")
-                out["spoof"] = {"link": fake.link, "reason": fake.supervisor.status.reason}
+                # The spoof is identified for the inbox (it fails: the controller's own
+                # serial is another), is not supervised, and cannot be adopted.
+                spoof = await wait_until(lambda: next(
+                    (e for e in agent.inbox_items() if e["id"] == "armoury:FAKE-1"
+                     and "not identified" in e["what"]), None), timeout=20,
+                    what="spoof in the inbox, not identified")
+                try:
+                    await client.call("adopt", id="armoury:FAKE-1", body={"reason": "x"})
+                    refused = ""
+                except ClientError as exc:
+                    refused = str(exc)
+                out["spoof"] = {"link": fake.link, "reason": spoof["what"],
+                                "refused": refused}
                 await wait_until(lambda: any("ODD-7" in e["what"]
                                              for e in agent.inbox_items()), timeout=20,
                                  what="unknown profile in the inbox")

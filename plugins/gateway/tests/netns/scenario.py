@@ -92,7 +92,7 @@ async def main() -> int:
                 # The genuine gateway comes back at a new address.
                 await asyncio.to_thread(gw.move, "127.0.0.2")
                 await wait_until(lambda: agent.devices[DEV].candidate.address
-                                 .startswith("http://127.0.0.2:") and agent.devices[DEV].link
+                                 .startswith("https://127.0.0.2:") and agent.devices[DEV].link
                                  == "online", timeout=20, what="same device at the new IP")
                 devs = await client.get("/v1/devices")
                 out["devices_after_move"] = [d["id"] for d in devs]

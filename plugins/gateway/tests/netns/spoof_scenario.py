@@ -78,7 +78,7 @@ async def main() -> int:
                 # 3. The genuine gateway moves (its old address is gone): accepted.
                 await asyncio.to_thread(gw.move, "127.0.0.2")
                 await wait_until(lambda: agent.devices[DEV].candidate.address
-                                 .startswith("http://127.0.0.2:") and agent.devices[DEV].link
+                                 .startswith("https://127.0.0.2:") and agent.devices[DEV].link
                                  == "online", timeout=20, what="genuine move accepted")
                 moves = await client.get("/v1/events", action="device_address_changed")
                 out["real_move"] = moves[-1]["details"] if moves else None
