@@ -600,6 +600,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
     body: dict[str, Any]
     if what in ("adopt", "ignore"):
         route, body = what, {"reason": reason}
+        expect = {k: v for k, v in (("serial", getattr(args, "expect_serial", None)),
+                                    ("fingerprint", getattr(args, "expect_fingerprint", None)))
+                  if v}
+        if expect:
+            body["expect"] = expect
     elif what == "identify":
         route, body = "identify", {}
     else:
@@ -612,7 +617,14 @@ def cmd_decide(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     seq = result.get("audit_seq")
-    done = {"adopt": f"adopted {args.target}", "ignore": f"ignored {args.target}",
+    if result.get("waiting"):  # re-adopting an armoury device: the first of two people
+        print(f"{result['waiting']} (audit #{seq} by {result.get('actor')})")
+        return EXIT_OK
+    pins = result.get("pins") or {}
+    pinned = ", ".join(f"{k} {v}" for k, v in (("serial", pins.get("serial")),
+                                                ("key", pins.get("fingerprint"))) if v)
+    done = {"adopt": f"adopted {args.target}" + (f" (pinned: {pinned})" if pinned else ""),
+            "ignore": f"ignored {args.target}",
             "identify": f"asked {args.target} to identify itself",
             "out-of-service": f"{args.target} compartment {getattr(args, 'compartment', '')} "
                               "is out of service (unlocks refused)",
@@ -1059,6 +1071,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("target", metavar="ITEM", help="inbox id (see the inbox)")
         sp.add_argument("--reason", required=True)
         sp.set_defaults(decision=name)
+        if name == "adopt":
+            sp.add_argument("--expect-serial", metavar="SERIAL",
+                            help="refuse unless the device presents this serial (its label)")
+            sp.add_argument("--expect-fingerprint", metavar="SHA256",
+                            help="refuse unless its key or certificate has this fingerprint")
     sp = client("identify", "flash or beep a device, if it can", cmd_decide)
     sp.add_argument("target", metavar="DEVICE")
     sp.set_defaults(decision="identify")

@@ -345,10 +345,36 @@ class DeviceRegistry:
             self.rt.record_soon(Action.DEVICE_PINNED, device=dev.id, actor="agent",
                                 details={"pins": dev.pins.to_json()})
             self.rt.store.save_device(dev.registry_doc())
+            if dev.pins.for_driver():
+                # A driver that checks pins itself (a TLS fingerprint on every new
+                # connection) gets them: this driver was made without.
+                self.rt.spawn(self._restart(dev, sup), f"repin:{dev.id}")
             return None
         if dev.pins.identity != dev.id:
             return f"pinned as {dev.pins.identity}"
         return mismatch(dev.pins, info)
+
+    async def _restart(self, dev: Device, sup: DeviceSupervisor) -> None:
+        if dev.supervisor is sup:
+            sup.stop()
+            dev.supervisor = None
+            await self.supervise(dev, dev.bus)
+
+    async def _audit_mismatch(self, dev: Device, reason: str) -> None:
+        """Audit a block with what the device presents now (a driver that refused the
+        connection itself, a TLS pin, returned nothing to show: identified again)."""
+        if dev.pins is not None and dev.presented is not None \
+                and mismatch(dev.pins, _info(dev.presented)) is None:
+            try:
+                dev.presented = presented(await self.identify_device(dev.candidate, dev.bus))
+            except (DriverError, PluginError) as exc:
+                dev.presented = {"error": str(exc)}
+        self.rt.record_soon(Action.DEVICE_IDENTITY_MISMATCH, device=dev.id,
+                            outcome="blocked", details={
+                                "why": reason, "address": dev.candidate.address,
+                                "pinned": dev.pins.to_json() if dev.pins else None,
+                                "presented": dev.presented})
+        self.changed(dev)
 
     def _pins(self, dev: Device, info: DeviceInfo) -> Pins:
         c = dev.candidate
@@ -359,11 +385,7 @@ class DeviceRegistry:
         dev = self.devices[sup.device_id]
         alarm_id = f"identity:{dev.id}"
         if new is Link.BLOCKED:
-            self.rt.record_soon(Action.DEVICE_IDENTITY_MISMATCH, device=dev.id,
-                                outcome="blocked", details={
-                                    "why": reason, "address": dev.candidate.address,
-                                    "pinned": dev.pins.to_json() if dev.pins else None,
-                                    "presented": dev.presented})
+            self.rt.spawn(self._audit_mismatch(dev, reason), f"mismatch:{dev.id}")
             self.rt.alarms.raise_(Alarm(alarm_id, "critical", f"{dev.id} blocked: {reason}; "
                                         "compare the device with its label, then adopt it "
                                         "again if it is genuine", device=dev.id,
@@ -563,3 +585,9 @@ def _identifies(p: dict[str, Any] | None) -> str:
     if p.get("firmware"):
         parts.append(f"firmware {p['firmware']}")
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _info(p: dict[str, Any]) -> DeviceInfo:
+    """What a device presented, back as the DeviceInfo fields pins are compared with."""
+    return DeviceInfo(vendor=str(p.get("vendor", "")), model=str(p.get("model", "")),
+                      compartments=0, serial=p.get("serial"), fingerprint=p.get("fingerprint"))

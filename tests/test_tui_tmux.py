@@ -57,7 +57,7 @@ def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
 def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
     """An officer takes a radio at a card reader; the technician's dashboard (a real
     terminal, 80x24) shows who holds it on the custody screen."""
-    from test_custody import ALICE, Site
+    from test_custody import ALICE, ARMOURY, Site
 
     from edge_agent.oneshot import SocketClient
 
@@ -77,6 +77,13 @@ def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
                 time.sleep(0.1)
             with SocketClient(sock) as c:
                 c.call("entitlements_load", body=site.snapshot)
+                # The Taser board waits for a technician (an armoury device): adopt it
+                # once it has been identified.
+                while time.monotonic() < deadline and not any(
+                        d["id"] == ARMOURY and d.get("presented") for d in c.call("devices")):
+                    time.sleep(0.1)
+                c.call("adopt", id=ARMOURY, body={"reason": "label checked"})
+
                 def all_online() -> bool:
                     devices = c.call("devices")
                     return len(devices) >= 4 and all(d["link"] == "online" for d in devices)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +51,9 @@ class GatewayDriver:
         self._ssl: aiohttp.Fingerprint | bool = (
             aiohttp.Fingerprint(bytes.fromhex(pinned.removeprefix("sha256:")))
             if pinned else False) if self.tls else True
-        self.fingerprint: str | None = None
+        self.pinned = pinned
+        self.fingerprint: str | None = pinned  # checked by aiohttp on every connection
+        self.host, self.port = host, port
         self.serial = serial
         self.timeout = float(settings.get("request_timeout", 2.0))
         self._session: aiohttp.ClientSession | None = None
@@ -68,8 +72,6 @@ class GatewayDriver:
                 method, self.base + path, json=json, ssl=self._ssl,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
-                if self.tls and self.fingerprint is None:
-                    self.fingerprint = _peer_fingerprint(resp)
                 if resp.status >= 500:
                     raise DriverError(f"gateway answered {resp.status} to {method} {path}")
                 if resp.status >= 400:
@@ -86,7 +88,34 @@ class GatewayDriver:
         except (ValueError, aiohttp.ContentTypeError) as exc:
             raise ProtocolError(f"{method} {path}: not JSON") from exc
 
+    async def _read_fingerprint(self) -> str:
+        """Before adoption: the certificate the gateway presents, from a handshake of
+        our own (aiohttp does not expose it). Once pinned, aiohttp's Fingerprint check
+        on every connection is what holds the gateway to it."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            async with asyncio.timeout(self.timeout):
+                _reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx)
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"{self.base}: no TLS handshake") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"{self.base}: {exc}") from exc
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            if not der:
+                raise ProtocolError(f"{self.base}: presented no certificate")
+            return "sha256:" + hashlib.sha256(der).hexdigest()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
+
     async def connect(self) -> DeviceInfo:
+        if self.tls and self.pinned is None:  # what it presents on this connection
+            self.fingerprint = await self._read_fingerprint()
         info = await self._request("GET", "/info")
         if not isinstance(info, dict) or info.get("serial") != self.serial:
             got = info.get("serial") if isinstance(info, dict) else None
@@ -200,12 +229,3 @@ def parse_lockers(lockers: Any) -> DeviceState:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"GET /lockers: malformed locker entry: {exc!r}") from exc
     return DeviceState(tuple(comps))
-
-
-def _peer_fingerprint(resp: aiohttp.ClientResponse) -> str | None:
-    """``sha256:<hex>`` of the certificate the gateway presented on this connection."""
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return "sha256:" + hashlib.sha256(der).hexdigest() if der else None
