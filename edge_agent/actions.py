@@ -30,6 +30,7 @@ class Action(enum.StrEnum):
     DEVICE_PINNED = "device_pinned"
     DEVICE_IDENTITY_MISMATCH = "device_identity_mismatch"
     DEVICE_ADOPT_WAITING = "device_adopt_waiting"
+    DEVICE_KEY_INSTALLED = "device_key_installed"
     # Device link
     DEVICE_ONLINE = "device_online"
     DEVICE_DEGRADED = "device_degraded"
@@ -91,6 +92,8 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.DEVICE_IDENTITY_MISMATCH: "a pinned device answered as another (serial, "
                                      "certificate): blocked, no commands until re-adopted",
     Action.DEVICE_ADOPT_WAITING: "re-adopting an armoury device waits for a second person",
+    Action.DEVICE_KEY_INSTALLED: "a driver installed a new key on a device (an OSDP reader's "
+                                 "first pairing in install mode): what was done",
     Action.DEVICE_ONLINE: "a device answers",
     Action.DEVICE_DEGRADED: "a device misses polls",
     Action.DEVICE_OFFLINE: "a device stopped answering",

@@ -277,6 +277,10 @@ class DeviceInfo:
     """Contract 1.4: ``"sha256:<hex>"`` of the key or TLS certificate the device presented
     on this connection, where it has one. Shown in the inbox for a technician to compare
     with the device's label, and pinned on adoption."""
+    key_installed: str | None = None
+    """Contract 1.4: set by a driver that installed a new key on the device during this
+    connect (an OSDP reader's first pairing in install mode): what was done. The core
+    audits it (``device_key_installed``)."""
 
 
 class Severity(enum.StrEnum):

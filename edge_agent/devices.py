@@ -293,7 +293,14 @@ class DeviceRegistry:
         if not isinstance(info, DeviceInfo):
             raise PluginError(f"plugin {cand.plugin}: connect returned "
                               f"{type(info).__name__}, not DeviceInfo")
+        self._key_installed(cand.identity, info)
         return info
+
+    def _key_installed(self, device_id: str, info: DeviceInfo) -> None:
+        if info.key_installed:
+            log.warning("device %s: %s", device_id, info.key_installed)
+            self.rt.record_soon(Action.DEVICE_KEY_INSTALLED, device=device_id, actor="agent",
+                                details={"what": info.key_installed})
 
     async def _identify_for_inbox(self, dev: Device) -> None:
         try:
@@ -338,6 +345,7 @@ class DeviceRegistry:
         """After each connect, before anything is sent: is this the adopted device?"""
         dev = self.devices[sup.device_id]
         dev.presented = presented(info)
+        self._key_installed(dev.id, info)
         if dev.pins is None:
             # Adopted without pins: auto-adopted (the site's auto_adopt allows its class)
             # or adopted before pinning existed. Pinned now, on first contact, and audited.

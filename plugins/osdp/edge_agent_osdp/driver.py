@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import stat
 import threading
 import time
@@ -98,11 +99,14 @@ class ReaderDriver:
 
     capabilities = frozenset({"identify", "indicate"})
 
-    def __init__(self, port: str, pd_address: int, key: bytes, *, expect: str | None,
-                 events: PushChannel | None, settings: Mapping[str, Any]) -> None:
+    def __init__(self, port: str, pd_address: int, key_file: Path, *, expect: str | None,
+                 events: PushChannel | None, settings: Mapping[str, Any],
+                 install_mode: bool = False) -> None:
         self.port_url = port
         self.pd = pd_address
-        self.key = key
+        self.key_file = key_file
+        self.key: bytes | None = None
+        self.install_mode = install_mode
         self.expect = expect
         self.events = events
         self.keypad_window = float(settings.get("keypad_window_s", 10.0))
@@ -135,13 +139,50 @@ class ReaderDriver:
                     bits=int(event.get("length") or len(data) * 8)))
         return 0
 
-    def _open(self) -> osdp.ControlPanel:
+    def _pair(self) -> str:
+        """First pairing (OSDP install mode): the reader, fresh from its box or reset,
+        accepts a secure channel with the default key SCBK-D; libosdp's control panel,
+        given a new key and the install-mode flag, sets it with KEYSET and restarts the
+        channel on it. The key is written 0600 beside its final name first, so a key the
+        reader took is never lost, and renamed into place once the channel runs on it.
+        Only while no key file exists: a control panel left in install mode would hand
+        a key to anyone on the wire."""
+        pending = self.key_file.with_name(self.key_file.name + ".pairing")
+        if pending.exists():
+            # A pairing cut short after the reader may have taken this key: try it first.
+            key = load_key(pending)
+            try:
+                self._open(key)
+                self._close()
+            except DeviceTimeout:
+                pass  # the reader did not take it: pair again
+            else:
+                os.replace(pending, self.key_file)
+                self.key = key
+                return (f"reader at address {self.pd} on {self.port_url}: an interrupted "
+                        f"pairing completed; key stored in {self.key_file} (0600)")
+        key = secrets.token_bytes(16)
+        try:
+            write_key(pending, key)
+        except OSError as exc:
+            raise DriverError(f"secure channel key {pending}: cannot write ({exc})") from exc
+        self._open(key, install=True)
+        self._close()
+        self._open(key)  # the reader runs the secure channel on the new key: proven
+        self._close()
+        os.replace(pending, self.key_file)
+        self.key = key
+        return (f"reader at address {self.pd} on {self.port_url} paired in install mode: a "
+                f"new secure channel key set with KEYSET, stored in {self.key_file} (0600)")
+
+    def _open(self, key: bytes, *, install: bool = False) -> osdp.ControlPanel:
         try:
             self._port = serial.serial_for_url(self.port_url, baudrate=9600, timeout=0)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportError(f"{self.port_url}: {exc}") from exc
-        info = osdp.PDInfo(self.pd, SerialChannel(self._port), scbk=self.key,
-                           name=f"rdr-{self.pd}", flags=[osdp.LibFlag.EnforceSecure])
+        flags = [osdp.LibFlag.InstallMode] if install else [osdp.LibFlag.EnforceSecure]
+        info = osdp.PDInfo(self.pd, SerialChannel(self._port), scbk=key,
+                           name=f"rdr-{self.pd}", flags=flags)
         cp = osdp.ControlPanel([info], log_level=osdp.LogLevel.Error,
                                event_handler=self._on_event)
         cp.start()
@@ -149,14 +190,36 @@ class ReaderDriver:
         deadline = time.monotonic() + self.online_timeout
         while time.monotonic() < deadline:
             if cp.is_online(self.pd) and cp.is_sc_active(self.pd):
+                if install:  # on SCBK-D first; libosdp then sends KEYSET and restarts it
+                    time.sleep(0.6)
                 return cp
             time.sleep(0.02)
         online = cp.is_online(self.pd)
         self._close()
+        if install:
+            raise DeviceTimeout(
+                f"reader {self.pd} on {self.port_url}: "
+                + ("answers but would not pair: is it in install mode?" if online
+                   else "no answer"))
         raise DeviceTimeout(
             f"reader {self.pd} on {self.port_url}: "
             + ("online but the secure channel did not open (wrong key?)" if online
                else "no answer"))
+
+    def _connect(self) -> tuple[osdp.ControlPanel, str | None]:
+        paired = None
+        if self.key is None:
+            if not self.key_file.exists() and self.install_mode:
+                paired = self._pair()
+            elif not self.key_file.exists():
+                raise DriverError(
+                    f"no secure channel key {self.key_file}: put the reader in install mode "
+                    "and set properties.install_mode = true for its first pairing, or "
+                    "install the key it was given (32 hex digits, mode 0600)")
+            else:
+                self.key = load_key(self.key_file)
+        assert self.key is not None
+        return self._open(self.key), paired
 
     def _close(self) -> None:
         cp, self._cp = self._cp, None
@@ -171,7 +234,7 @@ class ReaderDriver:
     # ------------------------------------------------------------ contract
 
     async def connect(self) -> DeviceInfo:
-        cp = await asyncio.to_thread(self._open)
+        cp, paired = await asyncio.to_thread(self._connect)
         pd_id = await asyncio.to_thread(cp.get_pd_id, self.pd)
         ident = serial_identity(pd_id.serial_number)
         if self.expect is not None and ident != self.expect:
@@ -183,7 +246,8 @@ class ReaderDriver:
             model=f"OSDP reader model {pd_id.model}", compartments=0,
             serial=ident.removeprefix("osdp:"),
             firmware=f"{pd_id.firmware_version & 0xFFFFFFFF:08X}",
-            details={"pd_address": self.pd, "secure_channel": "enforced"})
+            details={"pd_address": self.pd, "secure_channel": "enforced"},
+            key_installed=paired)
 
     async def read_state(self) -> DeviceState:
         cp = self._cp

@@ -10,7 +10,7 @@ from edge_agent.contract import Candidate, DriverContext, PluginInfo
 from edge_agent.errors import DriverError
 from edge_agent.hookspecs import hookimpl
 from edge_agent_osdp import PLUGIN, __version__
-from edge_agent_osdp.driver import SETTINGS_SCHEMA, ReaderDriver, load_key
+from edge_agent_osdp.driver import SETTINGS_SCHEMA, ReaderDriver
 from edge_agent_osdp.simulator import ReaderSimulator
 
 
@@ -28,8 +28,9 @@ def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> Re
         raise DriverError(f"{candidate.identity}: give properties.key_file, the reader's "
                           "secure channel key (32 hex digits, mode 0600)")
     return ReaderDriver(candidate.address, int(p.get("pd_address", 101)),
-                        load_key(Path(str(p["key_file"]))), expect=candidate.identity,
-                        events=context.events, settings=context.settings)
+                        Path(str(p["key_file"])), expect=candidate.identity,
+                        events=context.events, settings=context.settings,
+                        install_mode=p.get("install_mode") is True)
 
 
 @hookimpl

@@ -52,11 +52,12 @@ class ReaderSimulator:
     """One OSDP reader on a pty; ``link`` is a symlink to the agent's end."""
 
     def __init__(self, link: str, *, pd_address: int = 101, serial_number: int = 1,
-                 key: bytes, key_file: str | None = None) -> None:
+                 key: bytes | None, key_file: str | None = None) -> None:
         self.link = Path(link)
         self.pd_address = pd_address
         self.serial_number = serial_number
-        self.key = key
+        self.key = key  # None: a reader in install mode, fresh from its box
+        self.keysets = 0  # keys installed by a control panel (KEYSET)
         self.key_file = Path(key_file) if key_file else None
         self.signals: list[str] = []  # LED colours the reader was told to show, in order
         self.beeps = 0
@@ -70,7 +71,7 @@ class ReaderSimulator:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ReaderSimulator:
-        known = {"link", "pd_address", "serial_number", "key", "key_file"}
+        known = {"link", "pd_address", "serial_number", "key", "key_file", "install_mode"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown osdp simulator option(s): {', '.join(unknown)}")
@@ -80,8 +81,10 @@ class ReaderSimulator:
         key_file = options.get("key_file")
         if not key_hex and key_file and Path(str(key_file)).exists():
             key_hex = Path(str(key_file)).read_text(encoding="ascii").strip()
-        key = bytes.fromhex(key_hex) if key_hex else os.urandom(16)
-        if len(key) != 16:
+        key: bytes | None = bytes.fromhex(key_hex) if key_hex else os.urandom(16)
+        if options.get("install_mode") is True:
+            key, key_file = None, None  # the agent pairs it and keeps the key
+        elif key is None or len(key) != 16:
             raise ValueError("osdp simulator: key must be 32 hex digits")
         return cls(str(options["link"]), pd_address=int(options.get("pd_address", 101)),
                    serial_number=int(options.get("serial_number", 1)), key=key,
@@ -93,10 +96,15 @@ class ReaderSimulator:
                 self.signals.append(COLOURS.get(cmd.get("on_color", -1), "other"))
             elif cmd.get("command") == osdp.Command.Buzzer:
                 self.beeps += int(cmd.get("rep_count") or 1)
+            elif cmd.get("command") == osdp.Command.Keyset:
+                # libosdp runs the channel on the new key; a restart keeps it, as a
+                # reader keeps its key in flash.
+                self.key = bytes(cmd["data"])
+                self.keysets += 1
         return 0, None
 
     def start(self) -> None:
-        if self.key_file is not None and not self.key_file.exists():
+        if self.key is not None and self.key_file is not None and not self.key_file.exists():
             # The installer programs the reader and stores the same key for the agent.
             self.key_file.parent.mkdir(parents=True, exist_ok=True)
             write_key(self.key_file, self.key)
@@ -148,5 +156,6 @@ class ReaderSimulator:
         self.link.unlink(missing_ok=True)
 
     def describe(self) -> list[str]:
-        return [f"OSDP reader {self.identity} (address {self.pd_address}, secure channel) "
+        mode = "secure channel" if self.key is not None else "install mode, not paired"
+        return [f"OSDP reader {self.identity} (address {self.pd_address}, {mode}) "
                 f"on {self.link}"]
