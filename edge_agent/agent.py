@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -51,6 +52,7 @@ from edge_agent.inbox import InboxItem
 from edge_agent.plugins import PluginHost
 from edge_agent.runtime import Runtime
 from edge_agent.store import AuditLog, StateStore
+from edge_agent.store.audit import Query
 from edge_agent.store.durable import private_dir, tighten_tree
 from edge_agent.supervisor import Timing
 from edge_agent.uplink import Uplink
@@ -384,6 +386,19 @@ class Agent:
 
     def deployable(self, equipment: str) -> dict[str, Any]:
         return self.custody.deployable(equipment)
+
+    async def person(self, officer_id: str, *, days: float = 30.0,
+                     last: int = 20) -> dict[str, Any] | None:
+        """An officer's entitlements, holdings and last ``last`` audit records of the
+        last ``days`` (through the actor index, off the loop)."""
+        view = self.custody.person(officer_id)
+        if view is None:
+            return None
+        since = dt.datetime.fromtimestamp(time.time() - days * 86400, dt.UTC).isoformat()
+        query = Query(actor=f"officer:{officer_id}", since=since, limit=None)
+        records = await asyncio.to_thread(lambda: list(self.audit.iter_query(query)))
+        view["events"] = records[-last:][::-1]
+        return view
 
     async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
                           minutes: float) -> dict[str, Any]:

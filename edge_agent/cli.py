@@ -652,7 +652,7 @@ def _when(t: float) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Management information from the agent: custody, overdue, deployable, usage."""
+    """Management information from the agent: custody, overdue, deployable, usage, person."""
     if args.output and args.format != "csv":
         raise UsageError("--output needs --format csv")
     now = time.time()
@@ -681,6 +681,24 @@ def cmd_report(args: argparse.Namespace) -> int:
             title = (f"deployable for {args.equipment} (available: {where}"
                      + ("; entitlements are NOT current" if dep["stale_entitlements"] else "")
                      + ")")
+        elif args.report == "person":
+            if not args.officer:
+                raise UsageError("report person needs --officer ID (e.g. PC-1001)")
+            who: schema.Person = c.call("person", id=args.officer)
+            if args.json:
+                print(json.dumps(who, indent=2))
+                return EXIT_OK
+            quals = ", ".join(f"{k} until {q['until']}" + ("" if q["valid"] else " EXPIRED")
+                              for k, q in who["qualifications"].items()) or "none"
+            rows = [{**h, "where": f"{h['device']}/{h['compartment']}",
+                     "due_at": _when(h["due"]),
+                     "status": "OVERDUE" if h["due"] < now else "out"}
+                    for h in who["holdings"]]
+            columns = ["equipment", "where", "item", "due_at", "status"]
+            title = (f"{who['officer']} {who['name']}: qualifications {quals}"
+                     + ("" if who["in_snapshot"] else
+                        "; NOT in the entitlements in force")
+                     + f"; holds {len(rows)}")
         else:
             return _usage_report(c, args, now)
     if args.json:
@@ -696,17 +714,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _usage_report(c: SocketClient, args: argparse.Namespace, now: float) -> int:
     """Issues per hour of the day per class, over the last N days, from the audit trail."""
-    import datetime as dt
+    from edge_agent.api import usage
 
-    since = dt.datetime.fromtimestamp(now - args.days * 86400, dt.UTC).isoformat()
-    events: list[schema.AuditRecord] = c.call("events", action="custody_opened",
-                                              since=since, limit=100_000)
-    counts: dict[str, list[int]] = {}
-    for e in events:
-        equipment = str((e.get("details") or {}).get("equipment", "?"))
-        hour = dt.datetime.fromisoformat(e["ts"]).astimezone().hour
-        counts.setdefault(equipment, [0] * 24)[hour] += 1
-    rows = [{"equipment": k, "hour": h, "issues": n} for k, v in sorted(counts.items())
+    events: list[schema.AuditRecord] = c.call("events", action=usage.ACTION,
+                                              since=usage.since(args.days, now),
+                                              limit=100_000)
+    counts = usage.per_hour(events)
+    rows = [{"equipment": k, "hour": h, "issues": n} for k, v in counts.items()
             for h, n in enumerate(v)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -719,18 +733,8 @@ def _usage_report(c: SocketClient, args: argparse.Namespace, now: float) -> int:
     if not counts:
         print("  none")
         return EXIT_OK
-    import plotext as plt  # only this report draws
-
-    width = min(shutil_width(), 100)
-    plt.clear_figure()
-    plt.plotsize(width, 18)
-    hours = list(range(24))
-    plt.multiple_bar(hours, list(counts.values()), labels=list(counts))
-    plt.xlabel("hour of day (local)")
-    plt.ylabel("issues")
-    if os.environ.get("NO_COLOR"):
-        plt.theme("clear")
-    plt.show()
+    print(usage.chart(counts, min(shutil_width(), 100), 18,
+                      colour=not os.environ.get("NO_COLOR")))
     return EXIT_OK
 
 
@@ -1090,7 +1094,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = client("report", "management information: custody, overdue, deployable, usage",
                 cmd_report)
-    sp.add_argument("report", choices=["custody", "overdue", "deployable", "usage"])
+    sp.add_argument("report", choices=["custody", "overdue", "deployable", "usage", "person"])
+    sp.add_argument("--officer", help="person: the officer's id")
     sp.add_argument("--equipment", help="deployable: the class, e.g. taser")
     sp.add_argument("--days", type=float, default=7.0, help="usage: how far back (7)")
     sp.add_argument("--format", choices=["table", "csv"], default="table")

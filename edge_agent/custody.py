@@ -234,7 +234,30 @@ class CustodyService:
         return {"holdings": out,
                 "sessions": [s.to_json() for s in self.sessions.values()],
                 "waiting": [{"station": w.station, "officer": w.officer,
-                             "equipment": w.equipment} for w in self.waiting.values()]}
+                             "equipment": w.equipment} for w in self.waiting.values()],
+                "classes": sorted({sl.equipment for st in self.cfg.stations
+                                   for sl in st.slots})}
+
+    def person(self, officer_id: str) -> dict[str, Any] | None:
+        """One officer as the snapshot in force knows them (never their badges) and
+        what they hold now; None if neither knows them."""
+        store = self._entitlements()
+        snap, stale = store.in_force() if store is not None else (None, True)
+        officer = snap.officers.get(officer_id) if snap is not None else None
+        holdings = sorted((h.to_json() for h in self.holdings.values()
+                           if h.officer == officer_id), key=lambda h: h["due"])
+        if officer is None and not holdings:
+            return None
+        today = dt.date.today().isoformat()
+        quals = {str(k): {"until": str(v), "valid": str(v) >= today}
+                 for k, v in sorted((officer or {}).get("qualifications", {}).items())}
+        return {"officer": officer_id,
+                "name": str((officer or {}).get("name") or
+                            (holdings[0]["name"] if holdings else "")),
+                "in_snapshot": officer is not None,
+                "roles": list((officer or {}).get("roles", [])),
+                "qualifications": quals, "snapshot": snap.id if snap else None,
+                "stale_entitlements": stale, "holdings": holdings}
 
     def deployable(self, equipment: str) -> dict[str, Any]:
         """Officers who could be issued ``equipment`` now (a valid qualification, under

@@ -17,6 +17,7 @@ from helpers import as_other_user, site_toml
 
 from edge_agent import entitlements as ent
 from edge_agent.client import AgentClient
+from edge_agent.errors import ClientError
 from edge_agent.testing import adopt, running_agent, wait_device, wait_event, wait_until
 
 LOCKERS = "kerong:Bank-1:0"  # radios 1-8 (keypad 1), phones 9-12 (keypad 2)
@@ -155,6 +156,17 @@ async def test_issue_and_return_a_radio_with_a_card(site: Site, tmp_path: Path) 
         assert opened["details"]["due"] == pytest.approx(
             granted["details"]["due"], abs=1)
         site.bus.set_door(0, 0, True)
+        # Her own view: what she holds, her qualifications, her last records (no badge).
+        me = await client.call("person", id="PC-1001")
+        assert [h["equipment"] for h in me["holdings"]] == ["radio"]
+        assert me["name"] == "Alice Ames" and me["qualifications"]["taser"]["valid"]
+        actions = [e["action"] for e in me["events"]]
+        assert actions[0] == "custody_opened" and "issue_granted" in actions
+        assert "badges" not in me and ALICE not in str(me)
+        for bad, status in (("PC-9999", 404), ("x y", 400)):
+            with pytest.raises(ClientError) as exc:
+                await client.call("person", id=bad)
+            assert exc.value.status == status
 
         # Badging again at the same station is a return: her compartment opens.
         before = await badge(rdr, ALICE)
@@ -315,6 +327,12 @@ async def test_reports_match_the_audit_trail(site: Site, tmp_path: Path) -> None
         assert per_class == {"phone": 1, "radio": 1}
         code, out, err = await cli("report", "usage", "--socket", sock)
         assert code == 0 and "2 in all" in out, err
+        # One officer: the same holdings as the custody report says are hers.
+        mine = sorted(h["equipment"] for h in held if h["officer"] == "PC-1001")
+        code, out, err = await cli("report", "person", "--officer", "PC-1001", "--socket", sock)
+        assert code == 0 and "Alice Ames" in out and f"holds {len(mine)}" in out, err
+        for kit in mine:
+            assert kit in out
 
 
 async def test_custody_survives_kill_9_between_the_door_and_the_item(site: Site,

@@ -15,8 +15,10 @@ from edge_agent.api.schema import (
     Alarm,
     AuditRecord,
     Custody,
+    Deployable,
     Device,
     InboxItem,
+    Person,
     Plugin,
     Status,
     Wire,
@@ -72,11 +74,12 @@ def checked(record: Any, data: Any) -> Any:
     return data
 
 
-def event(seq: int, action: str, dev: str, comp: int | None, actor: str,
-          reason: str | None, outcome: str) -> AuditRecord:
-    e = {"seq": seq, "ts": f"2026-11-19T08:{seq:02d}:00.000+00:00", "mono": float(seq),
+def event(seq: int, action: str, dev: str | None, comp: int | None, actor: str,
+          reason: str | None, outcome: str, *, ts: str | None = None,
+          details: dict[str, Any] | None = None) -> AuditRecord:
+    e = {"seq": seq, "ts": ts or f"2026-11-19T08:{seq:02d}:00.000+00:00", "mono": float(seq),
          "boot": "b", "action": action, "device": dev, "compartment": comp, "actor": actor,
-         "reason": reason, "outcome": outcome, "details": {}, "prev": "0" * 64,
+         "reason": reason, "outcome": outcome, "details": details or {}, "prev": "0" * 64,
          "hash": "0" * 64}
     return checked(AuditRecord, e)  # type: ignore[no-any-return]
 
@@ -126,7 +129,35 @@ def model() -> Model:
              "device": "kerong:bank-a:1", "compartment": 2, "due": 4_000_000_000.0,
              "seq": 57}],
         "sessions": [], "waiting": [{"station": "Taser-Dock", "officer": "PC-1004",
-                                     "equipment": "taser"}]})
+                                     "equipment": "taser"}],
+        "classes": ["radio", "taser"]})
+    m.deployable = {
+        "radio": checked(Deployable, {
+            "equipment": "radio", "available": {"Locker-Station": 6},
+            "stale_entitlements": False, "qualified_but_nothing_available": 0,
+            "officers": [{"officer": "PC-1001", "name": "Alice Ames",
+                          "qualified_until": None, "holds": 0},
+                         {"officer": "PC-1002", "name": "Bob Brown",
+                          "qualified_until": None, "holds": 0}]}),
+        "taser": checked(Deployable, {
+            "equipment": "taser", "available": {}, "stale_entitlements": False,
+            "qualified_but_nothing_available": 1, "officers": []})}
+    m.people["PC-1003"] = checked(Person, {
+        "officer": "PC-1003", "name": "Dave Dunn", "in_snapshot": True,
+        "roles": ["officer"], "snapshot": "ent-2026-12-01", "stale_entitlements": False,
+        "qualifications": {"taser": {"until": "2026-06-30", "valid": False},
+                           "firearm": {"until": "2027-03-31", "valid": True}},
+        "holdings": [{**holding, "officer": "PC-1003", "name": "Dave Dunn",
+                      "equipment": "radio", "compartment": 4, "due": T0, "seq": 41,
+                      "overdue": "critical"}],
+        "events": [event(9, "custody_opened", "kerong:bank-a:0", 4, "officer:PC-1003",
+                         "taken", "ok"),
+                   event(8, "issue_refused", None, None, "officer:PC-1003",
+                         "taser qualification expired on 2026-06-30", "refused")]})
+    m.usage = [event(20 + i, "custody_opened", "kerong:bank-a:0", 1, "officer:PC-1001",
+                     None, "ok", ts=f"2026-11-2{i % 7}T{7 + (i * 5) % 12:02d}:15:00+00:00",
+                     details={"equipment": ("radio", "phone", "taser")[i % 3]})
+               for i in range(40)]
     m.wire["kerong:bank-a:0"] = checked(Wire, {
         "bus": "bank-a", "address": "/dev/serial/by-id/usb-FTDI-if00", "settings": "19200 8N1",
         "bus_info": {"answering": ["b0", "b1"], "error": ""},
@@ -156,6 +187,9 @@ SCREENS = {
     "events": ["e"],
     "plugins": ["p"],
     "custody": ["c"],
+    "deployable": ["c", "y"],
+    "person": ["c", "enter"],
+    "usage": ["c", "u"],
     "help": ["question_mark"],
 }
 

@@ -102,6 +102,20 @@ def test_custody_screen_in_tmux_at_80x24(kerong_bus, tmp_path: Path) -> None:
             term.keys("c")
             text = term.screen_until("1 item(s) out")
             assert "PC-1001" in text and "Alice Ames" in text and "radio" in text
+            # The officer's own view: qualifications, what she holds, her last events.
+            term.keys("Enter")
+            text = term.screen_until("custody_opened")
+            assert "Alice Ames" in text and "valid" in text and "custody_opened" in text
+            term.keys("Escape")
+            time.sleep(0.5)  # a lone Escape, not Alt+y: terminals wait to tell them apart
+            term.keys("y")  # deployable per class
+            text = term.screen_until("Deployable officers")
+            assert "radio" in text and "taser" in text
+            term.keys("Escape")
+            time.sleep(0.5)
+            term.keys("u")  # usage: one radio issued, drawn by plotext
+            text = term.screen_until("1 in all")
+            assert "hour of day" in text
             term.keys("q")
             assert term.wait_gone(), "the dashboard did not exit on q"
         finally:

@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from textual.app import App
@@ -24,6 +25,7 @@ from edge_agent.client import AgentClient, default_socket
 from edge_agent.errors import ClientError
 from tui.screens import (
     CustodyScreen,
+    DeployableScreen,
     DeviceScreen,
     DevicesScreen,
     DiagnosticsScreen,
@@ -33,6 +35,7 @@ from tui.screens import (
     JumpScreen,
     OverviewScreen,
     PluginsScreen,
+    UsageScreen,
 )
 from tui.state import Model
 
@@ -43,7 +46,7 @@ HIGH_CONTRAST = Theme(
 )
 
 SCREENS = {"overview": OverviewScreen, "devices": DevicesScreen, "inbox": InboxScreen,
-           "custody": CustodyScreen,
+           "custody": CustodyScreen, "deployable": DeployableScreen, "usage": UsageScreen,
            "events": EventsScreen, "plugins": PluginsScreen}
 
 
@@ -79,6 +82,7 @@ class Dashboard(App[None]):
         if theme:
             self.theme = theme
         self._wire_pending = False
+        self._fetching: set[str] = set()
 
     def on_mount(self) -> None:
         self.push_screen(OverviewScreen())
@@ -167,6 +171,43 @@ class Dashboard(App[None]):
                 self._wire_pending = False
 
         self.run_worker(go(), group="wire")
+
+    def _fetch(self, group: str, fn: Callable[[AgentClient], Awaitable[None]]) -> None:
+        """One read at a time per group, off the UI; nothing while the link is down."""
+        if self.offline_model or not self.model.connected or group in self._fetching:
+            return
+        self._fetching.add(group)
+
+        async def go() -> None:
+            try:
+                async with AgentClient(self.socket_path, timeout=5) as c:
+                    await fn(c)
+            except ClientError:
+                pass
+            finally:
+                self._fetching.discard(group)
+
+        self.run_worker(go(), group=group)
+
+    def fetch_deployable(self, classes: list[str]) -> None:
+        async def fn(c: AgentClient) -> None:
+            for cls in classes:
+                self.model.deployable[cls] = await c.call("deployable", equipment=cls)
+        self._fetch("deployable", fn)
+
+    def fetch_person(self, officer: str) -> None:
+        async def fn(c: AgentClient) -> None:
+            self.model.people[officer] = await c.call("person", id=officer)
+        self._fetch("person", fn)
+
+    def fetch_usage(self, days: float) -> None:
+        from edge_agent.api import usage
+
+        async def fn(c: AgentClient) -> None:
+            self.model.usage = await c.call("events", action=usage.ACTION,
+                                            since=usage.since(days, time.time()),
+                                            limit=100_000)
+        self._fetch("usage", fn)
 
     # ------------------------------------------------------------ commands
 

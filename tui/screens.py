@@ -18,7 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
 
-from edge_agent.api.schema import AuditRecord, Device, Wire
+from edge_agent.api.schema import AuditRecord, Custody, Device, Wire
 from tui.state import attention_order, counts, faults, site_alarms
 from tui.vtable import VirtualTable
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 LINK_STYLE = {"online": "green", "degraded": "yellow", "offline": "bold red",
               "connecting": "cyan", "discovered": "cyan", "error": "bold red",
-              "ignored": "dim"}
+              "ignored": "dim", "blocked": "bold reverse red"}
 
 
 def link_text(link: str) -> Text:
@@ -688,6 +688,16 @@ class CustodyScreen(BaseScreen):
     waiting for their second person."""
 
     refresh_interval = 1.0
+    BINDINGS = [Binding("enter", "person", "Person"),
+                Binding("y", "deployable", "Deployable"),
+                Binding("u", "usage", "Usage")]
+
+    # On top of this screen, so Esc comes back here.
+    def action_deployable(self) -> None:
+        self.app.push_screen(DeployableScreen())
+
+    def action_usage(self) -> None:
+        self.app.push_screen(UsageScreen())
 
     def body(self) -> ComposeResult:
         yield Static(id="custody-summary")
@@ -730,6 +740,220 @@ class CustodyScreen(BaseScreen):
         if view is None:
             text = Text("no custody information yet (stations configured?)", style="dim")
         self.query_one("#custody-summary", Static).update(text)
+        self._officers = {str(h["seq"]): h["officer"] for h in holdings}
+
+    _officers: dict[str, str] = {}
+
+    @on(DataTable.RowSelected, "#custody")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        officer = self._officers.get(str(event.row_key.value))
+        if officer:
+            self.app.push_screen(PersonScreen(officer))
+
+    def action_person(self) -> None:
+        key = self.query_one("#custody", KeyedTable).cursor_key()
+        if key is not None and key in self._officers:
+            self.app.push_screen(PersonScreen(self._officers[key]))
+
+
+# ------------------------------------------------------------------------ deployable
+
+def custody_classes(view: Custody | None) -> list[str]:
+    return list(view.get("classes") or []) if view is not None else []
+
+
+DEPLOYABLE_COLUMNS = ("class", "available", "where", "deployable", "note")
+OFFICER_COLUMNS = ("officer", "name", "qualified until", "holds")
+
+
+class DeployableScreen(BaseScreen):
+    """Per equipment class the stations issue: items ready to issue and where, and the
+    officers who could be issued one now (a valid qualification, under their limit);
+    below, those officers for the class under the cursor."""
+
+    refresh_interval = 2.0
+    BINDINGS = [Binding("enter", "person", "Person")]
+
+    def body(self) -> ComposeResult:
+        yield KeyedTable(id="deploy-classes", cursor_type="row")
+        yield Label("Deployable officers", classes="heading", id="deploy-heading")
+        yield KeyedTable(id="deploy-officers", cursor_type="row")
+
+    def on_mount(self) -> None:
+        for table, cols in (("#deploy-classes", DEPLOYABLE_COLUMNS),
+                            ("#deploy-officers", OFFICER_COLUMNS)):
+            t = self.query_one(table, KeyedTable)
+            for col in cols:
+                t.add_column(col, key=col)
+        super().on_mount()
+
+    def _tick(self) -> None:
+        if self.app.screen is self:
+            self.dash.fetch_deployable(custody_classes(self.dash.model.custody))
+        super()._tick()
+
+    def render_model(self) -> None:
+        m = self.dash.model
+        rows: dict[str, tuple[Any, ...]] = {}
+        for cls in custody_classes(m.custody):
+            d = m.deployable.get(cls)
+            if d is None:
+                rows[cls] = (cls, "…", "", "", "")
+                continue
+            n = sum(d["available"].values())
+            where = ", ".join(f"{k} {v}" for k, v in sorted(d["available"].items()))
+            note = ("STALE entitlements" if d["stale_entitlements"] else
+                    f"{d['qualified_but_nothing_available']} qualified, nothing available"
+                    if d["qualified_but_nothing_available"] else "")
+            rows[cls] = (cls, Text(str(n), style="" if n else "bold red"), where[:30],
+                         str(len(d["officers"])),
+                         Text(note, style="bold red" if note else ""))
+        classes = self.query_one("#deploy-classes", KeyedTable)
+        classes.sync(rows, DEPLOYABLE_COLUMNS)
+        chosen = classes.cursor_key()
+        d = m.deployable.get(chosen or "")
+        officers = {o["officer"]: (o["officer"], str(o.get("name", ""))[:16],
+                                   str(o.get("qualified_until") or "-"), str(o["holds"]))
+                    for o in (d["officers"] if d else [])}
+        self.query_one("#deploy-heading", Label).update(
+            f"Deployable officers: {chosen}" if chosen else "Deployable officers")
+        self.query_one("#deploy-officers", KeyedTable).sync(officers, OFFICER_COLUMNS)
+
+    def action_person(self) -> None:
+        key = self.query_one("#deploy-officers", KeyedTable).cursor_key()
+        if key is not None:
+            self.app.push_screen(PersonScreen(key))
+
+    @on(DataTable.RowSelected, "#deploy-officers")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.push_screen(PersonScreen(str(event.row_key.value)))
+
+
+# ------------------------------------------------------------------------ person
+
+
+class PersonScreen(BaseScreen):
+    """One officer: qualifications in the snapshot in force (valid or expired), what
+    they hold now, and their last audit records."""
+
+    refresh_interval = 2.0
+
+    def __init__(self, officer: str) -> None:
+        super().__init__()
+        self.officer = officer
+
+    def body(self) -> ComposeResult:
+        yield Static(id="person-head")
+        yield Label("Qualifications", classes="heading")
+        yield KeyedTable(id="person-quals", cursor_type="row")
+        yield Label("Holds", classes="heading")
+        yield KeyedTable(id="person-holds", cursor_type="row")
+        yield Label("Last events", classes="heading")
+        yield Static(id="person-events")
+
+    def on_mount(self) -> None:
+        for table, cols in (("#person-quals", ("class", "until", "state")),
+                            ("#person-holds", ("kit", "where", "due", "status"))):
+            t = self.query_one(table, KeyedTable)
+            for col in cols:
+                t.add_column(col, key=col)
+        super().on_mount()
+
+    def _tick(self) -> None:
+        if self.app.screen is self:
+            self.dash.fetch_person(self.officer)
+        super()._tick()
+
+    def render_model(self) -> None:
+        p = self.dash.model.people.get(self.officer)
+        head = Text(f"{self.officer}", style="bold")
+        if p is None:
+            head.append("  (asking the agent…)", style="dim")
+            self.query_one("#person-head", Static).update(head)
+            return
+        head.append(f"  {p['name']}")
+        if p["roles"]:
+            head.append(f"  roles: {', '.join(p['roles'])}")
+        if not p["in_snapshot"]:
+            head.append("\nNOT IN THE ENTITLEMENTS IN FORCE (still holds kit)",
+                        style="bold reverse red")
+        head.append(f"\nentitlements {p['snapshot'] or 'none'}",
+                    style="bold red" if p["stale_entitlements"] else "dim")
+        if p["stale_entitlements"]:
+            head.append(" STALE", style="bold reverse red")
+        self.query_one("#person-head", Static).update(head)
+        quals = {k: (k, q["until"], Text("valid" if q["valid"] else "EXPIRED",
+                                         style="green" if q["valid"] else "bold red"))
+                 for k, q in p["qualifications"].items()}
+        self.query_one("#person-quals", KeyedTable).sync(quals, ("class", "until", "state"))
+        now = time.time()
+        holds = {}
+        for h in p["holdings"]:
+            late = h["due"] < now
+            holds[str(h["seq"])] = (
+                h["equipment"], f"{h['device']}/{h['compartment']}"[-24:],
+                time.strftime("%a %H:%M", time.localtime(h["due"])),
+                Text("OVERDUE" if late else "out", style="bold red" if late else ""))
+        self.query_one("#person-holds", KeyedTable).sync(holds, ("kit", "where", "due",
+                                                                 "status"))
+        events = p["events"][:8]
+        self.query_one("#person-events", Static).update(
+            Text("\n").join(event_text(e) for e in events) if events
+            else Text("no events in 30 days", style="dim"))
+
+
+# ------------------------------------------------------------------------ usage
+
+
+class UsageScreen(BaseScreen):
+    """Issues per hour of the day per equipment class over the last 7 days, as a chart
+    (plotext, the same figure as ``edge-agent report usage``)."""
+
+    refresh_interval = 1.0  # draws when the answer comes; asks again every 30 s
+    days = 7.0
+    _asked = 0.0
+
+    def body(self) -> ComposeResult:
+        yield Static(id="usage-head")
+        yield Static(id="usage-chart")
+
+    def _tick(self) -> None:
+        if self.app.screen is self and time.monotonic() - self._asked > 30:
+            self._asked = time.monotonic()
+            self.dash.fetch_usage(self.days)
+        super()._tick()
+
+    def on_resize(self) -> None:
+        self._drawn_for = None
+        self.render_model()
+
+    _drawn_for: tuple[int, int, int] | None = None
+
+    def render_model(self) -> None:
+        from edge_agent.api import usage
+
+        events = self.dash.model.usage
+        head = self.query_one("#usage-head", Static)
+        if events is None:
+            head.update(Text("asking the agent for 7 days of issues…", style="dim"))
+            return
+        counts = usage.per_hour(events)
+        total = sum(sum(v) for v in counts.values())
+        # The totals per class in words: the chart tells classes apart by colour only.
+        head.update(Text(f"issues per hour of the day, last {self.days:g} days: {total} "
+                         "in all (" + ", ".join(f"{k} {sum(v)}" for k, v in counts.items())
+                         + ")", style="bold"))
+        size = (self.size.width, self.size.height, len(events))
+        if size == self._drawn_for:
+            return
+        self._drawn_for = size
+        chart = self.query_one("#usage-chart", Static)
+        if not counts:
+            chart.update(Text("no issues in that time", style="dim"))
+            return
+        chart.update(Text.from_ansi(usage.chart(counts, self.size.width - 2,
+                                                max(self.size.height - 5, 8))))
 
 
 # ------------------------------------------------------------------------ plugins
@@ -809,6 +1033,7 @@ HELP = """\
   [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
+  Custody: [b]Enter[/b] the officer  [b]y[/b] deployable per class  [b]u[/b] usage chart.
 
 A red bar on top means the link to the agent is down; the dashboard
 reconnects by itself. Started with --read-only, no action that moves

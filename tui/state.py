@@ -14,8 +14,10 @@ from edge_agent.api.schema import (
     Alarm,
     AuditRecord,
     Custody,
+    Deployable,
     Device,
     InboxItem,
+    Person,
     Plugin,
     Status,
     Wire,
@@ -37,6 +39,9 @@ class Model:
     changed_at: dict[tuple[str, str], float] = field(default_factory=dict)
     events_version: int = 0
     wire: dict[str, Wire] = field(default_factory=dict)  # fixed data only
+    deployable: dict[str, Deployable] = field(default_factory=dict)  # per class
+    people: dict[str, Person] = field(default_factory=dict)  # officers looked at
+    usage: list[AuditRecord] | None = None  # custody_opened of the last days
 
     def put_device(self, d: Device) -> None:
         old = self.devices.get(d["id"])
@@ -71,7 +76,8 @@ def faults(d: Device) -> int:
     return c["poll_failures"] + c["plugin_faults"] if c else 0
 
 
-ATTENTION = {"offline": 0, "error": 0, "degraded": 1, "connecting": 2, "discovered": 2}
+ATTENTION = {"blocked": 0, "offline": 0, "error": 0, "degraded": 1, "connecting": 2,
+             "discovered": 2}
 
 
 def attention_order(devs: list[Device]) -> list[Device]:

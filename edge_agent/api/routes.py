@@ -67,6 +67,8 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("deployable", "GET", "/v1/custody/deployable", "officers who could be issued a "
           "class now, and where items of it are available", "Deployable",
           query=("equipment",)),
+    Route("person", "GET", "/v1/custody/officers/{id}", "one officer: qualifications in "
+          "the snapshot in force, what they hold, their last audit records", "Person"),
 )}
 
 

@@ -243,6 +243,27 @@ class Custody(TypedDict):
     holdings: list[HoldingRecord]
     sessions: list[dict[str, Any]]
     waiting: list[dict[str, Any]]
+    classes: NotRequired[list[str]]
+    """the equipment classes the site's stations issue"""
+
+
+class Qualification(TypedDict):
+    until: str
+    valid: bool
+
+
+class Person(TypedDict):
+    officer: str
+    name: str
+    in_snapshot: bool
+    """False: not in the snapshot in force (left the force?) but still holds something"""
+    roles: list[str]
+    qualifications: dict[str, Qualification]
+    snapshot: str | None
+    stale_entitlements: bool
+    holdings: list[HoldingRecord]
+    events: list[AuditRecord]
+    """newest first: the last 20 of 30 days"""
 
 
 class Deployable(TypedDict):

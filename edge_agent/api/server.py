@@ -237,6 +237,7 @@ class AgentApi(Protocol):
                              why: str = "") -> None: ...
     def custody_view(self) -> dict[str, Any]: ...
     def deployable(self, equipment: str) -> dict[str, Any]: ...
+    async def person(self, officer_id: str) -> dict[str, Any] | None: ...
     async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
                           minutes: float) -> dict[str, Any]: ...
     @property
@@ -549,6 +550,16 @@ class ApiServer:
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", equipment):
             return _error(400, "say which equipment class: ?equipment=taser")
         return _json(self.agent.deployable(equipment))
+
+    async def person(self, request: web.Request) -> web.Response:
+        officer = request.match_info["id"]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", officer):
+            return _error(400, "an officer id is letters, digits and . _ : - (up to 64)")
+        view = await self.agent.person(officer)
+        if view is None:
+            return _error(404, f"no officer {officer!r} in the entitlements in force, and "
+                               "they hold nothing", code="not_found")
+        return _json(view)
 
     async def identify(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
