@@ -331,6 +331,8 @@ class Agent:
         if self._api is not None:
             await self._api.stop()
         await self.commands.drain()
+        if self.uplink is not None:
+            await self.uplink.close()
         for t in list(rt.tasks):
             t.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)

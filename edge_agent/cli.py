@@ -890,6 +890,39 @@ def cmd_uplink(args: argparse.Namespace) -> int:
     return EXIT_OK if up["connected"] else EXIT_RUNTIME
 
 
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _fleet_status(args: argparse.Namespace) -> int:
+    """Every site at a glance, worst first, from ingest's output directory."""
+    from edge_agent.api.fleetview import fleet
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such directory (the --out of 'edge-agent fleet ingest')")
+    rows = fleet(out)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table([[r["site"], r["state"], len(r["alarms"]),
+                       "-" if r["backlog"] is None else r["backlog"],
+                       _ago(r["oldest_unsent_s"]), _ago(r["status_age_s"]),
+                       r["entitlements"] or "-", r["last_seq"],
+                       (r["problems"][0] if r["problems"] else
+                        r["alarms"][0] if r["alarms"] else "")[:60]] for r in rows],
+                     ["SITE", "STATE", "ALARMS", "BACKLOG", "OLDEST", "STATUS", "SNAPSHOT",
+                      "SEQ", "FIRST PROBLEM"]) if rows else "no sites yet")
+    return EXIT_RUNTIME if any(r["state"] in ("TAMPERED", "DEAD", "STOPPED")
+                               for r in rows) else EXIT_OK
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Headquarters: take every site's records off the broker into OUT/<site>/, or sign
     a command for the sites."""
@@ -906,6 +939,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"signed {args.kind} for {args.sites} -> {args.out} (publish it to "
               f"PREFIX/all/command or PREFIX/<site>/command)")
         return EXIT_OK
+    if args.fleet_command == "status":
+        return _fleet_status(args)
     import asyncio
     import signal
 
@@ -1134,6 +1169,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "SIGTERM or Ctrl-C)")
     fp.add_argument("--log-level", default="warning",
                     choices=["debug", "info", "warning", "error"])
+    fp.add_argument("--json", action="store_true")
+    fp.set_defaults(func=cmd_fleet)
+    fp = fsub.add_parser("status", help="every site at a glance, worst first, from ingest's "
+                         "output (exit 1 if a site is tampered with or dead)")
+    fp.add_argument("--out", required=True, help="the --out directory of fleet ingest")
     fp.add_argument("--json", action="store_true")
     fp.set_defaults(func=cmd_fleet)
     fp = fsub.add_parser("sign-command", help="sign a lockdown or release of armoury issue "

@@ -20,6 +20,8 @@ Nothing received from the broker is acted on here: the uplink only publishes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -61,6 +63,8 @@ class Uplink:
         self.connected = False
         self.last_error = ""
         self.sent = 0
+        self._unsent_ts: dict[int, str] = {}  # seq -> ts of records read, not yet acked
+        self._publisher: aiomqtt.Client | None = None  # while connected
         url = urllib.parse.urlsplit(cfg.broker)
         self.tls = url.scheme == "mqtts"
         self.host = url.hostname or "localhost"
@@ -130,15 +134,18 @@ class Uplink:
                               protocol=aiomqtt.ProtocolVersion.V5, will=will,
                               tls_context=tls, keepalive=15, timeout=10)
 
-    def _status_payload(self, *, online: bool) -> bytes:
+    def _status_payload(self, *, online: bool, stopped: bool = False) -> bytes:
         doc: dict[str, Any] = {"site": self.site, "online": online, "session": self.session,
                                "boot": self.boot_id, "ts": time.time()}
+        if stopped:
+            doc["stopped"] = True  # a clean stop, not a death (the will says nothing)
         if online:
             st = self.status_fn()
             last = self.rt.audit.last_seq or 0
             doc.update({"health": st.get("health"), "devices": st.get("devices"),
                         "alarms": [a.get("message") for a in st.get("alarms", [])][:20],
                         "backlog": max(0, last - self.acked), "acked_seq": self.acked,
+                        "oldest_unsent_s": self._oldest_unsent(last),
                         "entitlements": st.get("entitlements")})
         return canonical_json(doc)
 
@@ -164,9 +171,11 @@ class Uplink:
                                   self.status_topic):
                         await down.subscribe(topic, qos=1)
                     listener = asyncio.get_running_loop().create_task(self._listen(down))
+                    self._publisher = client
                     try:
                         await self._forward(client)
                     finally:
+                        self._publisher = None
                         listener.cancel()
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 if self.connected or not self.last_error:
@@ -209,6 +218,7 @@ class Uplink:
                     raise failed[0]
                 batch = await asyncio.to_thread(self._read, sent_upto)
                 for rec in batch:
+                    self._unsent_ts[int(rec["seq"])] = str(rec.get("ts", ""))
                     await sem.acquire()
                     if failed:
                         sem.release()
@@ -243,11 +253,37 @@ class Uplink:
                 task.cancel()
             if self._advance(done):
                 await asyncio.to_thread(self._save)
+            self._unsent_ts.clear()  # read again from the cursor on the next connection
+
+    async def close(self) -> None:
+        """A clean stop: say so on the retained status (headquarters shows STOPPED, not
+        a silent site), before the agent cancels the uplink's tasks."""
+        client = self._publisher
+        if client is None or not self.connected:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+            async with asyncio.timeout(2):
+                await client.publish(self.status_topic,
+                                     self._status_payload(online=False, stopped=True),
+                                     qos=1, retain=True)
+
+    def _oldest_unsent(self, last: int) -> float | None:
+        """Seconds since the oldest record the broker has not acknowledged was written."""
+        if last <= self.acked:
+            return 0.0
+        ts = self._unsent_ts.get(self.acked + 1)
+        if ts is None:
+            return None
+        try:
+            return round(max(0.0, time.time() - dt.datetime.fromisoformat(ts).timestamp()), 1)
+        except ValueError:
+            return None
 
     def _advance(self, done: set[int]) -> bool:
         moved = False
         while self.acked + 1 in done:
             done.discard(self.acked + 1)
+            self._unsent_ts.pop(self.acked + 1, None)
             self.acked += 1
             self.sent += 1
             moved = True

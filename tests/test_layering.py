@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGES = {p.name for p in (ROOT / "plugins").glob("*/edge_agent_*")}
 TUI_MAY_IMPORT = {"edge_agent.client", "edge_agent.errors", "edge_agent.api.schema",
-                  "edge_agent.api.routes", "edge_agent.api.usage"}
+                  "edge_agent.api.routes", "edge_agent.api.usage",
+                  "edge_agent.api.fleetview"}
 
 
 def imports(path: Path) -> set[str]:

@@ -4,6 +4,7 @@ in test_tui.py cover the same screens against a live agent). Update deliberately
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -319,3 +320,47 @@ def test_no_color_snapshot(screen: str, snap_compare: Any,
     """Issue 13 item 9: with NO_COLOR every state still reads (words and reverse video)."""
     monkeypatch.setenv("NO_COLOR", "1")
     assert snap_compare(app(), press=SCREENS[screen], terminal_size=(80, 24))
+
+
+def fleet_model(tmp: Any) -> Model:
+    """Headquarters: ingest's files for five sites, read by the real fleet view."""
+    from edge_agent.api.fleetview import fleet
+
+    def site(name: str, status: dict[str, Any] | None, problems: list[str] | None = None,
+             last_seq: int = 100) -> None:
+        root = tmp / name
+        root.mkdir()
+        if status is not None:
+            (root / "status.json").write_text(json.dumps(status))
+        (root / "ingest.json").write_text(json.dumps({"last_seq": last_seq,
+                                                      "problems": problems or []}))
+
+    live = {"online": True, "session": 3, "health": "ok", "backlog": 0,
+            "oldest_unsent_s": 0.0, "entitlements": "ent-2026-12-01", "alarms": []}
+    site("Station-01", {**live, "ts": T0 - 5})
+    site("Station-12", {**live, "ts": T0 - 3, "health": "degraded", "backlog": 5120,
+                        "oldest_unsent_s": 4200.0,
+                        "alarms": ["kerong:bank-a:3: door held open 140 s"]})
+    site("Station-19", {"online": False, "session": 7, "ts": T0 - 900})
+    site("Station-23", {**live, "ts": T0 - 600})
+    site("Station-31", {**live, "ts": T0 - 2}, problems=[
+        "seq 8812 arrived again with other content: the site's log was rewritten after it "
+        "was forwarded"])
+    m = Model()
+    m.fleet = fleet(tmp, now=T0)
+    return m
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+def test_fleet_snapshot(size: tuple[int, int], snap_compare: Any, tmp_path: Any) -> None:
+    """Issue 12: every site at a glance, worst first (tampered, dead, quiet, degraded)."""
+    dash = Dashboard("/run/edge-agent/agent.sock", model=fleet_model(tmp_path),
+                     fleet="/srv/hq/sites")
+    assert snap_compare(dash, terminal_size=size)
+
+
+def test_the_fleet_is_worst_first(tmp_path: Any) -> None:
+    rows = fleet_model(tmp_path).fleet or []
+    assert [(r["site"], r["state"]) for r in rows] == [
+        ("Station-31", "TAMPERED"), ("Station-19", "DEAD"), ("Station-23", "QUIET"),
+        ("Station-12", "degraded"), ("Station-01", "ok")]

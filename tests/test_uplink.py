@@ -416,3 +416,59 @@ status_interval = 1
             assert site.bus.unlocks == [(3, 0)]
     finally:
         site.stop()
+
+
+async def test_headquarters_sees_the_fleet_worst_first(kerong_bus: Any, broker: Broker,
+                                                       tmp_path: Path) -> None:
+    """Two sites into one broker and one ingest: a live one, and one whose log was
+    rewritten after forwarding. `fleet status` puts the tampered site first; when the live
+    agent stops, its death (retained, newest session) makes it DEAD; exit 1 either way."""
+    import subprocess
+    import sys
+
+    from edge_agent.store.audit import GENESIS, record_hash
+    from edge_agent.testing import running_agent
+
+    def fleet_status(out: Path) -> tuple[int, list[dict[str, Any]]]:
+        proc = subprocess.run([sys.executable, "-m", "edge_agent.cli", "fleet", "status",
+                               "--out", str(out), "--json"], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        return proc.returncode, json.loads(proc.stdout)
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    out = tmp_path / "hq"
+    async with IngestTask(broker, out) as ingest:
+        async with running_agent(config(pty.port, broker), tmp_path / "state") as (agent,
+                                                                                  client):
+            await wait_device(client, DEV)
+            for n in range(3):
+                await unlock(client, n)
+            await wait_until(lambda: (s := ingest.sites.get("Station-12")) is not None
+                             and s.status is not None and s.status.get("backlog") == 0
+                             and s.last_seq >= (agent.audit.last_seq or 0) - 2, timeout=20,
+                             what="the site's records and a status with no backlog")
+            # Another site's record, then the same seq rewritten (tampering on that box).
+            r1 = {"seq": 1, "prev": GENESIS, "action": "unlock_requested", "reason": "x",
+                  "ts": "2026-12-01T00:00:00+00:00", "actor": "tech"}
+            r1["hash"] = record_hash(r1)
+            r1b = {**r1, "reason": "rewritten"}
+            r1b["hash"] = record_hash({k: v for k, v in r1b.items() if k != "hash"})
+            for r in (r1, r1b):
+                ingest.handle("edge-agent/Site-B7/audit", json.dumps(r).encode())
+            ingest.save()
+            code, rows = await asyncio.to_thread(fleet_status, out)
+            assert [r["site"] for r in rows] == ["Site-B7", "Station-12"]
+            assert rows[0]["state"] == "TAMPERED" and "rewritten" in rows[0]["problems"][0]
+            live = rows[1]
+            assert live["online"] is True and live["state"] in ("ok", "degraded")
+            assert live["backlog"] == 0 and live["oldest_unsent_s"] == 0.0
+            assert live["status_age_s"] is not None and live["status_age_s"] < 10
+            assert code == 1  # a tampered site is something to act on
+        # The agent stopped cleanly: it said so (retained, newest session): STOPPED.
+        await wait_until(lambda: (ingest.sites["Station-12"].status or {}).get("online")
+                         is False, timeout=20, what="the site's death")
+        ingest.save()
+    code, rows = await asyncio.to_thread(fleet_status, out)
+    assert {r["site"]: r["state"] for r in rows} == {"Site-B7": "TAMPERED",
+                                                     "Station-12": "STOPPED"}
+    assert code == 1

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 from textual.app import App
@@ -30,6 +31,7 @@ from tui.screens import (
     DevicesScreen,
     DiagnosticsScreen,
     EventsScreen,
+    FleetScreen,
     HelpScreen,
     InboxScreen,
     JumpScreen,
@@ -70,10 +72,12 @@ class Dashboard(App[None]):
 
     def __init__(self, socket_path: str, *, read_only: bool = False,
                  theme: str | None = None, title: str = "edge-agent",
-                 model: Model | None = None) -> None:
-        """``model``: render a given state and do not connect (snapshot tests)."""
+                 model: Model | None = None, fleet: str | None = None) -> None:
+        """``model``: render a given state and do not connect (snapshot tests).
+        ``fleet``: headquarters' view of every site, from fleet ingest's directory."""
         super().__init__()
         self.socket_path = socket_path
+        self.fleet_dir = fleet
         self.read_only = read_only
         self.offline_model = model is not None
         self.model = model or Model()
@@ -85,6 +89,11 @@ class Dashboard(App[None]):
         self._fetching: set[str] = set()
 
     def on_mount(self) -> None:
+        if self.fleet_dir is not None:
+            self.model.link_text = f"fleet · {self.fleet_dir} (from edge-agent fleet ingest)"
+            self.model.connected = True
+            self.push_screen(FleetScreen())
+            return
         self.push_screen(OverviewScreen())
         if self.offline_model:
             return
@@ -189,6 +198,22 @@ class Dashboard(App[None]):
 
         self.run_worker(go(), group=group)
 
+    def fetch_fleet(self) -> None:
+        """Headquarters: ingest's files, read in a thread (never on the UI loop)."""
+        if self.fleet_dir is None or self.offline_model or "fleet" in self._fetching:
+            return
+        self._fetching.add("fleet")
+        from edge_agent.api.fleetview import fleet
+
+        async def go() -> None:
+            try:
+                assert self.fleet_dir is not None
+                self.model.fleet = await asyncio.to_thread(fleet, Path(self.fleet_dir))
+            finally:
+                self._fetching.discard("fleet")
+
+        self.run_worker(go(), group="fleet")
+
     def fetch_deployable(self, classes: list[str]) -> None:
         async def fn(c: AgentClient) -> None:
             for cls in classes:
@@ -261,6 +286,9 @@ class Dashboard(App[None]):
         self.push_screen(HelpScreen())
 
     def action_jump(self) -> None:
+        if self.fleet_dir is not None:
+            self.notify("the fleet view has one screen: sites, worst first", timeout=4)
+            return
         choices = [*SCREENS, *sorted(self.model.devices),
                    *(f"diag {d}" for d in sorted(self.model.devices))]
         self.push_screen(JumpScreen(choices), self._jump)
@@ -295,13 +323,15 @@ def main(argv: list[str] | None = None) -> int:
                                        "ansi-light", "high-contrast"],
                    help="colour theme (NO_COLOR is honoured whatever the theme)")
     p.add_argument("--title", help="what the top bar calls this site (default: its id)")
+    p.add_argument("--fleet", metavar="DIR", help="headquarters: every site at a glance "
+                   "from the --out directory of 'edge-agent fleet ingest' (no agent socket)")
     args = p.parse_args(argv)
     if not sys.stdout.isatty():
         print("edge-agent-tui needs a terminal", file=sys.stderr)
         return 2
     read_only = args.read_only or os.environ.get("EDGE_AGENT_TUI_READ_ONLY") == "1"
     Dashboard(args.socket, read_only=read_only, theme=args.theme,
-              title=args.title or "edge-agent").run()
+              title=args.title or "edge-agent", fleet=args.fleet).run()
     return 0
 
 

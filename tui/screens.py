@@ -1054,3 +1054,84 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+# ------------------------------------------------------------------------ fleet
+
+
+FLEET_COLUMNS = ("site", "state", "alarms", "backlog", "oldest", "status", "snapshot")
+FLEET_STYLE = {"TAMPERED": "bold reverse red", "DEAD": "bold reverse red",
+               "STOPPED": "bold red",
+               "QUIET": "bold yellow", "degraded": "yellow", "ok": "green", "unknown": "dim"}
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+class FleetScreen(BaseScreen):
+    """Headquarters: every site at a glance, worst first (tampered, dead, quiet,
+    degraded), from what ``edge-agent fleet ingest`` keeps; below, the selected site's
+    chain problems and alarms."""
+
+    refresh_interval = 2.0
+    BINDINGS = [Binding("escape", "back", "Back", show=False)]
+
+    def body(self) -> ComposeResult:
+        yield Static(id="fleet-summary")
+        yield KeyedTable(id="fleet", cursor_type="row")
+        yield Static(id="fleet-detail")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#fleet", KeyedTable)
+        for col in FLEET_COLUMNS:
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def _tick(self) -> None:
+        if self.app.screen is self:
+            self.dash.fetch_fleet()
+        super()._tick()
+
+    def render_model(self) -> None:
+        sites = self.dash.model.fleet
+        if sites is None:
+            self.query_one("#fleet-summary", Static).update(
+                Text(f"reading {self.dash.fleet_dir}…", style="dim"))
+            return
+        by_state: dict[str, int] = {}
+        for r in sites:
+            by_state[r["state"]] = by_state.get(r["state"], 0) + 1
+        summary = Text(f"{len(sites)} site(s): ", style="bold")
+        for state in ("TAMPERED", "DEAD", "STOPPED", "QUIET", "degraded", "unknown", "ok"):
+            if by_state.get(state):
+                summary.append(f"{by_state[state]} {state}  ", style=FLEET_STYLE[state])
+        if not sites:
+            summary = Text(f"no sites in {self.dash.fleet_dir} yet (is fleet ingest "
+                           "running?)", style="dim")
+        self.query_one("#fleet-summary", Static).update(summary)
+        rows = {r["site"]: (r["site"][:18], Text(r["state"], style=FLEET_STYLE.get(
+                    r["state"], "")), str(len(r["alarms"])),
+                    "-" if r["backlog"] is None else str(r["backlog"]),
+                    ago(r["oldest_unsent_s"]), ago(r["status_age_s"]),
+                    (r["entitlements"] or "-")[:14]) for r in sites}
+        table = self.query_one("#fleet", KeyedTable)
+        table.sync(rows, FLEET_COLUMNS)
+        key = table.cursor_key()
+        chosen = next((r for r in sites if r["site"] == key), None)
+        detail = Text()
+        if chosen is not None:
+            detail.append(f"{chosen['site']}: seq {chosen['last_seq']} taken", style="bold")
+            if chosen["gaps_waiting"]:
+                detail.append(f", {chosen['gaps_waiting']} record(s) waiting for a gap")
+            for prob in chosen["problems"][:4]:
+                detail.append(f"\n TAMPER {prob}", style="bold red")
+            for alarm in chosen["alarms"][:4]:
+                detail.append(f"\n alarm: {alarm}", style="yellow")
+        self.query_one("#fleet-detail", Static).update(detail)

@@ -10,6 +10,7 @@ import collections
 import time
 from dataclasses import dataclass, field
 
+from edge_agent.api.fleetview import SiteRow
 from edge_agent.api.schema import (
     Alarm,
     AuditRecord,
@@ -42,6 +43,7 @@ class Model:
     deployable: dict[str, Deployable] = field(default_factory=dict)  # per class
     people: dict[str, Person] = field(default_factory=dict)  # officers looked at
     usage: list[AuditRecord] | None = None  # custody_opened of the last days
+    fleet: list[SiteRow] | None = None  # headquarters: every site, worst first
 
     def put_device(self, d: Device) -> None:
         old = self.devices.get(d["id"])
