@@ -947,7 +947,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from edge_agent.fleet import Ingest
 
     setup_logging(args.log_level)
-    ingest = Ingest(args.broker, Path(args.out), prefix=args.prefix)
+    try:
+        ingest = Ingest(args.broker, Path(args.out), prefix=args.prefix, ca=args.ca,
+                        cert=args.cert, key=args.key)
+    except EdgeAgentError as exc:
+        raise UsageError(str(exc)) from exc
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -1165,6 +1169,9 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     fp.add_argument("--out", required=True, help="directory for the per-site stores")
     fp.add_argument("--prefix", default="edge-agent", help="topic prefix (edge-agent)")
+    fp.add_argument("--ca", help="mqtts: the CA that signed the broker's certificate")
+    fp.add_argument("--cert", help="mqtts: headquarters' client certificate (PEM)")
+    fp.add_argument("--key", help="mqtts: its private key (PEM)")
     fp.add_argument("--seconds", type=float, help="stop after this long (default: run until "
                     "SIGTERM or Ctrl-C)")
     fp.add_argument("--log-level", default="warning",

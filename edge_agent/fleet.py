@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -142,11 +143,25 @@ class SiteLog:
 
 class Ingest:
     def __init__(self, broker: str, out: Path, prefix: str = "edge-agent",
-                 client_id: str = "edge-agent-ingest") -> None:
+                 client_id: str = "edge-agent-ingest", *, ca: str | None = None,
+                 cert: str | None = None, key: str | None = None) -> None:
         url = urllib.parse.urlsplit(broker)
         if url.scheme not in ("mqtt", "mqtts"):
             raise FleetError(f"{broker}: give mqtt://host:port or mqtts://host:port")
-        self.host, self.port = url.hostname or "localhost", url.port or 1883
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        self.tls: ssl.SSLContext | None = None
+        if url.scheme == "mqtts":
+            # The broker's certificate is verified (the force's CA, else the system's);
+            # headquarters' own certificate where the broker asks for one.
+            try:
+                self.tls = ssl.create_default_context(cafile=ca)
+                if cert:
+                    self.tls.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise FleetError(f"TLS for {broker}: {exc}") from exc
+        elif ca or cert:
+            raise FleetError(f"{broker}: --ca/--cert need mqtts://")
         self.out = out
         self.prefix = prefix.rstrip("/")
         self.client_id = client_id
@@ -186,7 +201,8 @@ class Ingest:
                 async with aiomqtt.Client(
                         self.host, self.port, identifier=self.client_id,
                         protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                        properties=_session_props(), timeout=10) as client:
+                        properties=_session_props(), timeout=10,
+                        tls_context=self.tls) as client:
                     await client.subscribe(f"{self.prefix}/+/audit", qos=1)
                     await client.subscribe(f"{self.prefix}/+/status", qos=1)
                     delay = 0.5
@@ -198,7 +214,7 @@ class Ingest:
                         if time.monotonic() - last_save > 1.0:
                             self.save()
                             last_save = time.monotonic()
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 log.warning("ingest: %s:%d: %s; retrying", self.host, self.port, exc)
                 try:
                     await asyncio.wait_for(stop.wait(), delay)

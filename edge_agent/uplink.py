@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 
 from edge_agent.alarms import Alarm
+from edge_agent.mqtt import CheckedClient, PublishRefused
 from edge_agent.store.audit import AuditRecord, Query, canonical_json
 from edge_agent.store.durable import atomic_write
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # records read from the log at a time
 WINDOW = 100  # QoS 1 publishes in flight at once
 SAVE_EVERY = 0.2  # seconds between durable cursor writes while draining
+REFUSED_ALARM = "uplink:refused"
 
 
 class Uplink:
@@ -127,7 +129,7 @@ class Uplink:
             self.status_topic, self._status_payload(online=False), qos=1, retain=True)
         # One client id per run: two boxes claiming one site must both stay connected (and
         # see each other), not take each other's session over in turn.
-        return aiomqtt.Client(self.host, self.port,
+        return CheckedClient(self.host, self.port,
                               identifier=f"edge-agent-{self.site}-{self.boot_id or self.session}"
                               + ("-down" if down else ""),
                               username=self.cfg.username, password=password,
@@ -178,6 +180,13 @@ class Uplink:
                         self._publisher = None
                         listener.cancel()
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+                if isinstance(exc, PublishRefused):
+                    # Not acknowledged, so not forwarded: kept and sent again. Someone must
+                    # fix the broker's ACL or this site's certificate.
+                    self.rt.alarms.raise_(Alarm(
+                        REFUSED_ALARM, "critical", f"headquarters' broker refuses this "
+                        f"site's records ({exc}): check its ACL for site {self.site} and "
+                        "this site's certificate; nothing is lost, the backlog is kept"))
                 if self.connected or not self.last_error:
                     log.warning("uplink: %s: %s; retrying (backlog is kept in the audit "
                                 "log)", self.cfg.broker, exc)
@@ -281,6 +290,8 @@ class Uplink:
 
     def _advance(self, done: set[int]) -> bool:
         moved = False
+        if self.acked + 1 in done:
+            self.rt.alarms.clear(REFUSED_ALARM)
         while self.acked + 1 in done:
             done.discard(self.acked + 1)
             self._unsent_ts.pop(self.acked + 1, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import shutil
 import signal
 import socket
@@ -472,3 +473,115 @@ async def test_headquarters_sees_the_fleet_worst_first(kerong_bus: Any, broker: 
     assert {r["site"]: r["state"] for r in rows} == {"Site-B7": "TAMPERED",
                                                      "Station-12": "STOPPED"}
     assert code == 1
+
+
+def client_cert(d: Path, ca_cert: Any, ca_key: Any, cn: str) -> tuple[Path, Path]:
+    """A client certificate for ``cn`` (a site id, or headquarters' ingest)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt, keyf = d / f"{cn}.crt", d / f"{cn}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(keyf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return crt, keyf
+
+
+async def test_client_certificates_and_the_brokers_acl(kerong_bus: Any,
+                                                       tmp_path: Path) -> None:
+    """Mutual TLS as a force would run it: the broker asks every client for a certificate
+    from the force's CA and takes its common name as the user; its ACL lets a site write
+    only under its own id, and headquarters' ingest read everything. A box whose
+    certificate names another site is refused by the broker (PUBACK 0x87): the agent
+    keeps every record, alarms, and delivers all of them once given the right
+    certificate. A box with no certificate does not get in at all."""
+    from edge_agent.testing import running_agent
+
+    ca_path, ca_cert, ca_key = make_ca(tmp_path, "force-ca")
+    crt, key = server_cert(tmp_path, ca_cert, ca_key)
+    site_crt, site_key = client_cert(tmp_path, ca_cert, ca_key, "Station-12")
+    other_crt, other_key = client_cert(tmp_path, ca_cert, ca_key, "Station-99")
+    hq_crt, hq_key = client_cert(tmp_path, ca_cert, ca_key, "hq-ingest")
+    acl = tmp_path / "acl"
+    acl.write_text("user hq-ingest\ntopic read edge-agent/#\n\n"
+                   "pattern write edge-agent/%u/audit\n"
+                   "pattern readwrite edge-agent/%u/status\n"
+                   "pattern read edge-agent/%u/entitlements\n"
+                   "pattern read edge-agent/%u/command\n"
+                   "pattern read edge-agent/all/#\n")
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.head + f"cafile {ca_path}\ncertfile {crt}\nkeyfile {key}\n"
+                           "require_certificate true\nuse_identity_as_username true\n"
+                           f"allow_anonymous false\nacl_file {acl}\npersistence false\n")
+    broker.start()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+
+    def site_config(cert: Path | None, key_: Path | None) -> str:
+        tls = f'ca = "{ca_path}"\n' + (f'cert = "{cert}"\nkey = "{key_}"\n' if cert else "")
+        return config(pty.port, broker).replace(f'broker = "{broker.url}"',
+                                                f'broker = "{url}"\n{tls}')
+
+    out = tmp_path / "hq"
+    ingest = Ingest(url, out, client_id="ingest-tls", ca=str(ca_path), cert=str(hq_crt),
+                    key=str(hq_key))
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(ingest.run(stop))
+    try:
+        # No certificate: the TLS handshake is refused.
+        async with running_agent(site_config(None, None), tmp_path / "s0") as (agent, _c):
+            await wait_until(lambda: agent.status()["uplink"]["error"], timeout=15,
+                             what="a refused handshake")
+            assert not agent.status()["uplink"]["connected"]
+        # A certificate for another site: connected, but every record refused.
+        async with running_agent(site_config(other_crt, other_key), tmp_path / "s") as (
+                agent, client):
+            await wait_device(client, DEV)
+            for n in range(5):
+                await unlock(client, n)
+            status = await wait_until(lambda: next(
+                (a for a in agent.status()["alarms"] if a["id"] == "uplink:refused"), None),
+                timeout=15, what="the refusal alarmed")
+            assert status["severity"] == "critical" and "Not authorized" in status["message"]
+            up = agent.status()["uplink"]
+            assert up["acked_seq"] == 0 and up["backlog"] > 0
+            assert "Not authorized" in up["error"]
+        assert stored(out) == []
+        # The right certificate, the same state: everything arrives, once, in order.
+        async with running_agent(site_config(site_crt, site_key), tmp_path / "s") as (
+                agent, client):
+            await wait_until(lambda: (st := agent.status()["uplink"])["connected"]
+                             and st["backlog"] == 0, timeout=20, what="the backlog drained")
+            last = agent.audit.last_seq or 0
+            await wait_until(lambda: "Station-12" in ingest.sites
+                             and ingest.sites["Station-12"].last_seq >= last - 1,
+                             timeout=20, what="ingest caught up")
+            assert not any(a["id"] == "uplink:refused" for a in agent.status()["alarms"])
+        ingest.save()
+        recs = stored(out)
+        assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+        assert [r["reason"] for r in recs if r["action"] == "unlock_requested"] == [
+            f"uplink {n}" for n in range(5)]
+        assert ingest.sites["Station-12"].problems == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        broker.stop()
