@@ -310,6 +310,49 @@ def _event_params(args: argparse.Namespace) -> dict[str, Any]:
             "actor": args.actor}
 
 
+def _events_offline(args: argparse.Namespace) -> int:
+    """Records read straight from an audit directory: a stopped agent's, or
+    headquarters' copy from fleet ingest (``OUT/<site>``)."""
+    import collections
+
+    from edge_agent.api.export import CSV_FIELDS, csv_line, csv_value
+    from edge_agent.store.audit import Query, parse_time, read_dir
+
+    if args.follow:
+        raise UsageError("--follow needs a running agent (its socket), not --state-dir")
+    audit = _audit_dir(args)
+    try:
+        query = Query(device=args.device, action=args.type, actor=args.actor,
+                      item=args.item, compartment=args.compartment,
+                      since=parse_time(args.since) if args.since else None,
+                      until=parse_time(args.until) if args.until else None, limit=None)
+    except EdgeAgentError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format:
+        n = 0
+        with contextlib.ExitStack() as stack:
+            out = (stack.enter_context(open(args.output, "wb")) if args.output
+                   else sys.stdout.buffer)
+            if args.format == "csv":
+                out.write(csv_line(CSV_FIELDS))
+            for rec in read_dir(audit, query):
+                out.write(csv_line([csv_value(rec.get(f)) for f in CSV_FIELDS])
+                          if args.format == "csv"
+                          else json.dumps(rec, sort_keys=True).encode() + b"\n")
+                n += 1
+        if args.output:
+            print(f"wrote {n} record(s) to {args.output}", file=sys.stderr)
+        return EXIT_OK
+    newest: collections.deque[schema.AuditRecord] = collections.deque(maxlen=args.limit)
+    newest.extend(read_dir(audit, query))  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(list(newest), indent=2))
+    else:
+        for e in newest:
+            print(_event_line(e))
+    return EXIT_OK
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     if args.output and not args.format:
         # Never print to the terminal what was asked for in a file.
@@ -318,6 +361,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             raise UsageError(f"--output {args.output}: say --format csv or --format jsonl "
                              "(or name the file .csv or .jsonl)")
         args.format = suffix
+    if args.state_dir:
+        return _events_offline(args)
     if args.follow:
         wanted = {k: v for k, v in _event_params(args).items() if v is not None
                   and k in ("device", "action", "actor", "item", "compartment")}
@@ -407,6 +452,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"{audit}: {report.records} {span}, {report.checkpoints} checkpoint(s), "
               f"{report.indexes_checked} index(es), MACs "
               f"{'checked with the exported key' if report.macs_checked else 'NOT checked'}")
+        if report.copy:
+            print("  headquarters' copy (fleet ingest): records and checkpoints as the site "
+                  "forwarded them; the sealing key stays on the box")
         for f in report.findings:
             where = f" at seq {f.seq}" if f.seq is not None else ""
             print(f"  {f.kind.upper()}{where}: {f.message}")
@@ -1099,6 +1147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["jsonl", "csv"], help="export every match")
     sp.add_argument("--output", help="with --format: write to this file")
     sp.add_argument("-f", "--follow", action="store_true", help="follow live events")
+    sp.add_argument("--state-dir", help="read this audit directory instead of asking the "
+                    "agent (a stopped agent's state, or OUT/<site> of fleet ingest)")
+    sp.set_defaults(site=None)
     client("status", "agent and site health", cmd_status)
     sp = client("plugins", "loaded and refused plugins", cmd_plugins)
     sp.add_argument("--local", action="store_true", help="list plugins installed here, "

@@ -4,8 +4,13 @@ Subscribes (QoS 1, a persistent MQTT 5 session, so what is published while inges
 down is delivered when it returns) to every site's audit records and status, and keeps
 per site, in ``OUT/<site id>/``:
 
-* ``audit/audit-000001.jsonl``: the site's records, each exactly once, in sequence order
-  (duplicates after a site's crash are dropped by (site, seq));
+* ``audit/``: the layout of an agent's audit directory, so ``edge-agent audit verify
+  --state-dir OUT/<site> --key <the site's exported verify.key>`` proves the copy and
+  ``edge-agent events --state-dir OUT/<site>`` reads it: ``audit-<first seq>.jsonl``, the
+  site's records, each exactly once, in sequence order (duplicates after a site's crash
+  are dropped by (site, seq)); ``checkpoints.jsonl``, the checkpoints the site sealed,
+  once each, written only when the records they seal are; ``horizon.json`` when the copy
+  starts after record 1; ``COPY.json`` saying it is headquarters' copy;
 * ``ingest.json``: the last seq and hash taken, the problems found;
 * ``status.json``: the newest status (a death is believed only from the newest session).
 
@@ -17,6 +22,7 @@ content (a log rewritten after forwarding) is flagged, never stored over the fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,17 +56,34 @@ class SiteLog:
     problems: list[str] = field(default_factory=list)
     duplicates: int = 0
     status: dict[str, Any] | None = None
+    segment: Path | None = None
+    cp_epochs: dict[int, str] = field(default_factory=dict)  # epoch -> its MAC
+    cp_pending: list[tuple[int, int, bytes]] = field(default_factory=list)
 
     @classmethod
     def open(cls, root: Path) -> SiteLog:
         site = cls(root)
-        (root / "audit").mkdir(parents=True, exist_ok=True)
-        seg = root / "audit" / "audit-000001.jsonl"
-        if seg.exists():
+        audit = root / "audit"
+        audit.mkdir(parents=True, exist_ok=True)
+        old = audit / "audit-000001.jsonl"  # the name earlier versions of ingest used
+        segments = sorted(audit.glob("audit-" + "[0-9]" * 12 + ".jsonl"))
+        if old.exists() and not segments:
+            first = old.read_bytes().split(b"\n", 1)[0]
+            seq = int(json.loads(first)["seq"]) if first else 1
+            old.rename(audit / f"audit-{seq:012d}.jsonl")
+            segments = sorted(audit.glob("audit-" + "[0-9]" * 12 + ".jsonl"))
+        for seg in segments:
+            site.segment = seg
             for line in seg.read_bytes().splitlines():
                 rec = json.loads(line)
                 site.hashes[int(rec["seq"])] = str(rec["hash"])
                 site.last_seq, site.last_hash = int(rec["seq"]), str(rec["hash"])
+        cps = audit / "checkpoints.jsonl"
+        if cps.exists():
+            for line in cps.read_bytes().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    cp = json.loads(line)
+                    site.cp_epochs[int(cp["epoch"])] = str(cp.get("mac"))
         meta = root / "ingest.json"
         if meta.exists():
             site.problems = list(json.loads(meta.read_bytes()).get("problems", []))
@@ -90,6 +113,40 @@ class SiteLog:
         self.pending[seq] = rec
         self._drain()
 
+    def take_checkpoint(self, line: bytes) -> None:
+        """A checkpoint the site sealed: kept once, written when its records are."""
+        try:
+            cp = json.loads(line)
+            epoch, seq = int(cp["epoch"]), int(cp["seq"])
+        except (ValueError, KeyError, TypeError):
+            self.flag("an unreadable checkpoint arrived")
+            return
+        known = self.cp_epochs.get(epoch)
+        if known is not None:
+            if known != str(cp.get("mac")):
+                self.flag(f"checkpoint epoch {epoch} arrived again with another MAC: the "
+                          "site re-sealed its log after forwarding")
+            return
+        if any(e == epoch for e, _, _ in self.cp_pending):
+            return
+        self.cp_pending.append((epoch, seq, line.rstrip(b"\n")))
+        self._write_checkpoints()
+
+    def _write_checkpoints(self) -> None:
+        ready = sorted(c for c in self.cp_pending if c[1] <= self.last_seq)
+        if not ready:
+            return
+        self.cp_pending = [c for c in self.cp_pending if c[1] > self.last_seq]
+        fd = os.open(self.root / "audit" / "checkpoints.jsonl",
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, b"".join(line + b"\n" for _, _, line in ready))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for epoch, _, line in ready:
+            self.cp_epochs[epoch] = str(json.loads(line).get("mac"))
+
     def _drain(self) -> None:
         lines = []
         while True:
@@ -106,18 +163,33 @@ class SiteLog:
             if rec.get("prev") != self.last_hash:
                 self.flag(f"seq {rec['seq']} does not chain to seq {self.last_seq} (prev "
                           f"{str(rec.get('prev'))[:12]}…, expected {self.last_hash[:12]}…)")
+            if self.segment is None:
+                self._start_copy(int(rec["seq"]), str(rec.get("prev")))
             self.last_seq, self.last_hash = int(rec["seq"]), str(rec["hash"])
             self.hashes[self.last_seq] = self.last_hash
             lines.append(json.dumps(rec, sort_keys=True, separators=(",", ":"),
                                     ensure_ascii=False).encode() + b"\n")
         if lines:
-            fd = os.open(self.root / "audit" / "audit-000001.jsonl",
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            assert self.segment is not None
+            fd = os.open(self.segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 os.write(fd, b"".join(lines))
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._write_checkpoints()
+
+    def _start_copy(self, first: int, prev: str) -> None:
+        """The copy's first segment, named as the agent names its own; a horizon if the
+        copy starts after record 1 (ingest joined late, or the site's retention ran)."""
+        audit = self.root / "audit"
+        self.segment = audit / f"audit-{first:012d}.jsonl"
+        atomic_write(audit / "COPY.json", json.dumps({
+            "copy_of": self.root.name, "by": "edge-agent fleet ingest",
+            "first_seq": first}, sort_keys=True).encode())
+        if first > 1:
+            atomic_write(audit / "horizon.json", json.dumps(
+                {"first_seq": first, "prev_hash": prev, "copy": True}).encode())
 
     def set_status(self, doc: dict[str, Any]) -> None:
         old = self.status
@@ -187,6 +259,9 @@ class Ingest:
         if kind == "status":
             site.set_status(doc)
             return
+        if kind == "checkpoint":
+            site.take_checkpoint(payload)
+            return
         if doc.pop("site", site_id) != site_id:
             site.flag(f"a record published under {site_id} claims another site")
             return
@@ -205,6 +280,7 @@ class Ingest:
                         tls_context=self.tls) as client:
                     await client.subscribe(f"{self.prefix}/+/audit", qos=1)
                     await client.subscribe(f"{self.prefix}/+/status", qos=1)
+                    await client.subscribe(f"{self.prefix}/+/checkpoint", qos=1)
                     delay = 0.5
                     last_save = time.monotonic()
                     async for msg in _until(client.messages, stop):

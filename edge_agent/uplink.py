@@ -73,6 +73,11 @@ class Uplink:
         self.port = url.port or (8883 if self.tls else 1883)
         prefix = cfg.topic_prefix.rstrip("/")
         self.audit_topic = f"{prefix}/{site}/audit"
+        # Sealed checkpoints go up too: headquarters' copy of the log can then be proven
+        # with the site's exported verify key (``audit verify --state-dir OUT/<site>``).
+        self.checkpoint_topic = f"{prefix}/{site}/checkpoint"
+        self.cp_offset = 0  # bytes of checkpoints.jsonl forwarded
+        self.cp_epoch = -1  # the newest checkpoint epoch the broker took
         self.status_topic = f"{prefix}/{site}/status"
         # Down to the sites: signed entitlement snapshots, for this site or for all.
         self.entitlement_topics = (f"{prefix}/{site}/entitlements", f"{prefix}/all/entitlements")
@@ -91,6 +96,8 @@ class Uplink:
         try:
             doc = json.loads(self.cursor_path.read_bytes())
             self.acked, self.session = int(doc["acked_seq"]), int(doc["session"])
+            self.cp_offset = int(doc.get("cp_offset", 0))
+            self.cp_epoch = int(doc.get("cp_epoch", -1))
         except FileNotFoundError:
             self.acked, self.session = 0, 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -101,7 +108,8 @@ class Uplink:
 
     def _save(self) -> None:
         atomic_write(self.cursor_path, canonical_json(
-            {"acked_seq": self.acked, "session": self.session, "site": self.site}))
+            {"acked_seq": self.acked, "session": self.session, "site": self.site,
+             "cp_offset": self.cp_offset, "cp_epoch": self.cp_epoch}))
 
     def to_json(self) -> dict[str, Any]:
         last = self.rt.audit.last_seq or 0
@@ -204,6 +212,7 @@ class Uplink:
         the cursor follows the highest sequence number below which every record has its
         PUBACK, and is made durable at least every SAVE_EVERY seconds (and when idle)."""
         next_status = time.monotonic() + self.cfg.status_interval
+        next_checkpoints = 0.0
         sem = asyncio.Semaphore(WINDOW)
         done: set[int] = set()
         failed: list[BaseException] = []
@@ -252,6 +261,10 @@ class Uplink:
                         await asyncio.wait_for(self._wake.wait(), wait)
                     except TimeoutError:
                         pass
+                if idle and time.monotonic() >= next_checkpoints:
+                    next_checkpoints = time.monotonic() + 2.0
+                    if await self._forward_checkpoints(client):
+                        await asyncio.to_thread(self._save)
                 if time.monotonic() >= next_status:
                     await client.publish(self.status_topic,
                                          self._status_payload(online=True), qos=1,
@@ -287,6 +300,45 @@ class Uplink:
             return round(max(0.0, time.time() - dt.datetime.fromisoformat(ts).timestamp()), 1)
         except ValueError:
             return None
+
+    def _new_checkpoints(self) -> tuple[list[tuple[int, bytes]], int]:
+        """Checkpoint lines after the forwarded offset, as (epoch, line), and the offset
+        after the last whole line (blocking). A file repaired after a crash (shorter
+        than the offset) is read again from the start; epochs already taken are skipped."""
+        path = self.rt.audit.dir / "checkpoints.jsonl"
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, 2)
+                start = self.cp_offset if self.cp_offset <= size else 0
+                f.seek(start)
+                data = f.read(min(size - start, 4 << 20))
+        except FileNotFoundError:
+            return [], 0
+        out = []
+        pos = 0
+        while (nl := data.find(b"\n", pos)) >= 0:
+            line = data[pos:nl]
+            try:
+                doc = json.loads(line)
+                epoch, seq = int(doc["epoch"]), int(doc["seq"])
+            except (ValueError, KeyError, TypeError):
+                pos = nl + 1
+                continue  # a torn line set aside by the store: not a checkpoint
+            if seq > self.acked:
+                break  # it seals records headquarters does not have yet: later
+            if epoch > self.cp_epoch:
+                out.append((epoch, line))
+            pos = nl + 1
+        return out, start + pos
+
+    async def _forward_checkpoints(self, client: aiomqtt.Client) -> bool:
+        lines, offset = await asyncio.to_thread(self._new_checkpoints)
+        for epoch, line in lines:
+            await client.publish(self.checkpoint_topic, line, qos=1)
+            self.cp_epoch = epoch
+        moved = offset != self.cp_offset
+        self.cp_offset = offset
+        return moved or bool(lines)
 
     def _advance(self, done: set[int]) -> bool:
         moved = False

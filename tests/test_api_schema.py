@@ -53,6 +53,9 @@ async def test_every_answer_matches_its_model(kerong_bus, tmp_path: Path) -> Non
                 query = "?equipment=radio" if "equipment" in route.query else ""
                 status, answer, _ = await asyncio.to_thread(http, sock, "GET",
                                                             path(name, id=DEV) + query)
+                if name == "person":  # no officers here: checked in test_custody
+                    assert status == 404 and answer["error"] == "not_found", answer
+                    continue
                 assert status == 200, (name, answer)
                 check(name, answer)
         # One error shape, whatever went wrong.

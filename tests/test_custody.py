@@ -16,6 +16,7 @@ from edge_agent_osdp.simulator import ReaderSimulator
 from helpers import as_other_user, site_toml
 
 from edge_agent import entitlements as ent
+from edge_agent.api import schema
 from edge_agent.client import AgentClient
 from edge_agent.errors import ClientError
 from edge_agent.testing import adopt, running_agent, wait_device, wait_event, wait_until
@@ -158,6 +159,7 @@ async def test_issue_and_return_a_radio_with_a_card(site: Site, tmp_path: Path) 
         site.bus.set_door(0, 0, True)
         # Her own view: what she holds, her qualifications, her last records (no badge).
         me = await client.call("person", id="PC-1001")
+        schema.adapter(schema.Person).validate_python(me, strict=True)
         assert [h["equipment"] for h in me["holdings"]] == ["radio"]
         assert me["name"] == "Alice Ames" and me["qualifications"]["taser"]["valid"]
         actions = [e["action"] for e in me["events"]]

@@ -89,8 +89,10 @@ async def unlock(client: AgentClient, n: int) -> None:
 
 
 def stored(out: Path) -> list[dict[str, Any]]:
-    seg = out / "Station-12" / "audit" / "audit-000001.jsonl"
-    return [json.loads(line) for line in seg.read_bytes().splitlines()] if seg.exists() else []
+    """The records ingest kept for Station-12 (its segments, oldest first)."""
+    return [json.loads(line)
+            for seg in sorted((out / "Station-12" / "audit").glob("audit-*.jsonl"))
+            for line in seg.read_bytes().splitlines()]
 
 
 class IngestTask:
@@ -585,3 +587,54 @@ async def test_client_certificates_and_the_brokers_acl(kerong_bus: Any,
         stop.set()
         await asyncio.wait_for(task, 10)
         broker.stop()
+
+
+async def test_headquarters_copy_is_proven_with_the_sites_exported_key(
+        kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
+    """Ingest keeps each site in an agent's audit layout with the checkpoints the site
+    sealed: `audit verify --state-dir OUT/<site> --key <exported verify.key>` proves the
+    copy intact, `events --state-dir` reads it, and an edit of the copy is found."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edge_agent.testing import running_agent
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    out = tmp_path / "hq"
+    exported = tmp_path / "exported-verify.key"
+    toml = config(pty.port, broker) + "\n[audit]\ncheckpoint_every = 5\n"
+    async with IngestTask(broker, out) as ingest:
+        async with running_agent(toml, tmp_path / "state") as (agent, client):
+            shutil.copy(tmp_path / "state" / "audit" / "verify.key", exported)  # at install
+            await wait_device(client, DEV)
+            for n in range(12):
+                await unlock(client, n)
+            await wait_until(lambda: (s := ingest.sites.get("Station-12")) is not None
+                             and len(s.cp_epochs) >= 3
+                             and s.last_seq >= (agent.audit.last_seq or 0) - 2,
+                             timeout=30, what="records and sealed checkpoints at ingest")
+        ingest.save()
+    copy = out / "Station-12"
+    verified = await asyncio.to_thread(run, "audit", "verify", "--state-dir", str(copy),
+                                       "--key", str(exported), "--json")
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert report["verdict"] == "intact" and report["copy"] is True
+    assert report["checkpoints"] >= 3 and report["first_seq"] == 1
+    listed = await asyncio.to_thread(run, "events", "--state-dir", str(copy), "--type",
+                                     "unlock_requested", "--limit", "100", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["reason"] for e in json.loads(listed.stdout)] == [f"uplink {n}"
+                                                                for n in range(12)]
+    # Someone edits headquarters' copy: a reason changed in place.
+    seg = next((copy / "audit").glob("audit-*.jsonl"))
+    seg.write_text(seg.read_text().replace('"uplink 3"', '"uplink 33"'))
+    verified = await asyncio.to_thread(run, "audit", "verify", "--state-dir", str(copy),
+                                       "--key", str(exported), "--json")
+    assert verified.returncode == 1 and json.loads(verified.stdout)["verdict"] == "tampered"

@@ -226,7 +226,7 @@ class Dashboard(App[None]):
         self._fetch("person", fn)
 
     def fetch_usage(self, days: float) -> None:
-        from edge_agent.api import usage
+        import edge_agent.api.usage as usage
 
         async def fn(c: AgentClient) -> None:
             self.model.usage = await c.call("events", action=usage.ACTION,

@@ -931,7 +931,7 @@ class UsageScreen(BaseScreen):
     _drawn_for: tuple[int, int, int] | None = None
 
     def render_model(self) -> None:
-        from edge_agent.api import usage
+        import edge_agent.api.usage as usage
 
         events = self.dash.model.usage
         head = self.query_one("#usage-head", Static)

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import grp
-import io
 import itertools
 import json
 import logging
@@ -51,6 +49,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from edge_agent.api.export import CSV_FIELDS, csv_line, csv_value
 from edge_agent.api.listener import BoundedListener
 from edge_agent.api.schema import ROUTES
 from edge_agent.entitlements import EntitlementError
@@ -70,37 +69,6 @@ from edge_agent.errors import (
 from edge_agent.events import EventHub
 from edge_agent.plugins import PluginHost
 from edge_agent.store.audit import AuditLog, Query, canonical_json, parse_time
-
-CSV_FIELDS = ["seq", "ts", "actor", "action", "device", "compartment", "item", "reason",
-              "outcome", "boot", "details", "prev", "hash"]
-
-
-def csv_line(values: list[str]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
-    return buf.getvalue().encode()
-
-
-# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@")
-# C0 controls, DEL and C1 controls: a terminal or spreadsheet acts on them (ESC, BEL, CR).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def _csv_value(v: Any) -> str:
-    """One CSV cell, safe to open in a spreadsheet or print on a terminal.
-
-    Control characters become ``\\xNN`` and a cell that would start a formula gets a
-    leading apostrophe (the OWASP advice); the JSON-lines export keeps every value exact.
-    """
-    if v is None:
-        return ""
-    s = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
-    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
-    if s.startswith(_FORMULA_START):
-        s = "'" + s
-    return s
-
 
 log = logging.getLogger(__name__)
 AGENT_KEY = web.AppKey("agent", object)
@@ -431,7 +399,7 @@ class ApiServer:
             if not recs:
                 break
             if fmt == "csv":
-                data = b"".join(csv_line([_csv_value(r.get(f)) for f in CSV_FIELDS])
+                data = b"".join(csv_line([csv_value(r.get(f)) for f in CSV_FIELDS])
                                 for r in recs)
             else:
                 data = b"".join(canonical_json(r) + b"\n" for r in recs)

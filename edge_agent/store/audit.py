@@ -89,6 +89,21 @@ def parse_time(text: str) -> str:
     return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
+def read_dir(directory: Path, query: Query) -> Iterator[AuditRecord]:
+    """Records matching ``query`` in an audit directory, oldest first, read without the
+    agent (blocking, read-only: no index is built, nothing is written). For a stopped
+    agent's state or headquarters' copy (``edge-agent events --state-dir``)."""
+    for seg in sorted(directory.glob(AuditLog.SEGMENT_GLOB)):
+        with open(seg, "rb") as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue  # a torn last line: the agent cuts it off at its next start
+                if isinstance(rec, dict) and query.match(rec):
+                    yield rec
+
+
 @dataclass
 class TailRecovery:
     segment: str

@@ -65,6 +65,7 @@ class VerifyReport:
     macs_checked: bool = False
     horizon_first: int = 1
     indexes_checked: int = 0
+    copy: bool = False  # headquarters' copy (fleet ingest): the sealing key stays on the box
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -97,7 +98,7 @@ class VerifyReport:
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "horizon_first_seq": self.horizon_first, "checkpoints": self.checkpoints,
                 "macs_checked": self.macs_checked, "indexes_checked": self.indexes_checked,
-                "first_bad_seq": self.first_bad_seq,
+                "first_bad_seq": self.first_bad_seq, "copy": self.copy,
                 "findings": [f.to_json() for f in self.findings]}
 
 
@@ -126,7 +127,8 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
            min_retention_days: float = MIN_RETENTION_DAYS) -> VerifyReport:
     """Verify the audit log in ``audit_dir``. ``key``: the exported epoch-0 key (never one
     read from the box); ``exported``: a checkpoint exported earlier."""
-    report = VerifyReport(macs_checked=key is not None)
+    report = VerifyReport(macs_checked=key is not None,
+                          copy=(audit_dir / "COPY.json").exists())
     checkpoints, cp_torn = read_checkpoints(audit_dir / "checkpoints.jsonl")
     if cp_torn:
         report.add("crash", None, "torn last checkpoint line (crash while sealing)")
@@ -307,11 +309,12 @@ def _check_checkpoints(report: VerifyReport, audit_dir: Path, cps: list[dict[str
                 retention.append(cp)
         if key is not None:
             key = evolve(key)
-    _check_seal_key(report, audit_dir, k0, want_epoch, sealed_seq, bool(cps))
+    if not report.copy:  # a copy never holds the box's sealing key
+        _check_seal_key(report, audit_dir, k0, want_epoch, sealed_seq, bool(cps))
     # Every checkpoint left below the horizon sealed a record that retention removed: a
     # real retention run only removes records older than its cutoff. (An attacker with
     # the current key can seal a fake retention run, but not back-date these.)
-    for cp in below:
+    for cp in [] if report.copy else below:  # a copy starts where it starts
         _check_covered(report, cp, retention, f"checkpoint {cp['epoch']}")
     return retention
 
@@ -415,6 +418,12 @@ def _check_horizon(report: VerifyReport, horizon: dict[str, Any] | None,
     if horizon is None:
         return  # a log that starts after 1 without a horizon fails the chain walk
     first, prev = int(horizon["first_seq"]), str(horizon["prev_hash"])
+    if report.copy and horizon.get("copy"):
+        # Headquarters' copy starts where ingest first heard of the site: what came before
+        # is the site's to prove (its own log and checkpoints), not the copy's.
+        report.add("warning", first, f"headquarters' copy starts at record {first}; "
+                   f"records 1-{first - 1} were never forwarded to it")
+        return
     match = [cp for cp in retention if int(cp["horizon"].get("first_seq", -1)) == first
              and cp["horizon"].get("prev_hash") == prev]
     if not match:
