@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     ITEM_RETURNED = "item_returned"
     ALARM_RAISED = "alarm_raised"
     ALARM_CLEARED = "alarm_cleared"
+    ALARM_ACKNOWLEDGED = "alarm_acknowledged"
     # Commands and decisions
     UNLOCK_REQUESTED = "unlock_requested"
     UNLOCK = "unlock"
@@ -103,6 +104,8 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.ITEM_RETURNED: "an item came back",
     Action.ALARM_RAISED: "a device raised an alarm (code, severity, message)",
     Action.ALARM_CLEARED: "a device alarm cleared (how long it lasted)",
+    Action.ALARM_ACKNOWLEDGED: "a technician acknowledged an alarm (who, why, its code and "
+                               "message): it stays raised until its cause clears",
     Action.UNLOCK_REQUESTED: "an unlock was asked for, durable before the board is told",
     Action.UNLOCK: "what the board did: outcome ok, failed or unknown (request_seq)",
     Action.IDENTIFY: "a device was asked to flash or beep",

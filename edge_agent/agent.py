@@ -46,7 +46,7 @@ from edge_agent.discovery.claims import AddressClaims
 from edge_agent.discovery.coordinator import Discovery
 from edge_agent.discovery.mdns import MdnsBrowser
 from edge_agent.entitlements import EntitlementError, EntitlementStore, trusted_keys
-from edge_agent.errors import ConfigError, EdgeAgentError, StoreError
+from edge_agent.errors import ConfigError, DeviceUnavailable, EdgeAgentError, StoreError
 from edge_agent.events import EventHub
 from edge_agent.inbox import InboxItem
 from edge_agent.plugins import PluginHost
@@ -104,6 +104,7 @@ class Agent:
             self.boot_id, self.started, state_dir, socket_path, config_path))
         self.entitlements: EntitlementStore | None = None
         self.uplink: Uplink | None = None
+        self._stopped = False
         self._extra_plugins = extra_plugins or {}
         self._load_entry_points = load_entry_points
         self._lock_fd: int | None = None
@@ -323,6 +324,9 @@ class Agent:
 
     async def stop(self) -> None:
         rt = self.rt
+        if self._stopped:  # twice (a signal during shutdown, a test's own stop): once
+            return
+        self._stopped = True
         rt.stopping.set()
         for dev in self.devices.values():
             if dev.supervisor:
@@ -388,6 +392,22 @@ class Agent:
 
     def deployable(self, equipment: str) -> dict[str, Any]:
         return self.custody.deployable(equipment)
+
+    async def ack_alarm(self, alarm_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """Acknowledge a raised alarm: audited first, then marked (who, when, why)."""
+        alarm = self.views.alarm(alarm_id)
+        if alarm is None:
+            raise DeviceUnavailable(f"no alarm {alarm_id!r} is raised (it may have cleared); "
+                                    "see 'edge-agent status'")
+        rec = await self.rt.record(Action.ALARM_ACKNOWLEDGED, actor=actor, reason=reason,
+                                   device=alarm.device, compartment=alarm.compartment,
+                                   details={"alarm": alarm.id, "code": alarm.code,
+                                            "severity": alarm.severity,
+                                            "message": alarm.message})
+        alarm.acked = {"by": actor, "at": time.time(), "reason": reason, "seq": rec["seq"]}
+        if alarm.device is not None and alarm.device in self.registry.devices:
+            self.registry.changed(self.registry.devices[alarm.device])
+        return {"id": alarm.id, "audit_seq": rec["seq"]}
 
     async def person(self, officer_id: str, *, days: float = 30.0,
                      last: int = 20) -> dict[str, Any] | None:

@@ -2,6 +2,10 @@
 
 Agent alarms (store, audit log, mDNS, identity conflicts) live in one :class:`AlarmBook`;
 each device keeps its own, raised and cleared from what its driver reports.
+
+A technician may **acknowledge** an alarm (who, when, why; audited as
+``alarm_acknowledged``): it stays raised, and counts for health, until its cause clears;
+it is shown as seen and sorted after the alarms nobody has looked at yet.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Alarm:
     device: str | None = None
     code: str | None = None
     compartment: int | None = None
+    acked: dict[str, Any] | None = None  # {"by", "at", "reason", "seq"} once acknowledged
 
     @property
     def critical(self) -> bool:
@@ -28,7 +33,7 @@ class Alarm:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "severity": self.severity, "message": self.message,
                 "since": self.since, "device": self.device, "code": self.code,
-                "compartment": self.compartment}
+                "compartment": self.compartment, "acked": self.acked}
 
 
 class AlarmBook:
@@ -38,7 +43,15 @@ class AlarmBook:
         self._alarms: dict[str, Alarm] = {}
 
     def raise_(self, alarm: Alarm) -> None:
+        old = self._alarms.get(alarm.id)
+        if old is not None and old.severity == alarm.severity:
+            # Raised again while it holds (a retry failing the same way): the same
+            # alarm, still acknowledged, still as old.
+            alarm.acked, alarm.since = old.acked, old.since
         self._alarms[alarm.id] = alarm
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        return self._alarms.get(alarm_id)
 
     def clear(self, alarm_id: str) -> Alarm | None:
         return self._alarms.pop(alarm_id, None)
@@ -51,5 +64,6 @@ class AlarmBook:
 
 
 def ordered(alarms: list[Alarm]) -> list[dict[str, Any]]:
-    """Critical first, then oldest first, as JSON."""
-    return [a.to_json() for a in sorted(alarms, key=lambda a: (not a.critical, a.since))]
+    """Not yet acknowledged first, then critical first, then oldest first, as JSON."""
+    return [a.to_json() for a in sorted(alarms, key=lambda a: (a.acked is not None,
+                                                                not a.critical, a.since))]

@@ -514,7 +514,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"bus      {b['id']} {b['port']} {b['settings']} answering: "
               f"{len(b['answering'])}" + (f"  ERROR: {b['error']}" if b["error"] else ""))
     for a in st["alarms"]:
-        print(f"ALARM    [{a['severity']}] {a['message']}")
+        acked = a.get("acked")
+        seen = f"  (acknowledged by {acked['by']}: {acked['reason']})" if acked else ""
+        print(f"ALARM    [{a['severity']}] {a['message']}{seen}  id {a['id']}")
     if st["inbox"]:
         print(f"inbox    {st['inbox']} discovered item(s) not adopted")
     return EXIT_OK
@@ -655,6 +657,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
             body["expect"] = expect
     elif what == "identify":
         route, body = "identify", {}
+    elif what == "ack":
+        route, body = "ack_alarm", {"reason": reason}
     else:
         route = "out_of_service"
         body = {"compartment": args.compartment, "reason": reason,
@@ -674,6 +678,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     done = {"adopt": f"adopted {args.target}" + (f" (pinned: {pinned})" if pinned else ""),
             "ignore": f"ignored {args.target}",
             "identify": f"asked {args.target} to identify itself",
+            "ack": f"acknowledged {args.target} (it stays until its cause clears)",
             "out-of-service": f"{args.target} compartment {getattr(args, 'compartment', '')} "
                               "is out of service (unlocks refused)",
             "return-to-service": f"{args.target} compartment "
@@ -1170,6 +1175,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="refuse unless the device presents this serial (its label)")
             sp.add_argument("--expect-fingerprint", metavar="SHA256",
                             help="refuse unless its key or certificate has this fingerprint")
+    sp = client("ack", "acknowledge an alarm (who and why are audited; it stays raised "
+                "until its cause clears)", cmd_decide)
+    sp.add_argument("target", metavar="ALARM", help="alarm id (edge-agent status --json)")
+    sp.add_argument("--reason", required=True)
+    sp.set_defaults(decision="ack")
     sp = client("identify", "flash or beep a device, if it can", cmd_decide)
     sp.add_argument("target", metavar="DEVICE")
     sp.set_defaults(decision="identify")

@@ -39,6 +39,9 @@ class Views:
             out.extend(dev.alarms.values())
         return out
 
+    def alarm(self, alarm_id: str) -> Alarm | None:
+        return next((a for a in self.alarms() if a.id == alarm_id), None)
+
     def all_alarms(self) -> list[dict[str, Any]]:
         """Agent alarms (store, audit, mDNS, conflicts) then every device's, critical
         first, oldest first."""

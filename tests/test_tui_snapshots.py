@@ -364,3 +364,24 @@ def test_the_fleet_is_worst_first(tmp_path: Any) -> None:
     assert [(r["site"], r["state"]) for r in rows] == [
         ("Station-31", "TAMPERED"), ("Station-19", "DEAD"), ("Station-23", "QUIET"),
         ("Station-12", "degraded"), ("Station-01", "ok")]
+
+
+def alarm_model() -> Model:
+    m = model()
+    assert m.status is not None
+    m.status["alarms"] = checked(list[Alarm], [
+        {"id": "uplink:refused", "severity": "critical", "since": T0 - 600,
+         "message": "headquarters' broker refuses this site's records (Not authorized)",
+         "device": None, "code": None, "compartment": None, "acked": None},
+        {"id": "mdns", "severity": "warning", "since": T0 - 60,
+         "message": "mDNS discovery unavailable: no such interface 10.9.9.9",
+         "device": None, "code": None, "compartment": None,
+         "acked": {"by": "tech", "at": T0, "reason": "NIC swap booked", "seq": 88}}])
+    return m
+
+
+@pytest.mark.parametrize("screen", [["a"], ["o"]], ids=["alarms", "doors"])
+def test_alarms_and_doors_snapshot(screen: list[str], snap_compare: Any) -> None:
+    """Issue 13 (Missing): alarms with acknowledge; every open compartment site-wide."""
+    dash = Dashboard("/run/edge-agent/agent.sock", model=alarm_model())
+    assert snap_compare(dash, press=screen, terminal_size=(80, 24))

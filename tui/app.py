@@ -25,11 +25,13 @@ from edge_agent.api.schema import AuditRecord, CommandAnswer, Device, Status, Wi
 from edge_agent.client import AgentClient, default_socket
 from edge_agent.errors import ClientError
 from tui.screens import (
+    AlarmsScreen,
     CustodyScreen,
     DeployableScreen,
     DeviceScreen,
     DevicesScreen,
     DiagnosticsScreen,
+    DoorsScreen,
     EventsScreen,
     FleetScreen,
     HelpScreen,
@@ -49,6 +51,7 @@ HIGH_CONTRAST = Theme(
 
 SCREENS = {"overview": OverviewScreen, "devices": DevicesScreen, "inbox": InboxScreen,
            "custody": CustodyScreen, "deployable": DeployableScreen, "usage": UsageScreen,
+           "alarms": AlarmsScreen, "doors": DoorsScreen,
            "events": EventsScreen, "plugins": PluginsScreen}
 
 
@@ -241,6 +244,11 @@ class Dashboard(App[None]):
             return
         if self.read_only:
             self.notify("read-only dashboard: no actions", severity="error")
+            return
+        if not self.model.connected:
+            # What the screens show is the last known state: nothing is sent on it.
+            self.notify("the link to the agent is down: nothing was sent", severity="error",
+                        timeout=8)
             return
         body = {"reason": answer["reason"]}
         if answer.get("compartment") is not None:

@@ -108,6 +108,19 @@ class BaseScreen(Screen[None]):
         pass
 
     def action_back(self) -> None:
+        # Esc in a filter box cancels the edit; Esc with a filter applied clears it;
+        # only then does Esc leave the screen (the less/k9s habit).
+        box = next(iter(self.query("#filter").results(Input)), None)
+        applied = str(getattr(self, "filter_text", ""))
+        if box is not None and self.focused is box:
+            box.value = applied
+            box.set_class(not applied, "hidden")
+            self.focus_next()
+            return
+        if applied and box is not None:
+            box.value = ""
+            box.post_message(Input.Submitted(box, ""))
+            return
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
 
@@ -146,6 +159,9 @@ class OverviewScreen(BaseScreen):
         Binding("e", "app.goto('events')", "Events"),
         Binding("p", "app.goto('plugins')", "Plugins"),
         Binding("c", "app.goto('custody')", "Custody"),
+        # Not in the footer: at 80 columns it would push out "? Help" and ": Jump".
+        Binding("a", "app.goto('alarms')", "Alarms", show=False),
+        Binding("o", "app.goto('doors')", "Open doors", show=False),
         Binding("enter", "open", "Open device"),
     ]
 
@@ -1031,6 +1047,7 @@ HELP = """\
   [b]Enter[/b]    open the selected device      [b]g[/b]  diagnostics of a device
   [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
   [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
+  [b]a o[/b]      alarms ([b]k[/b] acknowledge), open doors site-wide (from the overview)
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
   Custody: [b]Enter[/b] the officer  [b]y[/b] deployable per class  [b]u[/b] usage chart.
@@ -1135,3 +1152,114 @@ class FleetScreen(BaseScreen):
             for alarm in chosen["alarms"][:4]:
                 detail.append(f"\n alarm: {alarm}", style="yellow")
         self.query_one("#fleet-detail", Static).update(detail)
+
+
+# ------------------------------------------------------------------------ alarms
+
+
+ALARM_COLUMNS = ("sev", "alarm", "since", "seen by")
+
+
+class AlarmsScreen(BaseScreen):
+    """Every alarm raised now: not yet acknowledged first, critical first, oldest first.
+    ``k`` acknowledges the selected one (who and why go into the audit log); it stays
+    until its cause clears."""
+
+    refresh_interval = 1.0
+    BINDINGS = [Binding("k", "ack", "Acknowledge")]
+
+    def body(self) -> ComposeResult:
+        yield Static(id="alarms-summary")
+        yield KeyedTable(id="alarms", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#alarms", KeyedTable)
+        for col in ALARM_COLUMNS:
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "ack" and self.dash.read_only)
+
+    def render_model(self) -> None:
+        alarms = site_alarms(self.dash.model)
+        rows = {}
+        for a in alarms:
+            critical = a["severity"] == "critical"
+            acked = a.get("acked")
+            sev = Text("!! CRIT" if critical else "! warn",
+                       style=("bold reverse red" if critical else "bold yellow")
+                       if not acked else "dim")
+            width = max(20, self.size.width - 46)  # since and seen-by stay visible at 80
+            rows[a["id"]] = (sev, Text(a["message"][:width], style="dim" if acked else ""),
+                             hhmmss(a["since"]),
+                             f"{acked['by']}: {acked['reason']}"[:30] if acked else "-")
+        self.query_one("#alarms", KeyedTable).sync(rows, ALARM_COLUMNS)
+        open_ = [a for a in alarms if not a.get("acked")]
+        text = Text(f"{len(alarms)} alarm(s), {len(open_)} not acknowledged",
+                    style="bold red" if open_ else "bold")
+        if not alarms:
+            text = Text("no alarms", style="green")
+        self.query_one("#alarms-summary", Static).update(text)
+
+    def action_ack(self) -> None:
+        key = self.query_one("#alarms", KeyedTable).cursor_key()
+        if key is not None:
+            self.app.push_screen(ConfirmScreen(f"Acknowledge {key}"),
+                                 lambda r: self.dash.run_command("ack_alarm", key, r))
+
+
+# ------------------------------------------------------------------------ open doors
+
+
+DOOR_COLUMNS = ("device", "comp", "item", "state", "model")
+
+
+class DoorsScreen(BaseScreen):
+    """Every compartment whose door is open now, site-wide, and every one out of
+    service; Enter opens its device."""
+
+    refresh_interval = 1.0
+    BINDINGS = [Binding("enter", "open", "Open device")]
+
+    def body(self) -> ComposeResult:
+        yield Static(id="doors-summary")
+        yield KeyedTable(id="doors", cursor_type="row")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#doors", KeyedTable)
+        for col in DOOR_COLUMNS:
+            t.add_column(col, key=col)
+        super().on_mount()
+
+    def render_model(self) -> None:
+        rows: dict[str, tuple[Any, ...]] = {}
+        open_n = oos_n = 0
+        for dev_id, d in sorted(self.dash.model.devices.items()):
+            oos = d.get("out_of_service") or {}
+            for c in d["compartments"]:
+                is_open = c["door"] == "open"
+                out = str(c["index"]) in oos
+                if not (is_open or out):
+                    continue
+                open_n += is_open
+                oos_n += out
+                state = Text("OPEN", style="bold yellow") if is_open else Text("closed")
+                if out:
+                    state.append(" · out of service", style="dim")
+                rows[f"{dev_id}|{c['index']}"] = (dev_id[-26:], str(c["index"]), c["item"],
+                                                 state, d["model"][:12])
+        self.query_one("#doors", KeyedTable).sync(rows, DOOR_COLUMNS)
+        self.query_one("#doors-summary", Static).update(Text(
+            f"{open_n} door(s) open, {oos_n} compartment(s) out of service, across "
+            f"{len(self.dash.model.devices)} device(s)", style="bold"))
+
+    def action_open(self) -> None:
+        key = self.query_one("#doors", KeyedTable).cursor_key()
+        if key is not None:
+            self.dash.open_device(key.split("|", 1)[0])
+
+    @on(DataTable.RowSelected, "#doors")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.dash.open_device(str(event.row_key.value).split("|", 1)[0])

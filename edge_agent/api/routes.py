@@ -67,6 +67,9 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("deployable", "GET", "/v1/custody/deployable", "officers who could be issued a "
           "class now, and where items of it are available", "Deployable",
           query=("equipment",)),
+    Route("ack_alarm", "POST", "/v1/alarms/{id}/ack", "acknowledge a raised alarm (who, "
+          "why; audited); it stays raised until its cause clears", "DecisionAnswer",
+          request="Reason", role="technician|armourer"),
     Route("person", "GET", "/v1/custody/officers/{id}", "one officer: qualifications in "
           "the snapshot in force, what they hold, their last audit records", "Person"),
 )}

@@ -69,6 +69,16 @@ class Alarm(TypedDict):
     device: str | None
     code: str | None
     compartment: int | None
+    acked: NotRequired[Acknowledgement | None]
+    """set once a technician acknowledged it; it stays raised until its cause clears"""
+
+
+class Acknowledgement(TypedDict):
+    by: str
+    at: float
+    reason: str
+    seq: int
+    """the alarm_acknowledged record"""
 
 
 class Diagnostic(TypedDict):

@@ -206,6 +206,8 @@ class AgentApi(Protocol):
     def custody_view(self) -> dict[str, Any]: ...
     def deployable(self, equipment: str) -> dict[str, Any]: ...
     async def person(self, officer_id: str) -> dict[str, Any] | None: ...
+    async def ack_alarm(self, alarm_id: str, *, actor: str,
+                        reason: str) -> dict[str, Any]: ...
     async def break_glass(self, *, actor: str, roles: frozenset[str], reason: str,
                           minutes: float) -> dict[str, Any]: ...
     @property
@@ -518,6 +520,12 @@ class ApiServer:
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", equipment):
             return _error(400, "say which equipment class: ?equipment=taser")
         return _json(self.agent.deployable(equipment))
+
+    async def ack_alarm(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        alarm_id = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.ack_alarm(
+            alarm_id, actor=u, reason=body["reason"].strip()))
 
     async def person(self, request: web.Request) -> web.Response:
         officer = request.match_info["id"]

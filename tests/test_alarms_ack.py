@@ -1,0 +1,140 @@
+"""Issue 13 (Missing): an alarms screen with acknowledge (audited: who and why), a
+site-wide view of open compartments, Esc that cancels a filter before it leaves a
+screen, and no action sent while the link to the agent is down. Against a real agent
+with a simulated KR-CU16 bus, the CLI as a process and the dashboard under pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import site_toml
+from test_tui import SIZE, settle, text_of
+
+from edge_agent.testing import running_agent, wait_device, wait_event, wait_status
+from tui.app import Dashboard
+from tui.screens import AlarmsScreen, DoorsScreen, EventsScreen, OverviewScreen
+
+DEV = "kerong:Bank-1:0"
+
+
+def cli(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args, "--socket",
+                           str(sock)], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+async def test_an_alarm_is_acknowledged_from_the_shell_and_stays_raised(
+        kerong_bus: Any, tmp_path: Path) -> None:
+    # The bus reads HOOK bit 0 as closed, the site says 1: every door reads open with no
+    # unlock, and the plugin raises its critical hook_polarity alarm.
+    _sim, pty = kerong_bus({0: 0xFFFF}, hook_closed_bit=0, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                 client):
+        st = await wait_status(client, lambda s: any(a["code"] == "hook_polarity"
+                                                     for a in s["alarms"]), timeout=15)
+        alarm = next(a for a in st["alarms"] if a["code"] == "hook_polarity")
+        assert alarm.get("acked") is None and st["health"] == "degraded"
+        shown = await asyncio.to_thread(cli, agent.socket_path, "status")
+        assert f"id {alarm['id']}" in shown.stdout
+        done = await asyncio.to_thread(cli, agent.socket_path, "ack", alarm["id"],
+                                       "--reason", "bank wired inverted, vendor booked")
+        assert done.returncode == 0, done.stderr
+        st = await client.call("status")
+        acked = next(a for a in st["alarms"] if a["id"] == alarm["id"])["acked"]
+        assert acked["by"] == getpass.getuser()
+        assert acked["reason"] == "bank wired inverted, vendor booked"
+        assert st["health"] == "degraded"  # seen is not solved
+        rec = await wait_event(client, action="alarm_acknowledged")
+        assert rec["details"]["alarm"] == alarm["id"] and rec["device"] == DEV
+        assert rec["seq"] == acked["seq"]
+        # Still acknowledged on the next reading (the same alarm, not a new one).
+        await asyncio.sleep(0.5)
+        st = await client.call("status")
+        assert next(a for a in st["alarms"] if a["id"] == alarm["id"])["acked"]
+        missing = await asyncio.to_thread(cli, agent.socket_path, "ack", "no-such-alarm",
+                                          "--reason", "x")
+        assert missing.returncode != 0 and "no alarm 'no-such-alarm'" in missing.stderr
+
+
+async def test_alarms_and_open_doors_on_the_dashboard(kerong_bus: Any,
+                                                      tmp_path: Path) -> None:
+    sim, pty = kerong_bus({0: 0xFFFF}, hook_closed_bit=0, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                 client):
+        await wait_device(client, DEV, lambda d: d["alarms"], timeout=15)
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.connected, "the link")
+            await pilot.press("a")
+            await settle(pilot, lambda: isinstance(app.screen, AlarmsScreen)
+                         and "1 not acknowledged" in text_of(app, "#alarms-summary"),
+                         "the alarms screen")
+            await pilot.press("k")
+            await pilot.press(*"known fault")
+            await pilot.press("enter")
+            await settle(pilot, lambda: "0 not acknowledged" in text_of(
+                app, "#alarms-summary"), "the acknowledgement")
+            rec = await wait_event(client, action="alarm_acknowledged")
+            assert rec["reason"] == "known fault"
+            await pilot.press("escape")
+            # Every door of the board reads open: the site-wide view lists all 16.
+            await pilot.press("o")
+            await settle(pilot, lambda: isinstance(app.screen, DoorsScreen)
+                         and "16 door(s) open" in text_of(app, "#doors-summary"),
+                         "the open doors")
+            for lock in range(16):  # the technician fixes the wiring: doors read shut
+                sim.set_door(0, lock, False)
+            await settle(pilot, lambda: "0 door(s) open" in text_of(app, "#doors-summary"),
+                         "doors shut")
+
+
+async def test_escape_cancels_the_filter_before_it_leaves_the_screen(kerong_bus: Any,
+                                                                     tmp_path: Path) -> None:
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                 client):
+        await wait_device(client, DEV)
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.connected, "the link")
+            await pilot.press("e")
+            await settle(pilot, lambda: isinstance(app.screen, EventsScreen), "events")
+            screen = app.screen
+            await pilot.press("slash", *"device_online", "enter")
+            await pilot.pause(0.3)
+            assert screen.filter_text == "device_online"
+            await pilot.press("slash", *"zzz")  # editing, then changes their mind
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            assert app.screen is screen and screen.filter_text == "device_online"
+            await pilot.press("escape")  # clears the applied filter, stays
+            await pilot.pause(0.3)
+            assert app.screen is screen and screen.filter_text == ""
+            await pilot.press("escape")  # now leaves
+            await settle(pilot, lambda: isinstance(app.screen, OverviewScreen), "overview")
+
+
+async def test_no_action_is_sent_while_the_link_is_down(kerong_bus: Any,
+                                                        tmp_path: Path) -> None:
+    sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    ctx = running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s")
+    async with ctx as (agent, client):
+        await wait_device(client, DEV)
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.connected and DEV in app.model.devices,
+                         "the link")
+            app.open_device(DEV)
+            await pilot.pause(0.2)
+            await agent.stop()  # the agent goes away under the dashboard
+            await settle(pilot, lambda: not app.model.connected, "the link down")
+            await pilot.press("u", *"3", "enter", *"test", "enter")
+            await pilot.pause(0.5)
+            assert sim.unlocks == []
+            assert any("link to the agent is down" in n.message
+                       for n in app._notifications)
