@@ -5,9 +5,10 @@ end-to-end p99 (record appended on the site -> handled by ingest) <= 1 s, with z
 and zero duplicates stored. Baseline, same run: 45 bare aiomqtt publishers sending the
 same payloads at the same rate to one bare aiomqtt subscriber (publish -> receive).
 
-One process hosts the 45 forwarders and the ingest (the issue allows it); the logs are on
-a tmpfs when there is one (the figure is the link, not the disk). Bounded: --seconds of
-writing (default 20, at most 120), then at most 30 s to drain.
+One process hosts the 45 forwarders (the issue allows it); the ingest runs in a process
+of its own, as it does at headquarters. The logs are on a tmpfs when there is one (the
+figure is the link, not the disk). Bounded: --seconds of writing (default 20, at most
+120), then at most 30 s to drain.
 
     .venv/bin/python bench/fleet_uplink.py [--sites 45] [--rate 10] [--seconds 20]
 """
@@ -20,8 +21,10 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,11 +74,11 @@ async def agent_run(root: Path, url: str, sites: int, rate: float, seconds: floa
         tasks.add(t)
         return t
 
-    ingest = TimedIngest(url, root / "hq", client_id="bench-ingest")
-    ingest.latencies = []
-    ingest_stop = asyncio.Event()
-    ingest_task = asyncio.get_running_loop().create_task(ingest.run(ingest_stop))
-    await asyncio.sleep(0.5)
+    result = root / "ingest.json"
+    ingest_proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--ingest", url, str(root / "hq"), str(result),
+        stdin=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(1.0)
     logs: list[AuditLog] = []
     for i in range(sites):
         site = f"Site-{i:02d}"
@@ -99,32 +102,51 @@ async def agent_run(root: Path, url: str, sites: int, rate: float, seconds: floa
 
     await asyncio.gather(*(writer(k, log) for k, log in enumerate(logs)))
     written = {f"Site-{i:02d}": log.last_seq or 0 for i, log in enumerate(logs)}
+
+    def taken(site: str) -> int:
+        try:
+            return int(json.loads((root / "hq" / site / "ingest.json").read_bytes())[
+                "last_seq"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(  # noqa: ASYNC110 - bounded drain wait
-            ingest.sites.get(s) is None or ingest.sites[s].last_seq < n
-            for s, n in written.items()):
-        await asyncio.sleep(0.1)
+            taken(s) < n for s, n in written.items()):
+        await asyncio.sleep(0.5)
     stopping.set()
     for t in list(tasks):
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    ingest_stop.set()
-    await asyncio.wait_for(ingest_task, 10)
+    ingest_proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(ingest_proc.wait(), 20)
     for log in logs:
         await asyncio.to_thread(log.close)
-    gaps = sum(max(0, n - (ingest.sites[s].last_seq if s in ingest.sites else 0))
-               + (len(ingest.sites[s].pending) if s in ingest.sites else 0)
-               for s, n in written.items())
+    done = json.loads(result.read_bytes())
+    gaps = sum(max(0, n - taken(s)) for s, n in written.items()) + done["pending"]
     stored = 0
     for s in written:
         for seg in (root / "hq" / s / "audit").glob("audit-*.jsonl"):
             seqs = [json.loads(line)["seq"] for line in seg.read_bytes().splitlines()]
             stored += len(seqs)
             assert len(seqs) == len(set(seqs)), f"{s}: a record stored twice"
-    problems = sum(len(s.problems) for s in ingest.sites.values())
-    return {"latencies": ingest.latencies, "written": sum(written.values()),
-            "stored": stored, "gaps": gaps, "problems": problems,
-            "duplicates_dropped": sum(s.duplicates for s in ingest.sites.values())}
+    return {"latencies": done["latencies"], "written": sum(written.values()),
+            "stored": stored, "gaps": gaps, "problems": done["problems"],
+            "duplicates_dropped": done["duplicates"]}
+
+
+async def ingest_only(url: str, out: Path, result: Path) -> None:
+    """The headquarters side, in its own process: ingest until SIGTERM, then report."""
+    ingest = TimedIngest(url, out, client_id="bench-ingest")
+    ingest.latencies = []
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await ingest.run(stop)
+    result.write_text(json.dumps({
+        "latencies": ingest.latencies,
+        "pending": sum(len(s.pending) for s in ingest.sites.values()),
+        "problems": sum(len(s.problems) for s in ingest.sites.values()),
+        "duplicates": sum(s.duplicates for s in ingest.sites.values())}))
 
 
 async def bare_run(port: int, sites: int, rate: float, seconds: float) -> list[float]:
@@ -205,6 +227,9 @@ async def main(sites: int, rate: float, seconds: float) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--ingest":
+        asyncio.run(ingest_only(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])))
+        sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", type=int, default=45)
     ap.add_argument("--rate", type=float, default=10.0)

@@ -34,8 +34,11 @@ class PublishRefused(aiomqtt.MqttError):
 
 
 class CheckedClient(aiomqtt.Client):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, in_flight: int = 100, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # aiomqtt logs a warning for every call made while more than 10 are pending:
+        # with a window of QoS 1 publishes in flight, that is one log line per record.
+        self.pending_calls_threshold = in_flight + 10
         self._refused: dict[int, Any] = {}
         paho_publish = self._client.publish
 
