@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__
+from edge_agent import __version__, logs
 from edge_agent.actions import Action
 from edge_agent.alarms import Alarm, AlarmBook
 from edge_agent.bus import SerialBus
@@ -253,6 +253,7 @@ class Agent:
                                    for name, schema in schemas.items()}
 
     async def start(self) -> None:
+        logs.attach()  # `edge-agent logs` reads what this agent says
         from edge_agent.api.server import ApiServer
 
         rt = self.rt

@@ -44,13 +44,9 @@ def _print_err(msg: str) -> None:
 
 
 def setup_logging(level: str = "info") -> None:
-    import logging
+    from edge_agent import logs
 
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+    logs.setup(level)
 
 
 def _load_config(path: str) -> SiteConfig:
@@ -351,6 +347,28 @@ def _events_offline(args: argparse.Namespace) -> int:
         for e in newest:
             print(_event_line(e))
     return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """The agent's recent log lines (its ring), over the socket: no root, no journal."""
+    from edge_agent.logs import line_text
+
+    after = 0
+    with _client(args) as c:
+        lines: list[dict[str, Any]] = c.call("logs", device=args.device, level=args.level,
+                                             limit=args.limit)
+        while True:
+            for line in lines:
+                print(json.dumps(line) if args.json else line_text(line), flush=True)
+                after = max(after, int(line["seq"]))
+            if not args.follow:
+                return EXIT_OK
+            try:
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                return EXIT_OK
+            lines = c.call("logs", device=args.device, level=args.level, after=after,
+                           limit=1000)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -1175,6 +1193,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="refuse unless the device presents this serial (its label)")
             sp.add_argument("--expect-fingerprint", metavar="SHA256",
                             help="refuse unless its key or certificate has this fingerprint")
+    sp = client("logs", "the agent's recent log lines (no root needed where the socket "
+                "allows), oldest first", cmd_logs)
+    sp.add_argument("--device", help="only lines about this device")
+    sp.add_argument("--level", choices=["debug", "info", "warning", "error"],
+                    help="only this level and worse")
+    sp.add_argument("--limit", type=int, default=200, help="the newest N (200)")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     sp = client("ack", "acknowledge an alarm (who and why are audited; it stays raised "
                 "until its cause clears)", cmd_decide)
     sp.add_argument("target", metavar="ALARM", help="alarm id (edge-agent status --json)")

@@ -70,6 +70,9 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("ack_alarm", "POST", "/v1/alarms/{id}/ack", "acknowledge a raised alarm (who, "
           "why; audited); it stays raised until its cause clears", "DecisionAnswer",
           request="Reason", role="technician|armourer"),
+    Route("logs", "GET", "/v1/logs", "the agent's recent log lines (a ring of 5,000), "
+          "oldest first", "LogLine", many=True, query=("device", "level", "after", "limit"),
+          role="technician|armourer"),
     Route("person", "GET", "/v1/custody/officers/{id}", "one officer: qualifications in "
           "the snapshot in force, what they hold, their last audit records", "Person"),
 )}

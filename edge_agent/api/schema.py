@@ -257,6 +257,16 @@ class Custody(TypedDict):
     """the equipment classes the site's stations issue"""
 
 
+class LogLine(TypedDict):
+    seq: int
+    ts: float
+    level: Literal["debug", "info", "warning", "error", "critical"]
+    logger: str
+    device: str | None
+    """the device the line is about, when it names one"""
+    message: str
+
+
 class Qualification(TypedDict):
     until: str
     valid: bool

@@ -521,6 +521,19 @@ class ApiServer:
             return _error(400, "say which equipment class: ?equipment=taser")
         return _json(self.agent.deployable(equipment))
 
+    async def logs(self, request: web.Request) -> web.Response:
+        from edge_agent.logs import RING
+
+        level = request.query.get("level")
+        if level is not None and level not in ("debug", "info", "warning", "error"):
+            return _error(400, "level is one of debug, info, warning, error")
+        device = request.query.get("device")
+        if device is not None and not 0 < len(device) <= 200:
+            return _error(400, "device: give a device id")
+        after = _int_query(request, "after", 0, 0, 999_999_999)
+        limit = _int_query(request, "limit", 200, 1, 5000)
+        return _json(RING.read(after=after, device=device, level=level, limit=limit))
+
     async def ack_alarm(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         alarm_id = request.match_info["id"]
