@@ -43,6 +43,9 @@ class Action(enum.StrEnum):
     ALARM_RAISED = "alarm_raised"
     ALARM_CLEARED = "alarm_cleared"
     ALARM_ACKNOWLEDGED = "alarm_acknowledged"
+    # Buses
+    BUS_LENT = "bus_lent"
+    BUS_RETURNED = "bus_returned"
     # Commands and decisions
     UNLOCK_REQUESTED = "unlock_requested"
     UNLOCK = "unlock"
@@ -106,6 +109,9 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.ALARM_CLEARED: "a device alarm cleared (how long it lasted)",
     Action.ALARM_ACKNOWLEDGED: "a technician acknowledged an alarm (who, why, its code and "
                                "message): it stays raised until its cause clears",
+    Action.BUS_LENT: "a technician borrowed a bus for a scan: the agent closed its port (who, "
+                     "why, for how long at most)",
+    Action.BUS_RETURNED: "a lent bus came back to the agent (given back, or the loan ran out)",
     Action.UNLOCK_REQUESTED: "an unlock was asked for, durable before the board is told",
     Action.UNLOCK: "what the board did: outcome ok, failed or unknown (request_seq)",
     Action.IDENTIFY: "a device was asked to flash or beep",

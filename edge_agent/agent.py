@@ -49,6 +49,7 @@ from edge_agent.entitlements import EntitlementError, EntitlementStore, trusted_
 from edge_agent.errors import ConfigError, DeviceUnavailable, EdgeAgentError, StoreError
 from edge_agent.events import EventHub
 from edge_agent.inbox import InboxItem
+from edge_agent.lending import BusLending
 from edge_agent.plugins import PluginHost
 from edge_agent.runtime import Runtime
 from edge_agent.store import AuditLog, StateStore
@@ -97,6 +98,7 @@ class Agent:
         self.registry.claims = self.claims
         self.discovery = Discovery(self.rt, self.registry)
         self.commands = Commands(self.rt, self.registry)
+        self.lending = BusLending(self.rt, self.discovery)
         self.custody = CustodyService(
             self.rt, self.registry, self.commands, lambda: self.entitlements,
             Path(config_path).parent if config_path else Path.cwd())

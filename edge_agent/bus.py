@@ -70,6 +70,7 @@ class SerialBus:
         self._idle_decoder: FrameDecoder | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._busy = 0  # transactions queued or running
+        self.lent: str | None = None  # to whom, while a scan has the port (see lend())
 
     @property
     def bus_id(self) -> str:
@@ -86,6 +87,9 @@ class SerialBus:
     # -------------------------------------------------------------- thread side
 
     def _open_sync(self) -> None:
+        if self.lent is not None:
+            raise TransportError(f"bus {self._bus_id} is lent to {self.lent}: the port is "
+                                 "closed until it is given back")
         if self._port is not None:
             return
         kwargs: dict[str, Any] = {
@@ -251,6 +255,17 @@ class SerialBus:
                 expect_reply)
         finally:
             self._busy -= 1
+
+    async def lend(self, to: str) -> None:
+        """Close the port and keep it closed for ``to`` (a bus scan): transactions fail
+        with a TransportError meanwhile, so the boards on it go offline, as they would
+        with the cable out. Queued transactions run (and fail) first."""
+        self.lent = to
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_sync)
+
+    def give_back(self) -> None:
+        """The next transaction opens the port again."""
+        self.lent = None
 
     def wire_snapshot(self, limit: int = 100) -> list[WireRecord]:
         with self._wire_lock:

@@ -349,6 +349,99 @@ def _events_offline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agent_owns(port: str, args: argparse.Namespace) -> str | None:
+    """The agent's bus on ``port``, if an agent answers on the socket and owns it."""
+    try:
+        with _client(args) as c:
+            status: schema.Status = c.call("status")
+    except ClientError:
+        return None
+    real = os.path.realpath(port) if os.path.exists(port) else port
+    for b in status["buses"]:
+        theirs = str(b.get("port", ""))
+        if theirs == port or (os.path.exists(theirs) and os.path.realpath(theirs) == real):
+            return str(b["id"])
+    return None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """The bus doctor: which boards answer, at which settings, to which plugin."""
+    import asyncio
+
+    from edge_agent.config import vendor_settings
+    from edge_agent.plugins import PluginHost
+    from edge_agent.scan import scan
+
+    port = args.port
+    loan: dict[str, Any] | None = None
+    if args.borrow:
+        if not args.reason:
+            raise UsageError("--borrow needs --reason: the loan goes into the audit log")
+        with _client(args) as c:
+            loan = c.call("lend_bus", id=args.borrow,
+                          body={"reason": args.reason, "seconds": args.loan_seconds})
+        assert loan is not None
+        port = port or loan["port"]
+        print(f"borrowed bus {args.borrow} ({loan['port']}) from the agent "
+              f"(audit #{loan['audit_seq']}); its boards are offline until it is back",
+              file=sys.stderr)
+    elif not port:
+        raise UsageError("name the port (or --borrow BUS to scan one the agent owns)")
+    elif (owner := _agent_owns(port, args)) is not None:
+        raise UsageError(f"the agent owns {port} (bus {owner}): two masters on one wire "
+                         f"talk over each other; borrow it: --borrow {owner} --reason ...")
+    config = None
+    if args.site:
+        config = _load_config(args.site)
+    host = PluginHost()
+    host.load_entry_points()
+    try:
+        async def run() -> list[Any]:
+            probes = await host.call_each("edge_agent_bus_probes")
+            schemas = await host.call_each("edge_agent_settings_schema")
+            chosen = [(name, p) for name, ps in sorted(probes.items()) for p in ps or []
+                      if not args.protocol or p.protocol == args.protocol]
+            if not chosen:
+                raise UsageError("no installed plugin probes "
+                                 + (repr(args.protocol) if args.protocol else "a bus"))
+            settings = {name: vendor_settings(config, name, schemas.get(name))
+                        if config is not None else
+                        {k: v[1] for k, v in (schemas.get(name) or {}).items()}
+                        for name, _ in chosen}
+            bauds = [int(b) for b in args.bauds.split(",")] if args.bauds else None
+            return await scan(port, chosen, settings, bauds=bauds)
+
+        trials = asyncio.run(run())
+    finally:
+        host.shutdown()
+        if loan is not None and args.borrow:
+            with _client(args) as c:
+                back = c.call("return_bus", id=args.borrow, body={"reason": "scan done"})
+            print(f"gave bus {args.borrow} back to the agent (audit #{back['audit_seq']})",
+                  file=sys.stderr)
+    if args.json:
+        print(json.dumps([t.to_json() for t in trials], indent=2))
+    else:
+        rows = []
+        for t in trials:
+            found = ", ".join(f["address"].rsplit(" ", 2)[-1] if " board " in f["address"]
+                              else f["address"] for f in t.found) or "-"
+            rtts = [f["rtt_ms"] for f in t.found if f["rtt_ms"] is not None]
+            rows.append([t.settings, t.plugin, t.protocol, len(t.found), found[:40],
+                         f"{min(rtts):.1f}-{max(rtts):.1f}" if rtts else "-",
+                         t.timeouts, t.rx_bytes, t.error[:40]])
+        print(_table(rows, ["LINE", "PLUGIN", "PROTOCOL", "BOARDS", "WHICH", "RTT MS",
+                            "SILENT", "RX BYTES", "ERROR"]))
+        best = max(trials, key=lambda t: len(t.found), default=None)
+        if best is not None and best.found:
+            print(f"\n{len(best.found)} board(s) answer at {best.settings} to {best.plugin} "
+                  f"({best.protocol}): " + ", ".join(f["identity"] for f in best.found))
+        else:
+            print("\nno board answered at any line setting: check power, wiring (A/B), "
+                  "termination, and that the port is the bus")
+    return EXIT_OK if any(t.found for t in trials) else EXIT_RUNTIME
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     """The agent's recent log lines (its ring), over the socket: no root, no journal."""
     from edge_agent.logs import line_text
@@ -1193,6 +1286,18 @@ def build_parser() -> argparse.ArgumentParser:
                             help="refuse unless the device presents this serial (its label)")
             sp.add_argument("--expect-fingerprint", metavar="SHA256",
                             help="refuse unless its key or certificate has this fingerprint")
+    sp = client("scan", "the bus doctor: which boards answer on a serial bus, at which "
+                "line settings, to which plugin (exit 1 if none)", cmd_scan)
+    sp.add_argument("port", nargs="?", help="tty, pty or pyserial URL (socket://host:port)")
+    sp.add_argument("--borrow", metavar="BUS", help="a bus the agent owns: lend it from the "
+                    "agent for the scan (audited; its boards go offline meanwhile)")
+    sp.add_argument("--reason", help="with --borrow: why (audited)")
+    sp.add_argument("--loan-seconds", type=float, default=120.0,
+                    help="with --borrow: the agent takes it back after this long (120)")
+    sp.add_argument("--bauds", help="baud rates to try, comma-separated (default: the "
+                    "probes' own, then 9600,19200,38400,57600,115200,4800,2400)")
+    sp.add_argument("--protocol", help="only the probes of this protocol")
+    sp.add_argument("--site", help="site config: its [vendor.*] settings for the probes")
     sp = client("logs", "the agent's recent log lines (no root needed where the socket "
                 "allows), oldest first", cmd_logs)
     sp.add_argument("--device", help="only lines about this device")

@@ -70,6 +70,11 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("ack_alarm", "POST", "/v1/alarms/{id}/ack", "acknowledge a raised alarm (who, "
           "why; audited); it stays raised until its cause clears", "DecisionAnswer",
           request="Reason", role="technician|armourer"),
+    Route("lend_bus", "POST", "/v1/buses/{id}/lend", "lend a bus to a scan: the agent "
+          "closes its port until it is given back or the loan runs out (audited)",
+          "BusLoan", request="LoanRequest", role="technician"),
+    Route("return_bus", "POST", "/v1/buses/{id}/return", "give a lent bus back to the "
+          "agent (audited)", "DecisionAnswer", request="Reason", role="technician"),
     Route("logs", "GET", "/v1/logs", "the agent's recent log lines (a ring of 5,000), "
           "oldest first", "LogLine", many=True, query=("device", "level", "after", "limit"),
           role="technician|armourer"),

@@ -257,6 +257,12 @@ class Custody(TypedDict):
     """the equipment classes the site's stations issue"""
 
 
+class LoanRequest(TypedDict):
+    reason: Annotated[str, MinLen(1)]
+    seconds: NotRequired[Annotated[float, Ge(5)]]
+    """at most this long (default 120, at most 900): then the agent takes it back"""
+
+
 class LogLine(TypedDict):
     seq: int
     ts: float
@@ -335,6 +341,14 @@ class CommandAnswer(TypedDict):
     """the outcome record (None while it waits in memory for the disk: see audit_pending)"""
     actor: str
     audit_pending: NotRequired[str | None]
+
+
+class BusLoan(CommandAnswer):
+    bus: str
+    port: str
+    """what the scan opens"""
+    settings: str
+    until: float
 
 
 class UnlockAnswer(CommandAnswer):

@@ -44,7 +44,7 @@ import socket
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -69,6 +69,9 @@ from edge_agent.errors import (
 from edge_agent.events import EventHub
 from edge_agent.plugins import PluginHost
 from edge_agent.store.audit import AuditLog, Query, canonical_json, parse_time
+
+if TYPE_CHECKING:
+    from edge_agent.lending import BusLending
 
 log = logging.getLogger(__name__)
 AGENT_KEY = web.AppKey("agent", object)
@@ -194,6 +197,8 @@ class AgentApi(Protocol):
     def hub(self) -> EventHub: ...
     @property
     def plugins(self) -> PluginHost: ...
+    @property
+    def lending(self) -> BusLending: ...
 
     def device(self, device_id: str) -> Any: ...
     def status(self) -> dict[str, Any]: ...
@@ -520,6 +525,22 @@ class ApiServer:
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", equipment):
             return _error(400, "say which equipment class: ?equipment=taser")
         return _json(self.agent.deployable(equipment))
+
+    async def lend_bus(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        seconds = body.get("seconds", 120)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) \
+                or not 5 <= seconds <= 900:
+            return _error(400, "seconds must be a number from 5 to 900")
+        bus = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.lending.lend(
+            bus, actor=u, reason=body["reason"], seconds=float(seconds)))
+
+    async def return_bus(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        bus = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.lending.give_back(
+            bus, actor=u, why=body["reason"]))
 
     async def logs(self, request: web.Request) -> web.Response:
         from edge_agent.logs import RING

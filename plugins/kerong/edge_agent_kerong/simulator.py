@@ -15,6 +15,7 @@ import os
 import random
 import select
 import socket
+import termios
 import threading
 import time
 import tty
@@ -54,6 +55,7 @@ class BusOptions:
     auto_close_s: float = 3.0  # a door popped by unlock is pushed shut after this long
     push_changes: bool = False  # firmware that sends a status frame on every change
     users: bool = False  # someone stands at every unlocked door: takes or returns the item
+    check_line: bool = False  # on a pty: a request sent at another baud rate is garbage
 
 
 class SimBus:
@@ -202,6 +204,11 @@ class _Endpoint:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _line_ok(self) -> bool:
+        """Whether the line is set as the boards are (a pty's termios stands for the
+        UART: at another baud rate a board hears framing errors and never answers)."""
+        return True
+
     def _serve_stream(self, read_fd: int, write: Any, alive: Any) -> None:
         decoder = codec.Decoder()
         while not self._stop.is_set() and alive():
@@ -218,6 +225,9 @@ class _Endpoint:
                 return
             if not data:
                 return
+            if not self._line_ok():
+                decoder.reset()
+                continue
             for frame in decoder.feed(data):
                 if not isinstance(frame, codec.Request):
                     continue
@@ -260,6 +270,15 @@ class PtyEndpoint(_Endpoint):
     @property
     def port(self) -> str:
         return self.link or self.tty_name
+
+    def _line_ok(self) -> bool:
+        if not self.bus.options.check_line:
+            return True
+        try:
+            speed = termios.tcgetattr(self.slave)[5]  # ospeed: what the opener set
+        except termios.error:
+            return True
+        return bool(speed == getattr(termios, f"B{self.bus.options.baudrate}", speed))
 
     def start(self) -> None:
         write_lock = threading.Lock()
