@@ -42,7 +42,7 @@ def test_scan_finds_a_board_at_an_unexpected_baud_and_address(kerong_bus: Any,
                 str(tmp_path / "no-agent.sock"))
     assert "1 board(s) answer at 9600 8N1 to kerong" in table.stdout, table.stdout
     # Nothing there at all: said so, exit 1.
-    silent, spty = kerong_bus({}, pace=False)
+    _silent, spty = kerong_bus({}, pace=False)
     none = cli("scan", spty.port, "--bauds", "19200", "--socket",
                str(tmp_path / "no-agent.sock"))
     assert none.returncode == 1 and "no board answered" in none.stdout
