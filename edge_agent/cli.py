@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -226,12 +227,35 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK if "error" not in answer else EXIT_USAGE
 
 
+def _replay_sims(args: argparse.Namespace) -> list[Any]:
+    """``--replay FILE --link PATH``: a capture's wire, answering as the site did."""
+    from edge_agent import pcap
+    from edge_agent.replay import ReplaySimulator
+
+    if not args.link:
+        raise UsageError("--replay needs --link PATH: the pty path the site config's bus uses")
+    try:
+        chunks = pcap.read(Path(args.replay).read_bytes())
+    except (OSError, ValueError, struct.error) as exc:
+        raise UsageError(f"{args.replay}: not a capture from 'edge-agent capture' ({exc})"
+                         ) from exc
+    if not any(d == "tx" for _, d, _ in chunks):
+        raise UsageError(f"{args.replay}: the capture holds no request to answer")
+    sim = ReplaySimulator(chunks, args.link)
+    sim.start()
+    return [sim]
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import signal
 
-    config = _load_config(args.site)
     setup_logging("warning")
-    sims = start_simulators(config)
+    if args.replay:
+        sims = _replay_sims(args)
+    elif not args.site:
+        raise UsageError("simulate needs --site FILE (its [[simulators]]), or --replay FILE")
+    else:
+        sims = start_simulators(_load_config(args.site))
     for s in sims:
         for line in s.describe():
             print(f"simulating {line}", flush=True)
@@ -1224,8 +1248,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--serve", metavar="RUN_DIR", help=argparse.SUPPRESS)  # the inner half
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config")
-    sp.add_argument("--site", required=True)
+    sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config, "
+                        "or replay a capture's wire")
+    sp.add_argument("--site")
+    sp.add_argument("--replay", metavar="FILE.pcap", help="answer as the site's boards did "
+                    "in this capture (edge-agent capture): reproduce a field fault on a desk")
+    sp.add_argument("--link", help="with --replay: the pty symlink to create (the bus port)")
     sp.add_argument("--control", help="control socket for 'edge-agent sim' (default "
                     "$EDGE_AGENT_RUN_DIR/sim.sock when that is set)")
     sp.set_defaults(func=cmd_simulate)
