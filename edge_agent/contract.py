@@ -443,6 +443,12 @@ class DeviceDriver(Protocol):
       audits ``door_did_not_open`` (never ``ok``) if it still reads closed after the
       site's ``unlock_settle`` seconds. Leave it False where a released door stays shut
       until someone pulls it (most weapon racks).
+
+    Since contract 1.4, optional: ``def wire(self, limit: int = 100) ->
+    list[WireRecord]`` for a driver that owns its transport (HTTP, Modbus TCP, a serial
+    line it opens itself): the last chunks it sent and received, oldest first. The wire
+    view and the dashboard's diagnostics show them as they show a core-owned bus, decoded
+    by the plugin's ``edge_agent_describe_wire``. Keep it a bounded ring and cheap.
     """
 
     async def connect(self) -> DeviceInfo: ...

@@ -532,8 +532,11 @@ class DiagnosticsScreen(BaseScreen):
         bus_c = wire.get("counters") or {}
         head = Text(f"{self.device_id}  ", style="bold")
         head.append_text(link_text(d["link"] if d else "?"))
-        head.append(f"\nbus {wire.get('bus') or '-'} {wire.get('address') or ''} "
-                    f"{wire.get('settings') or ''}")
+        if wire.get("bus") is None and wire.get("transport"):
+            head.append(f"\n{wire.get('transport')} (the driver's own link)")
+        else:
+            head.append(f"\nbus {wire.get('bus') or '-'} {wire.get('address') or ''} "
+                        f"{wire.get('settings') or ''}")
         bi = wire.get("bus_info") or {}
         if bi:
             head.append(f"\nanswering: {len(bi.get('answering', []))} board(s)"

@@ -227,6 +227,9 @@ class Frame(TypedDict):
 
 class Wire(TypedDict):
     bus: str | None
+    """the core-owned bus the frames are from; None for a driver-owned transport"""
+    transport: NotRequired[str | None]
+    """a driver-owned transport (HTTP, Modbus TCP): the device's address (contract 1.4)"""
     address: NotRequired[str | None]
     settings: NotRequired[str | None]
     bus_info: NotRequired[dict[str, Any] | None]

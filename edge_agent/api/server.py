@@ -52,6 +52,7 @@ from aiohttp import web
 from edge_agent.api.export import CSV_FIELDS, csv_line, csv_value
 from edge_agent.api.listener import BoundedListener
 from edge_agent.api.schema import ROUTES
+from edge_agent.contract import WireRecord
 from edge_agent.entitlements import EntitlementError
 from edge_agent.errors import (
     AccessDenied,
@@ -332,9 +333,10 @@ class ApiServer:
     async def wire(self, request: web.Request) -> web.Response:
         dev = self._dev(request)
         bus = self.agent.buses.get(dev.candidate.bus_id or "")
+        limit = _int_query(request, "limit", 100, 1, 10_000)
         if bus is None:
-            return _json({"bus": None, "frames": []})
-        records = bus.wire_snapshot(_int_query(request, "limit", 100, 1, 10_000))
+            return await self._driver_wire(dev, limit)
+        records = bus.wire_snapshot(limit)
         decoded = await asyncio.get_running_loop().run_in_executor(
             None, self.agent.describe_wire, dev, [w.data for w in records])
         frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
@@ -346,6 +348,26 @@ class ApiServer:
                       "bus_info": self.agent.bus_info.get(bus.bus_id),
                       "settings": bus.settings.describe(),
                       "counters": bus.counters.to_json(), "frames": frames})
+
+    async def _driver_wire(self, dev: Any, limit: int) -> web.Response:
+        """A driver-owned transport's chunks (contract 1.4 ``DeviceDriver.wire``)."""
+        driver = dev.supervisor.driver if dev.supervisor is not None else None
+        fn = getattr(driver, "wire", None)
+        records: list[Any] = []
+        if callable(fn):
+            try:
+                got = fn(limit)
+                records = [r for r in got if isinstance(r, WireRecord)][-limit:]
+            except Exception as exc:  # a plugin's, not ours: isolate it, answer anyway
+                self.agent.plugins.isolate(dev.candidate.plugin, f"wire() raised {exc!r}")
+        decoded = await asyncio.get_running_loop().run_in_executor(
+            None, self.agent.describe_wire, dev, [w.data for w in records])
+        frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
+                   "decoded": text} for w, text in zip(records, decoded, strict=True)]
+        diagnostics = [row for row in dev.to_json().get("diagnostics", [])
+                       if row["source"] == "reading"]
+        return _json({"bus": None, "transport": dev.candidate.address,
+                      "diagnostics": diagnostics, "frames": frames})
 
     async def unlock(self, request: web.Request) -> web.Response:
         dev = self._dev(request)

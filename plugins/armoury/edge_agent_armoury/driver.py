@@ -8,8 +8,9 @@ RS-485 line share a single client: their requests take turns on the wire.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -25,6 +26,7 @@ from edge_agent.contract import (
     DeviceState,
     Door,
     Item,
+    WireRecord,
 )
 from edge_agent.errors import (
     DeviceTimeout,
@@ -86,6 +88,18 @@ class _Shared:
     every unit behind it; a lock keeps one request on the wire at a time."""
 
     clients: dict[str, tuple[Client, asyncio.Lock, set[int]]] = {}
+    # The frames on each endpoint's wire, both ways (contract 1.4 DeviceDriver.wire).
+    wires: dict[str, collections.deque[WireRecord]] = {}
+
+    @classmethod
+    def _tracer(cls, key: str) -> Callable[[bool, bytes], bytes]:
+        ring = cls.wires.setdefault(key, collections.deque(maxlen=200))
+
+        def trace(sending: bool, data: bytes) -> bytes:
+            ring.append(WireRecord(time.time(), "tx" if sending else "rx", bytes(data)))
+            return data
+
+        return trace
 
     @classmethod
     async def acquire(cls, ep: Endpoint, timeout: float, owner: int) -> tuple[Client,
@@ -97,12 +111,14 @@ class _Shared:
             client: Client
             if ep.transport == "tcp":
                 client = AsyncModbusTcpClient(ep.host, port=ep.port, timeout=timeout,
-                                              retries=0, reconnect_delay=0)
+                                              retries=0, reconnect_delay=0,
+                                              trace_packet=cls._tracer(ep.key))
             else:
                 client = AsyncModbusSerialClient(
                     ep.device, framer=FramerType.RTU, baudrate=ep.baudrate,
                     bytesize=ep.bytesize, parity=ep.parity, stopbits=ep.stopbits,
-                    timeout=timeout, retries=0, reconnect_delay=0)
+                    timeout=timeout, retries=0, reconnect_delay=0,
+                    trace_packet=cls._tracer(ep.key))
             owners = got[2] if got is not None else set()
             got = (client, got[1] if got is not None else asyncio.Lock(), owners)
             cls.clients[ep.key] = got
@@ -131,6 +147,11 @@ class CabinetDriver:
     # Profiles define no identify output and cabinets keep no out-of-service flag of
     # their own (contract 1.2): the agent's refusal is the quarantine.
     capabilities: frozenset[str] = frozenset()
+
+    def wire(self, limit: int = 100) -> list[WireRecord]:
+        """Contract 1.4: the Modbus frames on this cabinet's endpoint (ADUs as sent and
+        received: MBAP + PDU over TCP, address + PDU + CRC on RTU)."""
+        return list(_Shared.wires.get(self.endpoint.key, ()))[-limit:]
 
     def __init__(self, profile: Profile, endpoint: Endpoint, *, unit: int | None = None,
                  serial: str | None = None, settings: Mapping[str, Any] | None = None,

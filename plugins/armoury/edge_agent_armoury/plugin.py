@@ -87,6 +87,11 @@ def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> Ca
 
 
 @hookimpl
+def edge_agent_describe_wire(chunks: list[bytes]) -> list[str]:
+    return [describe_adu(c) for c in chunks]
+
+
+@hookimpl
 def edge_agent_settings_schema() -> Mapping[str, Any]:
     return {
         "profile_dirs": (list, [], "directories with site device profiles (*.toml)"),
@@ -101,3 +106,33 @@ def edge_agent_settings_schema() -> Mapping[str, Any]:
 @hookimpl
 def edge_agent_simulator(options: Mapping[str, Any]) -> CabinetSimulator:
     return CabinetSimulator.from_options(options)
+
+
+FUNCTIONS = {1: "read coils", 2: "read discrete inputs", 3: "read holding registers",
+             4: "read input registers", 5: "write coil", 6: "write register",
+             15: "write coils", 16: "write registers"}
+EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+              4: "server device failure", 6: "server device busy"}
+
+
+def describe_adu(adu: bytes) -> str:
+    """A Modbus ADU as the wire view shows it (TCP with its MBAP header, or RTU)."""
+    if len(adu) >= 8 and adu[2:4] == b"\0\0" and int.from_bytes(adu[4:6], "big") == len(adu) - 6:
+        where, unit, pdu = f"tid {int.from_bytes(adu[0:2], 'big')} ", adu[6], adu[7:]
+    elif len(adu) >= 4:
+        where, unit, pdu = "rtu ", adu[0], adu[1:-2]
+    else:
+        return "too short for Modbus"
+    if not pdu:
+        return where + f"unit {unit}: no PDU"
+    fc = pdu[0]
+    if fc & 0x80:
+        code = pdu[1] if len(pdu) > 1 else 0
+        return where + f"unit {unit} EXCEPTION to {FUNCTIONS.get(fc & 0x7F, fc & 0x7F)}: " \
+            f"{EXCEPTIONS.get(code, code)}"
+    text = where + f"unit {unit} {FUNCTIONS.get(fc, f'function {fc}')}"
+    if fc in (1, 2, 3, 4, 5, 6, 15, 16) and len(pdu) == 5:
+        text += f" @{int.from_bytes(pdu[1:3], 'big')} x{int.from_bytes(pdu[3:5], 'big')}"
+    elif fc in (1, 2, 3, 4) and len(pdu) >= 2:
+        text += f" -> {pdu[1]} byte(s)"
+    return text

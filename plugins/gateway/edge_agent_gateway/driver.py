@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
+import json as _json
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +23,7 @@ from edge_agent.contract import (
     Item,
     PushChannel,
     Signal,
+    WireRecord,
 )
 from edge_agent.errors import (
     DeviceTimeout,
@@ -32,6 +36,7 @@ from edge_agent.errors import (
 
 OPEN_TIMEOUT = 20.0  # the gateway's own open attempt times out at 20 s (protocols.md)
 OPEN_RETRIES = 3
+WIRE_BYTES = 1024  # what the wire view keeps of each request or answer
 
 
 class GatewayDriver:
@@ -52,6 +57,7 @@ class GatewayDriver:
             aiohttp.Fingerprint(bytes.fromhex(pinned.removeprefix("sha256:")))
             if pinned else False) if self.tls else True
         self.pinned = pinned
+        self._wire: collections.deque[WireRecord] = collections.deque(maxlen=200)
         self.fingerprint: str | None = pinned  # checked by aiohttp on every connection
         self.host, self.port = host, port
         self.serial = serial
@@ -67,16 +73,22 @@ class GatewayDriver:
                        timeout: float | None = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        sent = f"{method} {path}".encode() + (b" " + _json.dumps(json).encode()
+                                               if json is not None else b"")
+        self._wire.append(WireRecord(time.time(), "tx", sent[:WIRE_BYTES]))
         try:
             async with self._session.request(
                 method, self.base + path, json=json, ssl=self._ssl,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
+                body = await resp.read()
+                self._wire.append(WireRecord(time.time(), "rx", (
+                    f"{resp.status} ".encode() + body)[:WIRE_BYTES]))
                 if resp.status >= 500:
                     raise DriverError(f"gateway answered {resp.status} to {method} {path}")
                 if resp.status >= 400:
                     raise ProtocolError(f"gateway refused {method} {path}: {resp.status}")
-                return await resp.json(content_type=None)
+                return _json.loads(body)
         except aiohttp.ServerFingerprintMismatch as exc:
             raise IdentityMismatch(
                 f"{self.base} presents certificate sha256:{exc.got.hex()}, not the pinned "
@@ -85,8 +97,13 @@ class GatewayDriver:
             raise DeviceTimeout(f"{method} {path}: no answer") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise TransportError(f"{self.base}: {exc}") from exc
-        except (ValueError, aiohttp.ContentTypeError) as exc:
+        except (ValueError, UnicodeDecodeError, aiohttp.ContentTypeError) as exc:
             raise ProtocolError(f"{method} {path}: not JSON") from exc
+
+    def wire(self, limit: int = 100) -> list[WireRecord]:
+        """Contract 1.4: the last HTTP exchanges (request line and JSON body; status and
+        body of the answer, each cut at WIRE_BYTES)."""
+        return list(self._wire)[-limit:]
 
     async def _read_fingerprint(self) -> str:
         """Before adoption: the certificate the gateway presents, from a handshake of

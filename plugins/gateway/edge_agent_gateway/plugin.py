@@ -48,6 +48,13 @@ def edge_agent_create_driver(candidate: Candidate, context: DriverContext) -> Ga
 
 
 @hookimpl
+def edge_agent_describe_wire(chunks: list[bytes]) -> list[str]:
+    """HTTP exchanges as the driver keeps them: the request line, or the status and the
+    start of the JSON answer."""
+    return [c.decode("utf-8", "replace").replace("\n", " ")[:160] for c in chunks]
+
+
+@hookimpl
 def edge_agent_settings_schema() -> Mapping[str, Any]:
     return {"request_timeout": (float, 2.0, "seconds to wait for each REST call")}
 
