@@ -78,6 +78,9 @@ async def test_overview_devices_detail_and_live_compartment(kerong_bus, tmp_path
             await pilot.press("slash")
             await pilot.press(*"bank:1", "enter")
             await settle(pilot, lambda: table.row_count == 1, "filtered to one row")
+            await pilot.press("escape")  # clears the filter first (issue 13), stays here
+            await settle(pilot, lambda: table.row_count == 2, "the filter cleared")
+            assert isinstance(app.screen, DevicesScreen)
             await pilot.press("escape", "e")
             assert isinstance(app.screen, EventsScreen)
             events = app.screen.query_one("#events", DataTable)
