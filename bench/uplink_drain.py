@@ -65,6 +65,7 @@ async def agent_drain(log: AuditLog, state: Path, url: str) -> float:
     stopping.set()
     for t in tasks:
         t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # the cursor's last write
     assert json.loads((state / "uplink.json").read_bytes())["acked_seq"] == log.last_seq
     return elapsed
 

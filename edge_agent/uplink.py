@@ -277,8 +277,8 @@ class Uplink:
         finally:
             for task in pending:
                 task.cancel()
-            if self._advance(done):
-                await asyncio.to_thread(self._save)
+            if self._advance(done) or unsaved:
+                await asyncio.shield(asyncio.to_thread(self._save))
             self._unsent_ts.clear()  # read again from the cursor on the next connection
 
     async def close(self) -> None:
