@@ -199,11 +199,12 @@ class Agent:
                 f"{self.config_path or '<site config>'}: entitlements.trusted_keys: {exc}"]
             ) from exc
 
-    async def load_entitlements(self, doc: Any, *, actor: str) -> dict[str, Any]:
+    async def load_entitlements(self, doc: Any, *, actor: str,
+                                raw: bytes | None = None) -> dict[str, Any]:
         """Verify a signed snapshot and put it in force (audited either way)."""
         assert self.entitlements is not None
         try:
-            snap = await asyncio.to_thread(self.entitlements.load, doc)
+            snap = await asyncio.to_thread(self.entitlements.load, doc, raw)
         except EntitlementError as exc:
             snap_doc = doc.get("snapshot") if isinstance(doc, dict) else None
             snap_id = snap_doc.get("id") if isinstance(snap_doc, dict) else None

@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
 import uuid
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -59,7 +59,34 @@ class EntitlementError(EdgeAgentError):
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Sorted keys, no spaces, UTF-8 (not \\u escapes): the bytes that are signed.
+
+    orjson writes them straight to bytes (json.dumps + encode held the text twice: 50 MB
+    at the peak of a 100,000-officer load); the output is the same for the values a
+    snapshot holds (strings, integers, lists, objects, null, booleans; tests compare)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise EntitlementError(f"cannot be signed or verified: {exc}") from exc
+
+
+def parse(raw: bytes) -> Any:
+    """A snapshot file or message as JSON, straight from its bytes (no decoded text
+    copy: 25 MB less at the peak for 100,000 officers). ValueError if it is not JSON."""
+    return orjson.loads(raw)
+
+
+def _signed_part(doc: dict[str, Any], whole: bytes) -> memoryview | None:
+    """The canonical bytes of ``doc["snapshot"]`` inside ``canonical(doc)``, without a
+    second serialization, when ``doc`` holds exactly the signed envelope's three keys
+    (sorted: key_id, signature, snapshot)."""
+    if set(doc) != {"key_id", "signature", "snapshot"}:
+        return None
+    head = (b'{"key_id":' + canonical(doc["key_id"]) + b',"signature":'
+            + canonical(doc["signature"]) + b',"snapshot":')
+    if not whole.startswith(head) or not whole.endswith(b"}"):
+        return None
+    return memoryview(whole)[len(head):-1]
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -288,7 +315,8 @@ class Snapshot:
 
 
 def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
-           now: dt.datetime | None = None, *, allow_expired: bool = False) -> Snapshot:
+           now: dt.datetime | None = None, *, allow_expired: bool = False,
+           signed: bytes | memoryview | None = None) -> Snapshot:
     """The snapshot in ``doc`` if a trusted key signed it and it is in date; otherwise
     EntitlementError saying why. ``allow_expired``: a genuine but expired snapshot is
     returned (for identifying officers under a ``when_stale = "allow"`` policy)."""
@@ -302,7 +330,7 @@ def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
                                f"(trusted: {', '.join(sorted(trusted)) or 'none'})")
     try:
         public.verify(base64.b64decode(str(doc["signature"]), validate=True),
-                      canonical(doc["snapshot"]))
+                      signed if signed is not None else canonical(doc["snapshot"]))
     except (InvalidSignature, ValueError) as exc:
         raise EntitlementError("the signature does not match the snapshot: altered or "
                                "forged") from exc
@@ -351,8 +379,12 @@ class EntitlementStore:
             return
         doc: Any = None
         try:
-            doc = json.loads(self.path.read_bytes())
-            self.current = verify(doc, self.trusted)
+            raw = self.path.read_bytes()
+            doc = parse(raw)
+            self.current = verify(doc, self.trusted,
+                                  signed=_signed_part(doc, raw) if isinstance(doc, dict)
+                                  else None)
+            del raw
             self.problem = None
         except (EntitlementError, ValueError) as exc:
             self.current, self.problem = None, f"entitlements on disk unusable: {exc}"
@@ -370,9 +402,23 @@ class EntitlementStore:
             return None, True
         return snap, snap.expires <= now or self.current is None
 
-    def load(self, doc: Any) -> Snapshot:
-        """Verify, then swap atomically (blocking). Nothing changes if it fails."""
-        snap = verify(doc, self.trusted)
-        atomic_write(self.path, canonical(doc))
+    def load(self, doc: Any, raw: bytes | None = None) -> Snapshot:
+        """Verify, then swap atomically (blocking). Nothing changes if it fails.
+        ``raw``: the bytes ``doc`` was parsed from; when they are already canonical (as
+        ``sign`` writes them) they are verified and stored as they are, without a
+        second 25 MB serialization at 100,000 officers."""
+        part = _signed_part(doc, raw) if raw is not None and isinstance(doc, dict) else None
+        if part is not None:
+            try:
+                snap = verify(doc, self.trusted, signed=part)
+            except EntitlementError:
+                part = None  # not canonical after all: judged on its canonical form below
+            else:
+                atomic_write(self.path, bytes(raw or b""))
+                self.current, self.stale, self.problem = snap, None, None
+                return snap
+        whole = canonical(doc) if isinstance(doc, dict) else b""
+        snap = verify(doc, self.trusted, signed=_signed_part(doc, whole) if whole else None)
+        atomic_write(self.path, whole)
         self.current, self.stale, self.problem = snap, None, None
         return snap

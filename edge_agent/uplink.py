@@ -397,11 +397,13 @@ class Uplink:
             return  # the retained copy again, or a cleared topic
         self.last_snapshot = digest
         try:
-            doc = json.loads(payload)
+            from edge_agent.entitlements import parse
+
+            doc = parse(payload)
         except ValueError:
             doc = {"unreadable": payload[:64].decode("utf-8", "replace")}
         try:
-            await load(doc, actor=f"uplink:{topic}")
+            await load(doc, actor=f"uplink:{topic}", raw=payload)
         except EdgeAgentError as exc:  # refused and audited by the load itself
             log.error("uplink: entitlements from %s refused: %s", topic, exc)
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import site_toml
 
 from edge_agent import entitlements as ent
@@ -127,3 +128,44 @@ def test_config_check_reads_the_trusted_keys_as_run_would(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert f"{cfg}:{line}: entitlements.trusted_keys[1]:" in done.stderr, done.stderr
     assert (keys / "signing.pub").exists()
+
+
+def test_canonical_bytes_are_those_of_the_json_module_for_what_a_snapshot_holds() -> None:
+    """Snapshots signed before canonical() moved to orjson still verify: for strings of
+    every kind (controls, non-BMP, U+2028), integers, lists, objects, null and booleans
+    the bytes are the json module's (sorted keys, no spaces, UTF-8)."""
+    import json
+    import random
+
+    def old(o: object) -> bytes:
+        return json.dumps(o, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+    chars = [chr(i) for i in [*range(0x250), 0x2028, 0x2029, 0xFEFF, 0x1F600, 0xE000]]
+    rnd = random.Random(7)
+    for _ in range(3000):
+        s = "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 10)))
+        o = {s: [s, rnd.randint(-2**53, 2**53), None, True, {"b": s, "a": 1, "Ä": 2}]}
+        assert ent.canonical(o) == old(o)
+
+
+def test_a_snapshot_loads_from_its_bytes_canonical_or_not(tmp_path: Path) -> None:
+    """The store verifies canonical bytes as they are (no second serialization) and
+    falls back to the canonical form for a file someone pretty-printed."""
+    import json
+
+    priv, pub, kid = ent.keygen(tmp_path / "keys")
+    key = ent.load_private(priv)
+    doc = ent.sign(key, [{"id": "PC-1", "name": "Siân Ó", "roles": ["officer"],
+                          "badges": ["ab" * 32], "qualifications": {"taser": "2099-01-01"}}],
+                   valid_hours=1)
+    (tmp_path / "state").mkdir()
+    store = ent.EntitlementStore(tmp_path / "state", {kid: ent.load_public(pub)})
+    raw = ent.canonical(doc)
+    assert store.load(ent.parse(raw), raw).officers["PC-1"]["name"] == "Siân Ó"
+    pretty = json.dumps(doc, indent=2).encode()
+    assert store.load(ent.parse(pretty), pretty).id == doc["snapshot"]["id"]
+    assert (tmp_path / "state" / "entitlements.json").read_bytes() == raw  # canonical
+    forged = raw.replace(b"PC-1", b"PC-9")
+    with pytest.raises(ent.EntitlementError):
+        store.load(ent.parse(forged), forged)

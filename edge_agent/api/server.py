@@ -225,7 +225,8 @@ class AgentApi(Protocol):
                     expect: dict[str, str] | None = None) -> dict[str, Any]: ...
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     def entitlements_summary(self) -> dict[str, Any]: ...
-    async def load_entitlements(self, doc: Any, *, actor: str) -> dict[str, Any]: ...
+    async def load_entitlements(self, doc: Any, *, actor: str,
+                                raw: bytes | None = None) -> dict[str, Any]: ...
 
 
 class ApiServer:
@@ -465,13 +466,16 @@ class ApiServer:
         return _json(self.agent.entitlements_summary())
 
     async def entitlements_load(self, request: web.Request) -> web.Response:
+        from edge_agent.entitlements import parse
+
         try:
-            doc = await request.json()
-        except (ValueError, UnicodeDecodeError):
+            raw = await request.read()
+            doc = parse(raw)  # from the bytes: no decoded text copy
+        except ValueError:
             return _error(400, "body is not JSON", "send the snapshot file as it is")
         user, _uid = peer_user(request)
         try:
-            result = await self.agent.load_entitlements(doc, actor=user)
+            result = await self.agent.load_entitlements(doc, actor=user, raw=raw)
         except EntitlementError as exc:
             return _error(400, str(exc), "nothing changed: the snapshot in force stays",
                           code="entitlements_refused")
