@@ -138,3 +138,24 @@ async def test_no_action_is_sent_while_the_link_is_down(kerong_bus: Any,
             assert sim.unlocks == []
             assert any("link to the agent is down" in n.message
                        for n in app._notifications)
+
+
+async def test_a_compartment_returns_to_service_from_the_dashboard(kerong_bus: Any,
+                                                                  tmp_path: Path) -> None:
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                 client):
+        await wait_device(client, DEV)
+        await client.call("out_of_service", id=DEV, body={
+            "compartment": 5, "reason": "broken hinge", "out": True})
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.connected and (
+                app.model.devices.get(DEV) or {}).get("out_of_service"), "the link")
+            app.open_device(DEV)
+            await pilot.pause(0.3)
+            await pilot.press("r", *"5", "enter", *"hinge replaced", "enter")
+            back = await wait_event(client, action="back_in_service")
+            assert back["compartment"] == 5 and back["reason"] == "hinge replaced"
+            await settle(pilot, lambda: not app.model.devices[DEV].get("out_of_service"),
+                         "the compartment back in service")

@@ -239,7 +239,8 @@ class Dashboard(App[None]):
 
     # ------------------------------------------------------------ commands
 
-    def run_command(self, what: str, target: str, answer: dict[str, Any] | None) -> None:
+    def run_command(self, what: str, target: str, answer: dict[str, Any] | None, *,
+                    extra: dict[str, Any] | None = None) -> None:
         if answer is None:
             return
         if self.read_only:
@@ -250,7 +251,7 @@ class Dashboard(App[None]):
             self.notify("the link to the agent is down: nothing was sent", severity="error",
                         timeout=8)
             return
-        body = {"reason": answer["reason"]}
+        body = {"reason": answer["reason"], **(extra or {})}
         if answer.get("compartment") is not None:
             body["compartment"] = answer["compartment"]
 

@@ -374,6 +374,7 @@ class DeviceScreen(BaseScreen):
         Binding("u", "unlock", "Unlock"),
         Binding("i", "identify", "Identify"),
         Binding("o", "out_of_service", "Out of service"),
+        Binding("r", "return_to_service", "Return to service"),
         Binding("g", "diagnostics", "Diagnostics"),
     ]
 
@@ -389,8 +390,13 @@ class DeviceScreen(BaseScreen):
             yield Static(id="dev-events")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("unlock", "identify", "out_of_service") and self.dash.read_only:
+        if action in ("unlock", "identify", "out_of_service", "return_to_service") \
+                and self.dash.read_only:
             return False  # hidden from the footer and refused
+        if action == "return_to_service":
+            # Offered only while something on this device is out of service.
+            d = self.dash.model.devices.get(self.device_id)
+            return bool(d and d.get("out_of_service"))
         if action == "identify":
             # Offered only where the device declares it (contract 1.2 capabilities).
             d = self.dash.model.devices.get(self.device_id)
@@ -442,6 +448,15 @@ class DeviceScreen(BaseScreen):
         self.app.push_screen(ConfirmScreen(
             f"Take a compartment of {self.device_id} out of service", need_compartment=True),
             lambda r: self.dash.run_command("out_of_service", self.device_id, r))
+
+    def action_return_to_service(self) -> None:
+        d = self.dash.model.devices.get(self.device_id)
+        out = ", ".join(sorted(d.get("out_of_service") or {}, key=int)) if d else ""
+        self.app.push_screen(ConfirmScreen(
+            f"Return a compartment of {self.device_id} to service (out: {out})",
+            need_compartment=True),
+            lambda r: self.dash.run_command("out_of_service", self.device_id, r,
+                                            extra={"out": False}))
 
     def action_identify(self) -> None:
         self.app.push_screen(ConfirmScreen(f"Identify {self.device_id}"),
@@ -1051,7 +1066,8 @@ HELP = """\
   [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
   [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
   [b]a o[/b]      alarms ([b]k[/b] acknowledge), open doors site-wide (from the overview)
-  Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service — each asks for a reason.
+  Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service  [b]r[/b] return to service
+          (each asks for a reason, which goes into the audit log).
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
   Custody: [b]Enter[/b] the officer  [b]y[/b] deployable per class  [b]u[/b] usage chart.
 
