@@ -25,6 +25,7 @@ class Action(enum.StrEnum):
     DEVICE_DISCOVERED = "device_discovered"
     DEVICE_ADOPTED = "device_adopted"
     DISCOVERY_IGNORED = "discovery_ignored"
+    DISCOVERY_UNIGNORED = "discovery_unignored"
     DEVICE_ADDRESS_CHANGED = "device_address_changed"
     DEVICE_IDENTITY_CONFLICT = "device_identity_conflict"
     DEVICE_PINNED = "device_pinned"
@@ -88,6 +89,8 @@ DESCRIPTIONS: dict[Action, str] = {
                            "(actor, reason, pins: serial, key fingerprint, bus address; "
                            "replaces, first: a re-adoption)",
     Action.DISCOVERY_IGNORED: "a technician ignored a device or inbox entry (actor, reason)",
+    Action.DISCOVERY_UNIGNORED: "a technician took an ignore back: the device or entry is in "
+                                "the inbox again, not adopted (actor, reason)",
     Action.DEVICE_ADDRESS_CHANGED: "a device proved its identity at a new address and moved",
     Action.DEVICE_IDENTITY_CONFLICT: "another address claimed a device that still answers; "
                                      "refused",

@@ -443,6 +443,9 @@ class Agent:
                     expect: dict[str, str] | None = None) -> dict[str, Any]:
         return await self.registry.adopt(item_id, actor=actor, reason=reason, expect=expect)
 
+    async def unignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        return await self.registry.unignore(item_id, actor=actor, reason=reason)
+
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         return await self.registry.ignore(item_id, actor=actor, reason=reason)
 

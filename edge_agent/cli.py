@@ -783,7 +783,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if reason is not None and not reason.strip():
         raise UsageError("--reason must say why: it goes into the audit log")
     body: dict[str, Any]
-    if what in ("adopt", "ignore"):
+    if what in ("adopt", "ignore", "unignore"):
         route, body = what, {"reason": reason}
         expect = {k: v for k, v in (("serial", getattr(args, "expect_serial", None)),
                                     ("fingerprint", getattr(args, "expect_fingerprint", None)))
@@ -812,6 +812,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
                                                 ("key", pins.get("fingerprint"))) if v)
     done = {"adopt": f"adopted {args.target}" + (f" (pinned: {pinned})" if pinned else ""),
             "ignore": f"ignored {args.target}",
+            "unignore": f"{args.target} is in the inbox again (not adopted)",
             "identify": f"asked {args.target} to identify itself",
             "ack": f"acknowledged {args.target} (it stays until its cause clears)",
             "out-of-service": f"{args.target} compartment {getattr(args, 'compartment', '')} "
@@ -1304,7 +1305,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reason", required=True)
 
     for name, help_ in (("adopt", "adopt a discovered device (a decision, audited)"),
-                        ("ignore", "ignore a discovered device or inbox entry (persists)")):
+                        ("ignore", "ignore a discovered device or inbox entry (persists)"),
+                        ("unignore", "take an ignore back: in the inbox again, not adopted")):
         sp = client(name, help_, cmd_decide)
         sp.add_argument("target", metavar="ITEM", help="inbox id (see the inbox)")
         sp.add_argument("--reason", required=True)

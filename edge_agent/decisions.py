@@ -27,8 +27,9 @@ OUT_OF_SERVICE = "out_of_service"
 BACK_IN_SERVICE = "back_in_service"
 ADOPTED = "device_adopted"
 IGNORED = "discovery_ignored"
+UNIGNORED = "discovery_unignored"
 PINNED = "device_pinned"
-ACTIONS = (OUT_OF_SERVICE, BACK_IN_SERVICE, ADOPTED, IGNORED, PINNED)
+ACTIONS = (OUT_OF_SERVICE, BACK_IN_SERVICE, ADOPTED, IGNORED, UNIGNORED, PINNED)
 WATERMARK = "decisions"  # id of the registry's meta document holding the watermark
 
 
@@ -82,6 +83,9 @@ def apply(records: Iterable[AuditRecord], saved: dict[str, dict[str, Any]],
             pins = (rec.get("details") or {}).get("pins")
             if pins:
                 doc["pins"] = pins
+        elif action == UNIGNORED:
+            ignored.pop(dev_id, None)
+            doc["ignored"], doc["adopted"] = None, False
         elif action == PINNED:
             doc["pins"] = (rec.get("details") or {}).get("pins")
         elif action == IGNORED:

@@ -556,6 +556,26 @@ class DeviceRegistry:
         return {"id": item_id, "adopted": True, "audit_seq": rec["seq"],
                 "pins": pins.to_json()}
 
+    async def unignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """Take an ignore back: the device (or inbox entry) is shown in the inbox again,
+        not adopted; persists across restarts like the ignore did."""
+        dev = self.devices.get(item_id)
+        if item_id not in self.ignored and (dev is None or not dev.ignored):
+            raise DeviceUnavailable(f"{item_id!r} is not ignored (see 'edge-agent inbox')")
+        rec = await self.rt.record(Action.DISCOVERY_UNIGNORED, device=item_id, actor=actor,
+                                   reason=reason)
+        self.ignored.pop(item_id, None)
+        self.rt.store.forget_ignored(item_id)
+        self.save_watermark(rec["seq"])
+        if dev is not None:
+            dev.ignored, dev.adopted, dev.presented = None, False, None
+            self.rt.store.save_device(dev.registry_doc())
+            if not dev._identifying:
+                dev._identifying = True
+                self.rt.spawn(self._identify_for_inbox(dev), f"identify:{dev.id}")
+            self.changed(dev)
+        return {"id": item_id, "ignored": False, "audit_seq": rec["seq"]}
+
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]:
         """Ignore a discovered device or inbox entry; persists across restarts."""
         if item_id not in self.devices and item_id not in self.inbox:

@@ -159,3 +159,30 @@ async def test_a_compartment_returns_to_service_from_the_dashboard(kerong_bus: A
             assert back["compartment"] == 5 and back["reason"] == "hinge replaced"
             await settle(pilot, lambda: not app.model.devices[DEV].get("out_of_service"),
                          "the compartment back in service")
+
+
+async def test_an_ignore_is_taken_back_from_the_shell(kerong_bus: Any,
+                                                      tmp_path: Path) -> None:
+    """CLI parity (issue 13): ignore, then unignore: the board is in the inbox again, not
+    adopted, and stays so after a restart (the decision is in the trail)."""
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}).replace("[agent]\n", "[agent]\nauto_adopt = false\n")
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        await wait_device(client, DEV, lambda d: True)
+        sock = agent.socket_path
+        ignored = await asyncio.to_thread(cli, sock, "ignore", DEV, "--reason", "not ours")
+        assert ignored.returncode == 0, ignored.stderr
+        assert not any(i["id"] == DEV for i in await client.call("inbox"))
+        back = await asyncio.to_thread(cli, sock, "unignore", DEV, "--reason",
+                                       "it is ours after all")
+        assert back.returncode == 0 and "in the inbox again" in back.stdout, back.stderr
+        dev = await wait_device(client, DEV, lambda d: d["link"] == "discovered")
+        assert dev["ignored"] is None and dev["adopted"] is False
+        assert any(i["id"] == DEV for i in await client.call("inbox"))
+        again = await asyncio.to_thread(cli, sock, "unignore", DEV, "--reason", "twice")
+        assert again.returncode != 0 and "is not ignored" in again.stderr
+    async with running_agent(toml, tmp_path / "s") as (_agent, client):
+        dev = await wait_device(client, DEV, lambda d: True)
+        assert dev["ignored"] is None and dev["link"] != "ignored"
+        rec = await client.call("events", action="discovery_unignored")
+        assert rec[-1]["reason"] == "it is ours after all"

@@ -224,6 +224,7 @@ class AgentApi(Protocol):
     async def adopt(self, item_id: str, *, actor: str, reason: str,
                     expect: dict[str, str] | None = None) -> dict[str, Any]: ...
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
+    async def unignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     def entitlements_summary(self) -> dict[str, Any]: ...
     async def load_entitlements(self, doc: Any, *, actor: str,
                                 raw: bytes | None = None) -> dict[str, Any]: ...
@@ -621,6 +622,12 @@ class ApiServer:
                                "(either or both, as the device's label says)")
         return await self._command(request, lambda u: self.agent.adopt(
             item, actor=u, reason=body["reason"].strip(), expect=expect))
+
+    async def unignore(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        item = request.match_info["id"]
+        return await self._command(request, lambda u: self.agent.unignore(
+            item, actor=u, reason=body["reason"].strip()))
 
     async def ignore(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -182,6 +182,15 @@ class StateStore:
         self._pool.submit(self._upsert, "ignored", dict(doc))
         self._schedule_flush()
 
+    def forget_ignored(self, doc_id: str) -> None:
+        """An ignore taken back (the trail's discovery_unignored is the source of truth)."""
+        self._pool.submit(self._remove, "ignored", doc_id)
+        self._schedule_flush()
+
+    def _remove(self, table: str, doc_id: str) -> None:
+        assert self._db is not None
+        self._db.table(table).remove(Query().id == doc_id)
+
     def _upsert(self, table: str, doc: dict[str, Any]) -> None:
         assert self._db is not None
         self._db.table(table).upsert(doc, Query().id == doc["id"])
