@@ -325,8 +325,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _event_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {"device": args.device, "action": args.type, "since": args.since,
-            "until": args.until, "compartment": args.compartment, "item": args.item,
+    from edge_agent.api.times import to_utc_iso
+
+    try:  # one rule: ISO (naive = local) or HH:MM meaning today, local
+        since = to_utc_iso(args.since) if args.since else None
+        until = to_utc_iso(args.until) if args.until else None
+    except ValueError as exc:
+        raise UsageError(f"--since/--until: {exc}") from exc
+    return {"device": args.device, "action": args.type, "since": since,
+            "until": until, "compartment": args.compartment, "item": args.item,
             "actor": args.actor}
 
 
@@ -620,7 +627,9 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _event_line(e: schema.AuditRecord) -> str:
-    parts = [f"#{e['seq']}", e["ts"], e["action"]]
+    from edge_agent.api.times import local
+
+    parts = [f"#{e['seq']}", local(e["ts"]), e["action"]]
     if device := e.get("device"):
         parts.append(device + (f"/{e['compartment']}" if e.get("compartment") else ""))
     parts.append(f"by {e['actor']}")
@@ -1286,8 +1295,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--item", help="item or tag id")
     sp.add_argument("--actor", help="OS user, 'agent' or a device")
     sp.add_argument("--type", help="action, e.g. unlock, door_opened")
-    sp.add_argument("--since", help="ISO 8601 time (UTC if no offset), inclusive")
-    sp.add_argument("--until", help="ISO 8601 time, exclusive")
+    sp.add_argument("--since", help="22:41 (today) or 2026-11-30T22:41 (local unless it "
+                    "has an offset), inclusive")
+    sp.add_argument("--until", help="the same forms, exclusive")
     sp.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
     sp.add_argument("--format", choices=["jsonl", "csv"], help="export every match")
     sp.add_argument("--output", help="with --format: write to this file")

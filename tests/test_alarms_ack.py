@@ -186,3 +186,39 @@ async def test_an_ignore_is_taken_back_from_the_shell(kerong_bus: Any,
         assert dev["ignored"] is None and dev["link"] != "ignored"
         rec = await client.call("events", action="discovery_unignored")
         assert rec[-1]["reason"] == "it is ours after all"
+
+
+async def test_one_rule_for_times(kerong_bus: Any, tmp_path: Path) -> None:
+    """Issue 13 (Confusing): times shown local with their zone; HH:MM typed means today,
+    local; ISO without an offset is local too. TZ is set for the CLI's process."""
+    import datetime as dt
+    import os
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "s") as (agent,
+                                                                                 client):
+        await wait_device(client, DEV)
+        env = {**os.environ, "TZ": "Europe/London"}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args,
+                                   "--socket", str(agent.socket_path)], capture_output=True,
+                                  text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
+
+        listed = await asyncio.to_thread(run, "events", "--type", "agent_started")
+        assert listed.returncode == 0, listed.stderr
+        assert (" GMT " in listed.stdout or " BST " in listed.stdout), listed.stdout
+        # HH:MM is today: an hour ago finds the start, the next minute finds nothing.
+        import zoneinfo
+
+        now = dt.datetime.now(zoneinfo.ZoneInfo("Europe/London"))
+        earlier = (now - dt.timedelta(hours=1)).strftime("%H:%M") if now.hour >= 1 else "00:00"
+        found = await asyncio.to_thread(run, "events", "--type", "agent_started",
+                                        "--since", earlier)
+        assert "agent_started" in found.stdout, found.stderr
+        later = (now + dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M")  # naive: local
+        none = await asyncio.to_thread(run, "events", "--type", "agent_started",
+                                       "--since", later)
+        assert none.returncode == 0 and "agent_started" not in none.stdout
+        bad = await asyncio.to_thread(run, "events", "--since", "yesterday-ish")
+        assert bad.returncode == 2 and "22:41" in bad.stderr

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGES = {p.name for p in (ROOT / "plugins").glob("*/edge_agent_*")}
 TUI_MAY_IMPORT = {"edge_agent.client", "edge_agent.errors", "edge_agent.api.schema",
                   "edge_agent.api.routes", "edge_agent.api.usage",
-                  "edge_agent.api.fleetview"}
+                  "edge_agent.api.fleetview", "edge_agent.api.times"}
 
 
 def imports(path: Path) -> set[str]:

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Sparkline, Static
 
+import edge_agent.api.times as times
 from edge_agent.api.schema import AuditRecord, Custody, Device, Wire
 from tui.state import attention_order, counts, faults, site_alarms
 from tui.vtable import VirtualTable
@@ -43,7 +44,7 @@ def event_text(e: AuditRecord) -> Text:
     if e.get("compartment"):
         where += f"/{e['compartment']}"
     bad = e.get("outcome") not in (None, "ok")
-    t = Text(f"{e['ts'][11:19]} #{e['seq']} ", style="dim")
+    t = Text(f"{times.local(e['ts'], date=False)} #{e['seq']} ", style="dim")
     t.append(e["action"], style="bold red" if bad else "bold")
     t.append(f" {where}")
     if e["actor"] not in ("", "agent", e.get("device")):
@@ -652,7 +653,11 @@ class EventsScreen(BaseScreen):
             if "=" in term:
                 k, v = term.split("=", 1)
                 if k == "since":
-                    if e["ts"][11:16] < v:
+                    try:  # the one rule: HH:MM today, or ISO (naive = local)
+                        since = times.to_utc_iso(v)
+                    except ValueError:
+                        return False
+                    if e["ts"] < since:
                         return False
                 elif v not in str(e.get(k) or "").lower():
                     return False
@@ -667,7 +672,8 @@ class EventsScreen(BaseScreen):
             return
         self.shown_version = m.events_version
         evs = [e for e in m.events if self._match(e)][-self.MAX_ROWS:]
-        rows = {str(e["seq"]): (str(e["seq"]), e["ts"][11:19], e["action"],
+        rows = {str(e["seq"]): (str(e["seq"]), times.local(e["ts"], date=False),
+                                e["action"],
                                 # "ok" is the rule: only the exceptions are written out
                                 "" if e["outcome"] == "ok" else e["outcome"],
                                 (e.get("device") or "") + (f"/{e['compartment']}"
