@@ -1088,19 +1088,10 @@ def cmd_uplink(args: argparse.Namespace) -> int:
     return EXIT_OK if up["connected"] else EXIT_RUNTIME
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _fleet_status(args: argparse.Namespace) -> int:
     """Every site at a glance, worst first, from ingest's output directory."""
     from edge_agent.api.fleetview import fleet
+    from edge_agent.api.times import ago
 
     out = Path(args.out)
     if not out.is_dir():
@@ -1111,7 +1102,7 @@ def _fleet_status(args: argparse.Namespace) -> int:
     else:
         print(_table([[r["site"], r["state"], len(r["alarms"]),
                        "-" if r["backlog"] is None else r["backlog"],
-                       _ago(r["oldest_unsent_s"]), _ago(r["status_age_s"]),
+                       ago(r["oldest_unsent_s"]), ago(r["status_age_s"]),
                        r["entitlements"] or "-", r["last_seq"],
                        (r["problems"][0] if r["problems"] else
                         r["alarms"][0] if r["alarms"] else "")[:60]] for r in rows],

@@ -1107,16 +1107,6 @@ FLEET_STYLE = {"TAMPERED": "bold reverse red", "DEAD": "bold reverse red",
                "QUIET": "bold yellow", "degraded": "yellow", "ok": "green", "unknown": "dim"}
 
 
-def ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 class FleetScreen(BaseScreen):
     """Headquarters: every site at a glance, worst first (tampered, dead, quiet,
     degraded), from what ``edge-agent fleet ingest`` keeps; below, the selected site's
@@ -1161,7 +1151,7 @@ class FleetScreen(BaseScreen):
         rows = {r["site"]: (r["site"][:18], Text(r["state"], style=FLEET_STYLE.get(
                     r["state"], "")), str(len(r["alarms"])),
                     "-" if r["backlog"] is None else str(r["backlog"]),
-                    ago(r["oldest_unsent_s"]), ago(r["status_age_s"]),
+                    times.ago(r["oldest_unsent_s"]), times.ago(r["status_age_s"]),
                     (r["entitlements"] or "-")[:14]) for r in sites}
         table = self.query_one("#fleet", KeyedTable)
         table.sync(rows, FLEET_COLUMNS)

@@ -46,3 +46,14 @@ def local(ts: str | float, *, date: bool = True) -> str:
 
 def zone() -> str:
     return dt.datetime.now().astimezone().strftime("%Z")
+
+
+def ago(seconds: float | None) -> str:
+    """A duration a person reads at a glance: 45s, 12m, 3.5h (``-`` for unknown)."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
