@@ -278,7 +278,11 @@ def _serve(args: argparse.Namespace, site: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     try:
         demo.start()
-        (run_dir / "ready.json").write_text(json.dumps({"simulated": demo.simulated}))
+        # Written whole, then renamed: the parent polls for the name and must never read
+        # a half-written file (it did, under load: an empty ready.json).
+        tmp = run_dir / "ready.json.tmp"
+        tmp.write_text(json.dumps({"simulated": demo.simulated}))
+        os.replace(tmp, run_dir / "ready.json")
         while not stop[0]:
             time.sleep(0.2)
     finally:
