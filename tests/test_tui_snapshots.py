@@ -385,3 +385,21 @@ def test_alarms_and_doors_snapshot(screen: list[str], snap_compare: Any) -> None
     """Issue 13 (Missing): alarms with acknowledge; every open compartment site-wide."""
     dash = Dashboard("/run/edge-agent/agent.sock", model=alarm_model())
     assert snap_compare(dash, press=screen, terminal_size=(80, 24))
+
+
+async def test_alarms_not_yet_seen_come_first() -> None:
+    """Unacknowledged first, critical first, oldest first; an acknowledgement reorders."""
+    m = alarm_model()
+    assert m.status is not None
+    m.status["alarms"].append(checked(Alarm, {
+        "id": "store", "severity": "warning", "since": T0 - 5, "message": "store slow",
+        "device": None, "code": None, "compartment": None, "acked": None}))
+    dash = Dashboard("/run/edge-agent/agent.sock", model=m)
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        table = dash.screen.query_one("#alarms")
+        assert [str(k.value) for k in table.rows] == ["uplink:refused", "store", "mdns"]
+        m.status["alarms"][0]["acked"] = {"by": "tech", "at": T0, "reason": "x", "seq": 9}
+        await pilot.pause(1.3)
+        assert [str(k.value) for k in table.rows] == ["store", "uplink:refused", "mdns"]

@@ -1209,7 +1209,10 @@ class AlarmsScreen(BaseScreen):
             rows[a["id"]] = (sev, Text(a["message"][:width], style="dim" if acked else ""),
                              hhmmss(a["since"]),
                              f"{acked['by']}: {acked['reason']}"[:30] if acked else "-")
-        self.query_one("#alarms", KeyedTable).sync(rows, ALARM_COLUMNS)
+        table = self.query_one("#alarms", KeyedTable)
+        if list(rows) != [str(k.value) for k in table.rows]:
+            table.clear()  # a new alarm or an acknowledgement reorders: a few rows, redrawn
+        table.sync(rows, ALARM_COLUMNS)
         open_ = [a for a in alarms if not a.get("acked")]
         text = Text(f"{len(alarms)} alarm(s), {len(open_)} not acknowledged",
                     style="bold red" if open_ else "bold")

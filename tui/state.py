@@ -94,5 +94,7 @@ def site_alarms(model: Model) -> list[Alarm]:
            if not a["id"].startswith("device:")]
     for d in model.devices.values():
         out.extend(d["alarms"])
-    out.sort(key=lambda a: (a["severity"] != "critical", a["since"]))
+    # Not yet acknowledged first, then critical first, then oldest first (as the agent).
+    out.sort(key=lambda a: (a.get("acked") is not None, a["severity"] != "critical",
+                            a["since"]))
     return out
