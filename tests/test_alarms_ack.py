@@ -222,3 +222,18 @@ async def test_one_rule_for_times(kerong_bus: Any, tmp_path: Path) -> None:
         assert none.returncode == 0 and "agent_started" not in none.stdout
         bad = await asyncio.to_thread(run, "events", "--since", "yesterday-ish")
         assert bad.returncode == 2 and "22:41" in bad.stderr
+
+
+async def test_the_inbox_does_not_crowd_needs_attention(kerong_bus: Any,
+                                                        tmp_path: Path) -> None:
+    """Issue 13 (Missing): a board waiting in the inbox is counted there, not listed as
+    needing attention beside real outages."""
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}).replace("[agent]\n", "[agent]\nauto_adopt = false\n")
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        await wait_device(client, DEV, lambda d: d.get("presented"))
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: "inbox 1" in text_of(app, "#summary"), "the inbox")
+            await pilot.pause(0.5)
+            assert app.screen.query_one("#attention").row_count == 0

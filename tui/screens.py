@@ -213,9 +213,18 @@ class OverviewScreen(BaseScreen):
         if st and st["audit"].get("error"):
             summary.append(f"\nAUDIT LOG: {st['audit']['error']} (unlocks refused)",
                            style="bold red")
+        # A plugin the agent refused or isolated drives nothing: its devices never show.
+        for p in m.plugins:
+            if p["status"] != "loaded":
+                summary.append(f"\n ! plugin {p['name']} {p['status']} ",
+                               style="bold reverse yellow")
+                summary.append(f" {(p['reason'] or p['last_fault'] or '')[:60]} (p)",
+                               style="bold yellow")
         self.query_one("#summary", Static).update(summary)
+        # Devices waiting in the inbox are the inbox's (counted above), not an outage.
         bad = [d for d in attention_order(list(m.devices.values()))
-               if d["link"] != "online" or d["alarms"]]
+               if (d["link"] != "online" or d["alarms"]) and d["link"] != "ignored"
+               and not (d["link"] == "discovered" and not d["adopted"])]
         rows = {d["id"]: (d["id"], link_text(d["link"]),
                           (d.get("reason") or d["error"] or "; ".join(
                               a["message"].removeprefix(d["id"] + ": ")
