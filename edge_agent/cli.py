@@ -395,6 +395,17 @@ def _agent_owns(port: str, args: argparse.Namespace) -> str | None:
     return None
 
 
+def _bauds(text: str) -> list[int]:
+    """``--bauds 9600,19200``: baud rates, or a usage error naming the bad one."""
+    out = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or not 50 <= int(part) <= 4_000_000:
+            raise UsageError(f"--bauds: {part.strip()!r} is not a baud rate "
+                             "(e.g. --bauds 9600,19200,38400)")
+        out.append(int(part))
+    return out
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """The bus doctor: which boards answer, at which settings, to which plugin."""
     import asyncio
@@ -403,6 +414,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from edge_agent.plugins import PluginHost
     from edge_agent.scan import scan
 
+    bauds = _bauds(args.bauds) if args.bauds else None  # before anything is borrowed
     port = args.port
     loan: dict[str, Any] | None = None
     if args.borrow:
@@ -439,7 +451,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
                         if config is not None else
                         {k: v[1] for k, v in (schemas.get(name) or {}).items()}
                         for name, _ in chosen}
-            bauds = [int(b) for b in args.bauds.split(",")] if args.bauds else None
             return await scan(port, chosen, settings, bauds=bauds)
 
         trials = asyncio.run(run())

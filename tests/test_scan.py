@@ -46,6 +46,10 @@ def test_scan_finds_a_board_at_an_unexpected_baud_and_address(kerong_bus: Any,
     none = cli("scan", spty.port, "--bauds", "19200", "--socket",
                str(tmp_path / "no-agent.sock"))
     assert none.returncode == 1 and "no board answered" in none.stdout
+    bad = cli("scan", spty.port, "--bauds", "9600,fast", "--socket",
+              str(tmp_path / "no-agent.sock"))
+    assert bad.returncode == 2 and "'fast' is not a baud rate" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 async def test_scan_borrows_a_live_bus_and_gives_it_back(kerong_bus: Any,

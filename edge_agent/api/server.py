@@ -582,11 +582,15 @@ class ApiServer:
         limit = _int_query(request, "limit", 200, 1, 5000)
         return _json(RING.read(after=after, device=device, level=level, limit=limit))
 
-    async def ack_alarm(self, request: web.Request) -> web.Response:
+    async def _on_id_with_reason(self, request: web.Request, fn: Any) -> web.Response:
+        """A decision on ``{id}`` with a reason (acknowledge, ignore, unignore)."""
         body = await self._body(request)
-        alarm_id = request.match_info["id"]
-        return await self._command(request, lambda u: self.agent.ack_alarm(
-            alarm_id, actor=u, reason=body["reason"].strip()))
+        item = request.match_info["id"]
+        return await self._command(request, lambda u: fn(
+            item, actor=u, reason=body["reason"].strip()))
+
+    async def ack_alarm(self, request: web.Request) -> web.Response:
+        return await self._on_id_with_reason(request, self.agent.ack_alarm)
 
     async def person(self, request: web.Request) -> web.Response:
         officer = request.match_info["id"]
@@ -624,13 +628,7 @@ class ApiServer:
             item, actor=u, reason=body["reason"].strip(), expect=expect))
 
     async def unignore(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        item = request.match_info["id"]
-        return await self._command(request, lambda u: self.agent.unignore(
-            item, actor=u, reason=body["reason"].strip()))
+        return await self._on_id_with_reason(request, self.agent.unignore)
 
     async def ignore(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        item = request.match_info["id"]
-        return await self._command(request, lambda u: self.agent.ignore(
-            item, actor=u, reason=body["reason"].strip()))
+        return await self._on_id_with_reason(request, self.agent.ignore)
