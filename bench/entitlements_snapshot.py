@@ -38,7 +38,7 @@ CHILD = textwrap.dedent('''
     raw = Path(doc_path).read_bytes()
     if mode == "agent":
         store = ent.EntitlementStore(Path(state), {ent.key_id(pub): pub})
-        snap = store.load(ent.parse(raw), raw)  # as the agent takes a snapshot it is sent
+        snap = store.load(raw)  # the bytes, as the agent takes a snapshot it is sent
         by_badge = snap.by_badge
         officers = snap.officers
     else:

@@ -199,18 +199,15 @@ class Agent:
                 f"{self.config_path or '<site config>'}: entitlements.trusted_keys: {exc}"]
             ) from exc
 
-    async def load_entitlements(self, doc: Any, *, actor: str,
-                                raw: bytes | None = None) -> dict[str, Any]:
-        """Verify a signed snapshot and put it in force (audited either way)."""
+    async def load_entitlements(self, raw: bytes, *, actor: str) -> dict[str, Any]:
+        """Verify a signed snapshot (a file's bytes) and put it in force (audited either
+        way)."""
         assert self.entitlements is not None
         try:
-            snap = await asyncio.to_thread(self.entitlements.load, doc, raw)
+            snap = await asyncio.to_thread(self.entitlements.load, raw)
         except EntitlementError as exc:
-            snap_doc = doc.get("snapshot") if isinstance(doc, dict) else None
-            snap_id = snap_doc.get("id") if isinstance(snap_doc, dict) else None
             await self.rt.record(Action.ENTITLEMENTS_REFUSED, actor=actor, outcome="refused",
-                                 reason=str(exc), details={
-                                     "id": snap_id if isinstance(snap_id, str) else None})
+                                 reason=str(exc), details={"id": exc.snapshot_id})
             raise
         rec = await self.rt.record(Action.ENTITLEMENTS_LOADED, actor=actor,
                                    details=snap.summary())

@@ -161,6 +161,7 @@ class CustodyService:
         self._break_glass: tuple[float, str, str] | None = None  # (until, second, first)
         self.lockdown: dict[str, Any] | None = None  # headquarters' armoury lockdown
         self.last_command = ""  # ``issued`` of the last headquarters command applied
+        self.last_command_id = ""  # and its id: its retained copy is not a replay
         self._break_glass_waiting: tuple[str, float, int] | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -295,6 +296,7 @@ class CustodyService:
 
     def _apply_command(self, cmd: dict[str, Any]) -> None:
         self.last_command = str(cmd.get("issued", ""))
+        self.last_command_id = str(cmd.get("id", ""))
         if cmd.get("kind") == "lockdown":
             self.lockdown = {"reason": cmd.get("reason"), "id": cmd.get("id"),
                              "issued": cmd.get("issued")}
@@ -309,6 +311,10 @@ class CustodyService:
         """A signed headquarters command: verified (key, site, age, not a replay), applied
         and audited; anything else is refused and audited. It can only stop issue: no
         command from anywhere opens a compartment."""
+        inner = doc.get("command") if isinstance(doc, dict) else None
+        if self.last_command_id and isinstance(inner, dict) \
+                and inner.get("id") == self.last_command_id:
+            return  # the command in force, again (headquarters publishes it retained)
         try:
             cmd = verify_command(doc, trusted, self.cfg.site.id, after=self.last_command)
         except EntitlementError as exc:

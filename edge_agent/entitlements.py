@@ -33,6 +33,7 @@ import io
 import os
 import re
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ _CLASS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 class EntitlementError(EdgeAgentError):
     """A snapshot, key or records file is unusable; the message says why."""
+
+    snapshot_id: str | None = None  # the refused snapshot's id, when it could be read
 
 
 def canonical(obj: Any) -> bytes:
@@ -299,19 +302,106 @@ def verify_command(doc: Any, trusted: dict[str, Ed25519PublicKey], site: str,
 # ------------------------------------------------------------------ verify on the box
 
 
+class Officers(Mapping[str, dict[str, Any]]):
+    """Officer id -> record, kept compact: each record is held as its JSON bytes and
+    parsed when asked for (a few microseconds). 100,000 parsed records are ~110 MB of
+    Python objects; their bytes are ~20 MB, which is what keeps a force-sized snapshot
+    inside the box's memory budget (issue 11: <= 150 MB peak)."""
+
+    __slots__ = ("_raw", "by_badge")
+
+    def __init__(self) -> None:
+        self._raw: dict[str, bytes] = {}
+        self.by_badge: dict[str, str] = {}  # badge hash -> officer id
+
+    def add(self, record: Any) -> str:
+        if not isinstance(record, dict):
+            raise TypeError(f"an officer is {type(record).__name__}, not an object")
+        oid = record["id"]
+        if not isinstance(oid, str):
+            raise TypeError(f"officer id {oid!r} is not a string")
+        badges = record.get("badges", [])
+        if not isinstance(badges, list):
+            raise TypeError(f"officer {oid}: badges is not a list")
+        # A copy: orjson's own bytes keep its ~4 KB output buffer (400 MB at 100,000).
+        self._raw[oid] = bytes(memoryview(orjson.dumps(record)))
+        for b in badges:
+            if not isinstance(b, str):
+                raise TypeError(f"officer {oid}: a badge is not a string")
+            self.by_badge[b] = oid
+        return oid
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return orjson.loads(self._raw[key])  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+
 @dataclass(frozen=True)
 class Snapshot:
     id: str
     issued: dt.datetime
     expires: dt.datetime
     key_id: str
-    officers: dict[str, dict[str, Any]]  # officer id -> record
+    officers: Mapping[str, dict[str, Any]]  # officer id -> record
     by_badge: dict[str, str]  # badge hash -> officer id
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "issued": self.issued.isoformat(),
                 "expires": self.expires.isoformat(), "key_id": self.key_id,
                 "officers": len(self.officers)}
+
+
+def _refused(why: str, snapshot_id: Any = None) -> EntitlementError:
+    exc = EntitlementError(why)
+    exc.snapshot_id = snapshot_id if isinstance(snapshot_id, str) else None
+    return exc
+
+
+def _check_signature(kid: str, signature: Any, signed: bytes | memoryview,
+                     trusted: dict[str, Ed25519PublicKey], snapshot_id: Any) -> None:
+    public = trusted.get(kid)
+    if public is None:
+        raise _refused(f"signed with key {kid}, which this site does not trust "
+                       f"(trusted: {', '.join(sorted(trusted)) or 'none'})", snapshot_id)
+    try:
+        public.verify(base64.b64decode(str(signature), validate=True), signed)
+    except (InvalidSignature, ValueError) as exc:
+        raise _refused("the signature does not match the snapshot: altered or forged",
+                       snapshot_id) from exc
+
+
+def _build(snap: Any, officers: Officers | None, kid: str, now: dt.datetime,
+           allow_expired: bool) -> Snapshot:
+    """The checks after the signature: shape, format, dates; ``officers`` already
+    indexed, or taken from ``snap["officers"]``."""
+    sid = snap.get("id") if isinstance(snap, dict) else None
+    try:
+        issued = dt.datetime.fromisoformat(snap["issued"])
+        expires = dt.datetime.fromisoformat(snap["expires"])
+        if officers is None:
+            officers = Officers()
+            for o in snap["officers"]:
+                officers.add(o)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _refused(f"the snapshot is malformed ({exc})", sid) from exc
+    if snap.get("format") != FORMAT:
+        raise _refused(f"snapshot format {snap.get('format')} (this agent reads "
+                       f"{FORMAT})", sid)
+    if issued > now + CLOCK_SKEW:
+        raise _refused(f"issued {issued.isoformat()}, in the future: check this "
+                       "box's clock and the office's", sid)
+    if expires <= now and not allow_expired:
+        raise _refused(f"expired {expires.isoformat()}: ask the issuing office for "
+                       "a fresh snapshot", sid)
+    return Snapshot(str(snap["id"]), issued, expires, kid, officers, officers.by_badge)
 
 
 def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
@@ -322,36 +412,108 @@ def verify(doc: Any, trusted: dict[str, Ed25519PublicKey],
     returned (for identifying officers under a ``when_stale = "allow"`` policy)."""
     now = now or dt.datetime.now(dt.UTC)
     if not isinstance(doc, dict) or not {"snapshot", "signature", "key_id"} <= set(doc):
-        raise EntitlementError("not an entitlements snapshot (snapshot, signature, key_id)")
-    kid = str(doc["key_id"])
-    public = trusted.get(kid)
-    if public is None:
-        raise EntitlementError(f"signed with key {kid}, which this site does not trust "
-                               f"(trusted: {', '.join(sorted(trusted)) or 'none'})")
-    try:
-        public.verify(base64.b64decode(str(doc["signature"]), validate=True),
-                      signed if signed is not None else canonical(doc["snapshot"]))
-    except (InvalidSignature, ValueError) as exc:
-        raise EntitlementError("the signature does not match the snapshot: altered or "
-                               "forged") from exc
+        raise _refused("not an entitlements snapshot (snapshot, signature, key_id)")
     snap = doc["snapshot"]
+    sid = snap.get("id") if isinstance(snap, dict) else None
+    _check_signature(str(doc["key_id"]), doc["signature"],
+                     signed if signed is not None else canonical(snap), trusted, sid)
+    return _build(snap, None, str(doc["key_id"]), now, allow_expired)
+
+
+# The signed envelope as ``sign`` writes it (canonical: keys sorted, no spaces). Key ids
+# and base64 signatures need no JSON escapes, so these bytes are their canonical form.
+_ENVELOPE = re.compile(rb'\{"key_id":"([0-9A-Za-z_-]{1,128})","signature":"'
+                       rb'([A-Za-z0-9+/=]{1,256})","snapshot":')
+_OFFICERS = b',"officers":['
+_NEXT = b'},{"'
+_CHUNK = 1 << 20
+
+
+def _officers_in_slices(raw: bytes, start: int, stop: int) -> Officers | None:
+    """The officers array ``raw[start:stop]`` (its content, without brackets) parsed a
+    slice at a time, so the whole array never exists as Python objects at once.
+
+    A slice ends at ``},{"``, which in JSON can only be between two objects (a quote
+    inside a string is escaped); if that comma is inside an officer rather than between
+    two, the slice does not parse (its brackets do not balance) and it is extended to the
+    next candidate. Two slices that both parse as arrays are, by JSON's grammar, the
+    array's elements in order. None: give up, parse the document whole."""
+    officers = Officers()
+    pos = start
+    while pos < stop:
+        cut = raw.find(_NEXT, pos + _CHUNK, stop) if pos + _CHUNK < stop else -1
+        for _ in range(64):
+            end = stop if cut < 0 else cut + 1
+            try:
+                items = orjson.loads(b"[" + raw[pos:end] + b"]")
+                break
+            except orjson.JSONDecodeError:
+                if cut < 0:
+                    return None
+                cut = raw.find(_NEXT, cut + 1, stop)
+        else:
+            return None
+        for o in items:
+            officers.add(o)
+        del items
+        pos = end + 1
+    return officers
+
+
+def _verify_canonical(raw: bytes, trusted: dict[str, Ed25519PublicKey], now: dt.datetime,
+                      allow_expired: bool) -> Snapshot | None:
+    """The snapshot in ``raw`` when it is the canonical envelope, verified over its own
+    bytes and indexed a slice at a time. None: not canonical (or signed over other
+    bytes), judge it by the general path."""
+    m = _ENVELOPE.match(raw)
+    if m is None or not raw.endswith(b"]}}"):
+        return None
+    s, e = m.end(), len(raw) - 1  # the snapshot's bytes
+    i = raw.find(_OFFICERS, s, e)
+    if i < 0:
+        return None
     try:
-        issued = dt.datetime.fromisoformat(snap["issued"])
-        expires = dt.datetime.fromisoformat(snap["expires"])
-        officers = {o["id"]: o for o in snap["officers"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EntitlementError(f"the snapshot is malformed ({exc})") from exc
-    if snap.get("format") != FORMAT:
-        raise EntitlementError(f"snapshot format {snap.get('format')} (this agent reads "
-                               f"{FORMAT})")
-    if issued > now + CLOCK_SKEW:
-        raise EntitlementError(f"issued {issued.isoformat()}, in the future: check this "
-                               "box's clock and the office's")
-    if expires <= now and not allow_expired:
-        raise EntitlementError(f"expired {expires.isoformat()}: ask the issuing office for "
-                               "a fresh snapshot")
-    by_badge = {b: oid for oid, o in officers.items() for b in o.get("badges", [])}
-    return Snapshot(str(snap["id"]), issued, expires, kid, officers, by_badge)
+        head = orjson.loads(raw[s:i] + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(head, dict) or "officers" in head:
+        return None
+    try:
+        _check_signature(m.group(1).decode(), m.group(2).decode(),
+                         memoryview(raw)[s:e], trusted, head.get("id"))
+    except EntitlementError:
+        if m.group(1).decode() not in trusted:
+            raise
+        return None  # maybe not canonical after all: the general path decides
+    try:
+        officers = _officers_in_slices(raw, i + len(_OFFICERS), e - 2)
+    except (KeyError, TypeError) as exc:
+        raise _refused(f"the snapshot is malformed ({exc})", head.get("id")) from exc
+    if officers is None:
+        return None
+    return _build(head, officers, m.group(1).decode(), now, allow_expired)
+
+
+def verify_bytes(raw: bytes, trusted: dict[str, Ed25519PublicKey],
+                 now: dt.datetime | None = None, *,
+                 allow_expired: bool = False) -> tuple[Snapshot, bytes]:
+    """A snapshot file or message, verified as ``verify`` does, and the bytes to keep
+    on the box (its canonical form). A canonical file (as ``sign`` writes it) is
+    verified over its own bytes and its officers parsed a slice at a time; anything else
+    (pretty-printed, keys reordered) is parsed whole and judged on its canonical form."""
+    now = now or dt.datetime.now(dt.UTC)
+    snap = _verify_canonical(raw, trusted, now, allow_expired)
+    if snap is not None:
+        return snap, raw
+    try:
+        doc = parse(raw)
+    except ValueError as exc:
+        raise _refused(f"not JSON ({exc})") from exc
+    whole = canonical(doc) if isinstance(doc, dict) else b""
+    part = _signed_part(doc, whole) if isinstance(doc, dict) else None
+    snap = verify(doc, trusted, now, allow_expired=allow_expired, signed=part)
+    del doc
+    return snap, whole
 
 
 def trusted_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
@@ -377,20 +539,19 @@ class EntitlementStore:
         if not self.path.exists():
             self.problem = "no entitlements loaded"
             return
-        doc: Any = None
         try:
             raw = self.path.read_bytes()
-            doc = parse(raw)
-            self.current = verify(doc, self.trusted,
-                                  signed=_signed_part(doc, raw) if isinstance(doc, dict)
-                                  else None)
-            del raw
+        except OSError as exc:
+            self.current, self.problem = None, f"entitlements on disk unreadable: {exc}"
+            return
+        try:
+            self.current, _ = verify_bytes(raw, self.trusted)
             self.problem = None
-        except (EntitlementError, ValueError) as exc:
+        except EntitlementError as exc:
             self.current, self.problem = None, f"entitlements on disk unusable: {exc}"
             try:
-                self.stale = verify(doc, self.trusted, allow_expired=True)
-            except (EntitlementError, ValueError):
+                self.stale, _ = verify_bytes(raw, self.trusted, allow_expired=True)
+            except EntitlementError:
                 self.stale = None
 
     def in_force(self, now: dt.datetime | None = None) -> tuple[Snapshot | None, bool]:
@@ -402,23 +563,11 @@ class EntitlementStore:
             return None, True
         return snap, snap.expires <= now or self.current is None
 
-    def load(self, doc: Any, raw: bytes | None = None) -> Snapshot:
-        """Verify, then swap atomically (blocking). Nothing changes if it fails.
-        ``raw``: the bytes ``doc`` was parsed from; when they are already canonical (as
-        ``sign`` writes them) they are verified and stored as they are, without a
-        second 25 MB serialization at 100,000 officers."""
-        part = _signed_part(doc, raw) if raw is not None and isinstance(doc, dict) else None
-        if part is not None:
-            try:
-                snap = verify(doc, self.trusted, signed=part)
-            except EntitlementError:
-                part = None  # not canonical after all: judged on its canonical form below
-            else:
-                atomic_write(self.path, bytes(raw or b""))
-                self.current, self.stale, self.problem = snap, None, None
-                return snap
-        whole = canonical(doc) if isinstance(doc, dict) else b""
-        snap = verify(doc, self.trusted, signed=_signed_part(doc, whole) if whole else None)
-        atomic_write(self.path, whole)
+    def load(self, raw: bytes) -> Snapshot:
+        """Verify a snapshot file's bytes, then swap atomically (blocking). Nothing
+        changes if it fails. Canonical bytes (as ``sign`` writes them) are verified and
+        stored as they are, their officers indexed a slice at a time."""
+        snap, keep = verify_bytes(raw, self.trusted)
+        atomic_write(self.path, keep)
         self.current, self.stale, self.problem = snap, None, None
         return snap

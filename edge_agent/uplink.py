@@ -170,9 +170,6 @@ class Uplink:
                 # aiomqtt client that also iterates its messages publishes at a third of
                 # the rate (bench/uplink_drain.py).
                 async with self._client() as client, self._client(down=True) as down:
-                    self.connected, self.last_error = True, ""
-                    log.info("uplink: connected to %s (session %d), forwarding after seq %d",
-                             self.cfg.broker, self.session, self.acked)
                     self._birth_ts = time.time()
                     await client.publish(self.status_topic, self._status_payload(online=True),
                                          qos=1, retain=True)
@@ -180,6 +177,10 @@ class Uplink:
                     for topic in (*self.entitlement_topics, *self.command_topics,
                                   self.status_topic):
                         await down.subscribe(topic, qos=1)
+                    # Connected once it listens too: a command sent from then on is heard.
+                    self.connected, self.last_error = True, ""
+                    log.info("uplink: connected to %s (session %d), forwarding after seq %d",
+                             self.cfg.broker, self.session, self.acked)
                     listener = asyncio.get_running_loop().create_task(self._listen(down))
                     self._publisher = client
                     try:
@@ -397,13 +398,7 @@ class Uplink:
             return  # the retained copy again, or a cleared topic
         self.last_snapshot = digest
         try:
-            from edge_agent.entitlements import parse
-
-            doc = parse(payload)
-        except ValueError:
-            doc = {"unreadable": payload[:64].decode("utf-8", "replace")}
-        try:
-            await load(doc, actor=f"uplink:{topic}", raw=payload)
+            await load(payload, actor=f"uplink:{topic}")
         except EdgeAgentError as exc:  # refused and audited by the load itself
             log.error("uplink: entitlements from %s refused: %s", topic, exc)
 

@@ -367,8 +367,9 @@ async def test_uplink_status_from_the_shell(kerong_bus: Any, broker: Broker,
 async def test_a_signed_lockdown_from_headquarters_stops_weapon_issue(
         kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
     """Headquarters locks the armoury down with a signed command over the broker: a
-    Taser is refused at the reader; a replay of an old command and a forgery are refused
-    and audited; a release lets issue go on. Nothing from the broker opens anything."""
+    Taser is refused at the reader; a forgery is refused and audited; a release lets
+    issue go on, and the old lockdown sent again after it is refused as a replay.
+    Nothing from the broker opens anything."""
     import aiomqtt
     from test_custody import ALICE, CAROL, Site, badge, ready, signal
 
@@ -397,10 +398,7 @@ status_interval = 1
             await signal(rdr, "red", before)
             await wait_event(client, lambda e: "locked down" in (e.get("reason") or ""),
                              action="issue_refused")
-            # The same message again (a replay) and a forgery: refused, audited.
-            await hq.publish("edge-agent/Station-12/command", ent.canonical(lockdown), qos=1)
-            await wait_event(client, lambda e: "replayed" in (e.get("reason") or ""),
-                             action="hq_command")
+            # A forgery: refused, audited.
             forged = ent.sign_command(key, "release", ["Station-12"], "x")
             forged["command"]["sites"] = ["*"]
             await hq.publish("edge-agent/Station-12/command", ent.canonical(forged), qos=1)
@@ -412,11 +410,57 @@ status_interval = 1
             await hq.publish("edge-agent/all/command", ent.canonical(release), qos=1)
             await wait_event(client, lambda e: e.get("outcome") == "applied"
                              and e["details"]["kind"] == "release", action="hq_command")
+            # The old lockdown again (a replay): refused, audited, not applied.
+            await hq.publish("edge-agent/Station-12/command", ent.canonical(lockdown), qos=1)
+            await wait_event(client, lambda e: "replayed" in (e.get("reason") or ""),
+                             action="hq_command")
             before = await badge(rdr, ALICE)
             await signal(rdr, "amber", before)
             before = await badge(rdr, CAROL)
             await signal(rdr, "green", before)
             assert site.bus.unlocks == [(3, 0)]
+    finally:
+        site.stop()
+
+
+async def test_a_retained_lockdown_reaches_a_site_that_was_offline_and_is_not_a_replay(
+        kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
+    """Headquarters publishes a lockdown retained while the site is down: the site takes
+    it when it connects, and after a restart the same retained copy is neither applied
+    again nor audited as a replay; the lockdown stays in force (rebuilt from the trail)."""
+    import aiomqtt
+    from test_custody import ALICE, Site, badge, ready, signal
+
+    from edge_agent import entitlements as ent
+    from edge_agent.testing import running_agent, wait_event
+
+    site = Site(tmp_path, kerong_bus)
+    try:
+        toml = site.toml().replace('id = "test-site"', 'id = "Station-12"') + f"""
+[uplink]
+broker = "{broker.url}"
+status_interval = 1
+"""
+        key = ent.load_private(site.keys / "signing.key")
+        lockdown = ent.sign_command(key, "lockdown", ["Station-12"], "firearms incident")
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="hq") as hq:
+            await hq.publish("edge-agent/Station-12/command", ent.canonical(lockdown), qos=1,
+                             retain=True)
+        for run in (1, 2):
+            async with running_agent(toml, tmp_path / "state") as (agent, client):
+                await ready(client, site)
+                await wait_until(lambda: agent.status()["uplink"]["connected"], timeout=15)
+                if run == 1:
+                    await wait_event(client, lambda e: e.get("outcome") == "applied",
+                                     action="hq_command")
+                rdr = site.readers["armoury"]
+                before = await badge(rdr, ALICE)
+                await signal(rdr, "red", before)
+                await wait_event(client, lambda e: "locked down" in (e.get("reason") or ""),
+                                 action="issue_refused")
+                got = await client.get("/v1/events", action="hq_command")
+                assert [e["outcome"] for e in got] == ["applied"], got
+        assert site.bus.unlocks == []
     finally:
         site.stop()
 

@@ -226,8 +226,7 @@ class AgentApi(Protocol):
     async def ignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     async def unignore(self, item_id: str, *, actor: str, reason: str) -> dict[str, Any]: ...
     def entitlements_summary(self) -> dict[str, Any]: ...
-    async def load_entitlements(self, doc: Any, *, actor: str,
-                                raw: bytes | None = None) -> dict[str, Any]: ...
+    async def load_entitlements(self, raw: bytes, *, actor: str) -> dict[str, Any]: ...
 
 
 class ApiServer:
@@ -467,16 +466,12 @@ class ApiServer:
         return _json(self.agent.entitlements_summary())
 
     async def entitlements_load(self, request: web.Request) -> web.Response:
-        from edge_agent.entitlements import parse
-
-        try:
-            raw = await request.read()
-            doc = parse(raw)  # from the bytes: no decoded text copy
-        except ValueError:
+        raw = await request.read()
+        if not raw.lstrip().startswith(b"{"):
             return _error(400, "body is not JSON", "send the snapshot file as it is")
         user, _uid = peer_user(request)
         try:
-            result = await self.agent.load_entitlements(doc, actor=user, raw=raw)
+            result = await self.agent.load_entitlements(raw, actor=user)
         except EntitlementError as exc:
             return _error(400, str(exc), "nothing changed: the snapshot in force stays",
                           code="entitlements_refused")
