@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -88,6 +89,7 @@ class Uplink:
         self.last_snapshot = ""
         self._birth_ts = 0.0
         self._wake = asyncio.Event()
+        self._save_lock = threading.Lock()
 
     # ------------------------------------------------------------------ cursor
 
@@ -107,6 +109,12 @@ class Uplink:
             self.acked = 0
 
     def _save(self) -> None:
+        # One writer at a time: a save cancelled on the loop goes on in its thread while
+        # the stop path saves again, and both would rename the same temporary file.
+        with self._save_lock:
+            self._write_cursor()
+
+    def _write_cursor(self) -> None:
         atomic_write(self.cursor_path, canonical_json(
             {"acked_seq": self.acked, "session": self.session, "site": self.site,
              "cp_offset": self.cp_offset, "cp_epoch": self.cp_epoch}))

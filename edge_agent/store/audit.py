@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -934,7 +934,10 @@ class AuditLog:
             if not idx.overlaps(q):
                 continue
             with open(seg, "rb") as f:
-                for off in list(idx.candidates(q)):
+                offsets = idx.candidates(q)
+                start = _first_after(f, offsets, q.after_seq) \
+                    if idx.first_seq is not None and q.after_seq >= idx.first_seq else 0
+                for off in list(offsets[start:]):
                     f.seek(off)
                     rec = _parse_line(f.readline())
                     if rec is not None and q.match(rec):
@@ -948,6 +951,23 @@ class AuditLog:
                     rec = _parse_line(raw)
                     if rec is not None:
                         yield rec
+
+
+def _first_after(f: BinaryIO, offsets: Sequence[int], after_seq: int) -> int:
+    """The position in ``offsets`` (lines of one segment, in sequence order) of the first
+    record past ``after_seq``, by binary search: a reader resuming from a cursor (the
+    uplink, ``events --after``) parses a few lines instead of the segment up to it. A line
+    that does not parse counts as "after", so nothing is skipped because of it."""
+    lo, hi = 0, len(offsets)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        f.seek(offsets[mid])
+        rec = _parse_line(f.readline())
+        if rec is not None and int(rec.get("seq", 0)) <= after_seq:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _run_job(job: _Job) -> None:
