@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -320,7 +321,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [(d["id"], d["vendor"] or d["plugin"], d["model"], d["link"], d["address"],
              _fmt_time(d["last_seen"]), _comp_summary(d["compartments"])) for d in devices]
-    print(_table(rows, ["DEVICE", "VENDOR", "MODEL", "STATE", "ADDRESS", "SEEN", "COMPARTMENTS"]))
+    from edge_agent.api.times import zone
+
+    print(_table(rows, ["DEVICE", "VENDOR", "MODEL", "STATE", "ADDRESS", f"SEEN ({zone()})",
+                        "COMPARTMENTS"]))
     return EXIT_OK
 
 
@@ -332,6 +336,15 @@ def _event_params(args: argparse.Namespace) -> dict[str, Any]:
         until = to_utc_iso(args.until) if args.until else None
     except ValueError as exc:
         raise UsageError(f"--since/--until: {exc}") from exc
+    if args.type:
+        from edge_agent.actions import Action
+
+        known = [a.value for a in Action]
+        if args.type not in known:
+            close = difflib.get_close_matches(args.type.lower(), known, n=3)
+            raise UsageError(f"--type {args.type}: no such event type"
+                             + (f"; did you mean {' or '.join(close)}?" if close else "")
+                             + " (the README lists every type)")
     return {"device": args.device, "action": args.type, "since": since,
             "until": until, "compartment": args.compartment, "item": args.item,
             "actor": args.actor}
@@ -544,12 +557,30 @@ def cmd_events(args: argparse.Namespace) -> int:
     with _client(args) as c:
         events: list[schema.AuditRecord] = c.call("events", limit=args.limit,
                                                   **_event_params(args))
+        devices: list[schema.Device] = c.call("devices") if args.device and not events \
+            else []
     if args.json:
         print(json.dumps(events, indent=2))
-    else:
-        for e in events:
-            print(_event_line(e))
+        return EXIT_OK
+    for e in events:
+        print(_event_line(e))
+    if not events:
+        # Say so on stderr (stdout stays empty for scripts); a device this site does not
+        # have is a mistyped name: the closest one, and exit 1.
+        ids = [d["id"] for d in devices]
+        if args.device and args.device not in ids:
+            _print_err(f"no events: no device {args.device!r} here"
+                       + _did_you_mean(args.device, ids) + " (see 'edge-agent devices')")
+            return EXIT_RUNTIME
+        _print_err("no events match")
     return EXIT_OK
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """'; did you mean X?' for the closest of ``names`` (case ignored), or ''."""
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def _audit_dir(args: argparse.Namespace) -> Path:
@@ -659,8 +690,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     d = st["devices"]
     print(f"site     {st['site']['id']} {st['site']['name']}")
+    why = st.get("health_reason") or ""
     print(f"agent    {st['agent']['version']} pid {st['agent']['pid']} health {st['health']} "
-          f"up {st['agent']['uptime']:.0f}s")
+          f"up {st['agent']['uptime']:.0f}s" + (f"\nhealth   {st['health']}: {why}" if why
+                                                 else ""))
     counts = ", ".join(f"{k} {v}" for k, v in d.items() if k != "total")
     print(f"devices  {d['total']} ({counts or 'none'})")
     print(f"audit    last seq {st['audit']['last_seq']}"
@@ -673,7 +706,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         seen = f"  (acknowledged by {acked['by']}: {acked['reason']})" if acked else ""
         print(f"ALARM    [{a['severity']}] {a['message']}{seen}  id {a['id']}")
     if st["inbox"]:
-        print(f"inbox    {st['inbox']} discovered item(s) not adopted")
+        print(f"inbox    {st['inbox']} discovered item(s) not adopted: see 'edge-agent inbox'")
+    return EXIT_OK
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    """What discovery found and nobody adopted or ignored yet, with the ids adopt and
+    ignore take."""
+    from edge_agent.api.times import local
+
+    with _client(args) as c:
+        items: list[schema.InboxItem] = c.call("inbox")
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    if not items:
+        print("the inbox is empty: every device found is adopted or ignored")
+        return EXIT_OK
+    print(_table([[i["id"], i["what"], local(i["since"]), i["why"]] for i in items],
+                 ["ITEM", "FOUND", "SINCE", "WHY"]))
+    print("\nadopt:  edge-agent adopt ITEM --reason '…'   "
+          "(ignore: edge-agent ignore ITEM --reason '…')")
     return EXIT_OK
 
 
@@ -1308,6 +1361,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "agent (a stopped agent's state, or OUT/<site> of fleet ingest)")
     sp.set_defaults(site=None)
     client("status", "agent and site health", cmd_status)
+    client("inbox", "devices found and not yet adopted or ignored (the ITEM ids)", cmd_inbox)
     sp = client("plugins", "loaded and refused plugins", cmd_plugins)
     sp.add_argument("--local", action="store_true", help="list plugins installed here, "
                     "without asking the agent")
@@ -1506,7 +1560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(exc.to_json()))  # scripts asked for JSON: errors too
         else:
             _print_err(str(exc))
-        return EXIT_USAGE if exc.status == 400 and exc.code == "bad_request" else EXIT_RUNTIME
+        # Something named that is not there (a device, a compartment, an inbox entry) or
+        # a malformed argument: a usage error, as a bad argument caught here is.
+        return EXIT_USAGE if exc.code in ("bad_request", "not_found", "no_such_compartment") \
+            else EXIT_RUNTIME
     except EdgeAgentError as exc:
         _print_err(str(exc))
         return EXIT_RUNTIME

@@ -90,7 +90,7 @@ class Commands:
         """Unlock one compartment (see the module's rules)."""
         dev = self.registry.device(device_id)
         if dev.supervisor is None:
-            raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+            raise DeviceUnavailable(_not_supervised(dev))
         self._refuse_if_unrecordable()
         _in_range(dev.id, dev.compartments, compartment)
         oos = dev.out_of_service.get(str(compartment))
@@ -149,7 +149,7 @@ class Commands:
     async def identify(self, device_id: str, *, actor: str) -> dict[str, Any]:
         dev = self.registry.device(device_id)
         if dev.supervisor is None:
-            raise DeviceUnavailable(f"device {device_id} is {dev.link}, not supervised")
+            raise DeviceUnavailable(_not_supervised(dev))
         if "identify" not in driver_capabilities(dev.supervisor.driver):
             raise Unsupported(f"{device_id} ({dev.candidate.model}) has no identify "
                               "indicator")
@@ -205,3 +205,16 @@ class Commands:
         self.registry.changed(dev)
         return {"device": device_id, "compartment": compartment, "out_of_service": out,
                 "audit_seq": rec["seq"], "device_told": pushed}
+
+
+def _not_supervised(dev: Any) -> str:
+    """Why commands cannot reach a device the agent knows but does not drive, and what
+    to do about it."""
+    if dev.link == "discovered":
+        return (f"device {dev.id} is waiting in the inbox, not adopted: compare it with "
+                f"its label ('edge-agent inbox'), then 'edge-agent adopt {dev.id} "
+                "--reason …'")
+    if dev.link == "ignored":
+        return (f"device {dev.id} is ignored: 'edge-agent unignore {dev.id} --reason …' "
+                "puts it back in the inbox for adoption")
+    return f"device {dev.id} is {dev.link}, not supervised"

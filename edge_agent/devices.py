@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import logging
 import time
@@ -464,7 +465,10 @@ class DeviceRegistry:
     def device(self, device_id: str) -> Device:
         dev = self.devices.get(device_id)
         if dev is None:
-            raise DeviceUnavailable(f"no device {device_id!r}; see 'edge-agent devices'")
+            by_lower = {d.lower(): d for d in self.devices}
+            close = difflib.get_close_matches(device_id.lower(), list(by_lower), n=1)
+            raise DeviceUnavailable(f"no device {device_id!r}" + (
+                f"; did you mean {by_lower[close[0]]!r}?" if close else ""))
         return dev
 
     def inbox_items(self) -> list[InboxItem]:

@@ -48,9 +48,20 @@ class Views:
         return ordered(self.alarms())
 
     def health(self) -> str:
-        if self.rt.audit.command_refusal() or any(a.critical for a in self.alarms()):
-            return "degraded"
-        return "ok"
+        return "degraded" if self.health_reason() else "ok"
+
+    def health_reason(self) -> str:
+        """Why health is degraded ('' when ok): the audit log refusing commands, or the
+        critical alarms (the first named)."""
+        refusal = self.rt.audit.command_refusal()
+        if refusal:
+            return f"commands refused: {refusal}"
+        critical = sorted((a for a in self.alarms() if a.critical), key=lambda a: a.since)
+        if not critical:
+            return ""
+        more = f" (+{len(critical) - 1} more)" if len(critical) > 1 else ""
+        return (f"{len(critical)} critical alarm{'s' if len(critical) > 1 else ''}: "
+                f"{critical[0].message}{more}")
 
     def status(self) -> dict[str, Any]:
         rt, ident = self.rt, self.identity
@@ -77,6 +88,7 @@ class Views:
             "mdns": self.discovery.mdns.to_json() if self.discovery.mdns else None,
             "plugins": {n: r.status for n, r in rt.plugins.records.items()},
             "health": self.health(),
+            "health_reason": self.health_reason(),
         }
 
     def describe_wire(self, dev: Device, chunks: list[bytes]) -> list[str]:

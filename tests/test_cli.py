@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import site_toml
 
-from edge_agent.testing import running_agent, short_tempdir, wait_device
+from edge_agent.testing import running_agent, short_tempdir, wait_device, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,3 +158,42 @@ def test_one_shot_commands_import_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.strip()
     assert out == "", f"importing edge_agent.cli pulled in: {out}"
+
+
+async def test_cli_says_what_is_wrong_and_what_to_do(kerong_bus, tmp_path: Path) -> None:
+    """Issue 13's CLI wording: a compartment out of range exits 2 like compartment 0; an
+    unknown device is named once, with the closest one; `events` with an unknown device
+    or type says so (not silence and exit 0); a device waiting in the inbox says how to
+    adopt it, and `edge-agent inbox` lists the ids; health says why it is degraded."""
+    sim, pty = kerong_bus({0: 0, 1: 0}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}).replace(
+        "[agent]\n", '[agent]\nauto_adopt = false\n')
+    async with running_agent(toml, tmp_path / "s") as (agent, client):
+        sock = ("--socket", str(agent.socket_path))
+        await wait_device(client, "kerong:Bank-1:1", lambda d: True)
+        code, out, err = await cli("inbox", *sock)
+        assert code == 0 and "kerong:Bank-1:0" in out and "edge-agent adopt ITEM" in out, err
+        code, _, err = await cli("unlock", "kerong:Bank-1:1", "2", "--reason", "x", *sock)
+        assert code == 1 and "waiting in the inbox" in err \
+            and "edge-agent adopt kerong:Bank-1:1" in err, err
+        await cli("adopt", "kerong:Bank-1:1", "--reason", "label checked", *sock)
+        await wait_device(client, "kerong:Bank-1:1")
+        code, _, err = await cli("unlock", "kerong:Bank-1:1", "99", "--reason", "x", *sock)
+        assert code == 2 and "compartments are 1-16" in err, err
+        code, _, err = await cli("unlock", "kerong:Bank-1:1", "0", "--reason", "x", *sock)
+        assert code == 2, err
+        code, _, err = await cli("unlock", "Kerong:bank-1:1", "2", "--reason", "x", *sock)
+        assert code == 2 and err.count("edge-agent devices") <= 1, err
+        assert "did you mean 'kerong:Bank-1:1'" in err, err
+        code, out, err = await cli("events", "--device", "KERONG:Bank-1:1", *sock)
+        assert code == 1 and out == "" and "did you mean 'kerong:Bank-1:1'" in err, err
+        code, out, err = await cli("events", "--type", "unlok", *sock)
+        assert code == 2 and "did you mean unlock" in err, err
+        code, out, err = await cli("events", "--type", "door_closed", "--device",
+                                   "kerong:Bank-1:1", *sock)
+        assert code == 0 and out == "" and "no events match" in err, err
+        for lock in range(16):  # every door open, none unlocked: a critical alarm
+            sim.set_door(1, lock, False)
+        await wait_until(lambda: agent.status()["health"] == "degraded", timeout=10)
+        code, out, err = await cli("status", *sock)
+        assert code == 0 and "health   degraded: 1 critical alarm: kerong:Bank-1:1" in out, out

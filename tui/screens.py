@@ -578,7 +578,7 @@ class DiagnosticsScreen(BaseScreen):
                                 for r in wire.get("diagnostics") or [])
         self.query_one("#counters", Static).update(
             f"polls {c.get('polls', 0)}  failures {c.get('poll_failures', 0)}  "
-            f"timeouts {c.get('timeouts', 0)}/{bus_c.get('timeouts', 0)}\n"
+            f"timeouts {c.get('timeouts', 0)} (bus {bus_c.get('timeouts', 0)})\n"
             f"{vendor_rows or 'no figures from the plugin'}\n"
             f"reconnects {c.get('reconnects', 0)}  bus reopens {bus_c.get('reopens', 0)}  "
             f"plugin faults {c.get('plugin_faults', 0)}\n"

@@ -210,6 +210,8 @@ class Status(TypedDict):
     mdns: NotRequired[dict[str, Any] | None]
     plugins: dict[str, str]
     health: Literal["ok", "degraded"]
+    health_reason: NotRequired[str]
+    """why health is degraded ('' when ok): commands refused, or the critical alarms"""
     api: NotRequired[dict[str, Any] | None]
     uplink: NotRequired[dict[str, Any]]
     """the MQTT link to headquarters: connected, acked_seq, backlog, session, error"""
