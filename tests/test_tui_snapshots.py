@@ -201,6 +201,58 @@ def test_screen_snapshot(name: str, snap_compare: Any) -> None:
                         terminal_size=(80, 24))
 
 
+@pytest.mark.parametrize("name", ["overview", "devices", "device", "events", "alarms"])
+def test_wide_terminal_snapshot(name: str, snap_compare: Any) -> None:
+    """200x60: the devices table's columns grow into the width (whole addresses), the
+    events' reasons are not cut at 40."""
+    press = {"alarms": ["a"]}.get(name) or SCREENS[name]
+    assert snap_compare(app(), press=press, terminal_size=(200, 60))
+
+
+async def test_sort_marks_its_column_and_reverses_and_columns_use_a_wide_terminal() -> None:
+    """Issue 13 (Missing): a sort indicator and reverse sort, columns that use a wide
+    terminal, a breadcrumb, and un-ignore offered for an ignored device."""
+    from tui.vtable import VirtualTable
+
+    for size, whole in (((80, 24), False), ((200, 60), True)):
+        dash = app()
+        async with dash.run_test(size=size) as pilot:
+            await pilot.press("d")
+            await pilot.pause()
+            table = dash.screen.query_one("#devices", VirtualTable)
+            head = str(dash.screen.query_one("#devices-header").render())
+            assert "▲" not in head and "vendor" in head
+            crumbs = str(dash.screen.query_one("#linkbar").render())
+            assert crumbs.startswith("Overview > Devices"), crumbs
+            line = "".join(seg.text for seg in table.render_line(0))
+            addr = dash.model.devices[table.order[0]]["address"]
+            assert (addr in line) is whole, (size, line)
+            await pilot.press("s", "s")  # device, then state
+            await pilot.pause()
+            head = str(dash.screen.query_one("#devices-header").render())
+            assert "state ▲" in head, head
+            ascending = list(table.order)
+            await pilot.press("S")
+            await pilot.pause()
+            assert "state ▼" in str(dash.screen.query_one("#devices-header").render())
+            assert table.order == ascending[::-1]
+    dash = app()
+    ignored = next(iter(dash.model.devices))
+    dash.model.devices[ignored]["link"] = "ignored"
+    async with dash.run_test(size=(80, 24)) as pilot:
+        dash.open_device(ignored)
+        await pilot.pause()
+        assert dash.screen.check_action("unignore", ()) is True
+        crumbs = str(dash.screen.query_one("#linkbar").render())
+        assert crumbs.startswith(f"Overview > {ignored}"), crumbs
+    dash = app()
+    other = next(iter(dash.model.devices))
+    async with dash.run_test(size=(80, 24)) as pilot:
+        dash.open_device(other)
+        await pilot.pause()
+        assert dash.screen.check_action("unignore", ()) is False
+
+
 async def test_the_device_screen_offers_only_what_the_device_can_do() -> None:
     for caps, offered in (([], False), (["identify"], True)):
         dash = app()

@@ -64,7 +64,11 @@ class LinkBar(Static):
 
     def refresh_from(self, app: Dashboard) -> None:
         m = app.model
-        text = ("READ-ONLY · " if app.read_only else "") + m.link_text
+        # Where you are (the screens you came through), then the link. A link that is
+        # down comes first: it is what the technician must see, however narrow.
+        crumbs = " > ".join(s.crumb for s in app.screen_stack if isinstance(s, BaseScreen))
+        link = ("READ-ONLY · " if app.read_only else "") + m.link_text
+        text = f"{link} │ {crumbs}" if not m.connected else f"{crumbs} │ {link}"
         if text != getattr(self, "_shown", None):
             self._shown = text
             self.update(text)
@@ -76,6 +80,11 @@ class BaseScreen(Screen[None]):
 
     BINDINGS = [Binding("escape", "back", "Back")]
     refresh_interval = 0.25
+
+    @property
+    def crumb(self) -> str:
+        """This screen's name in the breadcrumb on the link bar."""
+        return type(self).__name__.removesuffix("Screen")
 
     @property
     def dash(self) -> Dashboard:
@@ -248,8 +257,10 @@ class OverviewScreen(BaseScreen):
 
 # Widths + a space each fit 80 columns, the smallest terminal a technician's laptop gives
 # over SSH: the vendor column must show there too.
-DEVICE_COLUMNS = (("device", 22), ("state", 10), ("model", 8), ("transport", 13),
-                  ("seen", 8), ("faults", 6), ("vendor", 6))
+# A wide terminal's spare columns go to the device, model, transport and vendor columns
+# (the third figure: their shares).
+DEVICE_COLUMNS = (("device", 22, 3), ("state", 10, 0), ("model", 8, 2), ("transport", 13, 4),
+                  ("seen", 8, 0), ("faults", 6, 0), ("vendor", 6, 2))
 
 
 class DevicesScreen(BaseScreen):
@@ -260,11 +271,12 @@ class DevicesScreen(BaseScreen):
         Binding("enter", "open", "Open"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
         Binding("g", "diagnostics", "Diagnostics"),
     ]
 
     def body(self) -> ComposeResult:
-        table = VirtualTable(DEVICE_COLUMNS, id="devices")
+        table = VirtualTable(DEVICE_COLUMNS, id="devices", keep_tail=(3,))
         yield Static(table.header(), id="devices-header")
         yield table
         yield Input(placeholder="filter devices (Enter to apply, empty to clear)",
@@ -284,8 +296,7 @@ class DevicesScreen(BaseScreen):
         if m.recently_changed(d["id"], "link"):
             state = Text("*", style="bold magenta") + state
         address = d["address"]
-        return (d["id"], state, d["model"] or "-",
-                address if len(address) <= 22 else "…" + address[-21:],
+        return (d["id"], state, d["model"] or "-", address,
                 hhmmss(d["last_seen"]), str(faults(d)), d["vendor"] or d["plugin"])
 
     def _wanted(self, key: str) -> bool:
@@ -328,12 +339,31 @@ class DevicesScreen(BaseScreen):
         if not self.filter_text:
             event.input.add_class("hidden")
 
+    def on_resize(self) -> None:
+        t = self.query_one("#devices", VirtualTable)
+        if t.fit(self.size.width - 2):  # the scroll bar's column
+            self._header()
+
+    def _header(self) -> None:
+        self.query_one("#devices-header", Static).update(
+            self.query_one("#devices", VirtualTable).header())
+
     def action_sort(self) -> None:
+        """s: the next column, ascending (the header marks it ▲)."""
         t = self.query_one("#devices", VirtualTable)
         self.sort_column = 0 if self.sort_column is None else (
             (self.sort_column + 1) % len(DEVICE_COLUMNS))
         t.sort_by(self.sort_column)
-        self.notify(f"sorted by {DEVICE_COLUMNS[self.sort_column][0]}", timeout=2)
+        self._header()
+        self.notify(f"sorted by {DEVICE_COLUMNS[self.sort_column][0]} (S reverses)", timeout=2)
+
+    def action_reverse(self) -> None:
+        """S: the same column the other way (▼)."""
+        t = self.query_one("#devices", VirtualTable)
+        col, rev = t.sorting
+        t.sort_by(col if col is not None else 0, not rev)
+        self.sort_column = col if col is not None else 0
+        self._header()
 
     def _selected(self) -> str | None:
         return self.query_one("#devices", VirtualTable).cursor_key()
@@ -385,12 +415,17 @@ class DeviceScreen(BaseScreen):
         Binding("i", "identify", "Identify"),
         Binding("o", "out_of_service", "Out of service"),
         Binding("r", "return_to_service", "Return to service"),
+        Binding("n", "unignore", "Un-ignore"),
         Binding("g", "diagnostics", "Diagnostics"),
     ]
 
     def __init__(self, device_id: str) -> None:
         super().__init__()
         self.device_id = device_id
+
+    @property
+    def crumb(self) -> str:
+        return self.device_id
 
     def body(self) -> ComposeResult:
         with VerticalScroll():
@@ -400,9 +435,13 @@ class DeviceScreen(BaseScreen):
             yield Static(id="dev-events")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("unlock", "identify", "out_of_service", "return_to_service") \
-                and self.dash.read_only:
+        if action in ("unlock", "identify", "out_of_service", "return_to_service",
+                      "unignore") and self.dash.read_only:
             return False  # hidden from the footer and refused
+        if action == "unignore":
+            # Offered only for an ignored device: back to the inbox, for adoption.
+            d = self.dash.model.devices.get(self.device_id)
+            return bool(d and d["link"] == "ignored")
         if action == "return_to_service":
             # Offered only while something on this device is out of service.
             d = self.dash.model.devices.get(self.device_id)
@@ -418,7 +457,7 @@ class DeviceScreen(BaseScreen):
         if d is None:
             self.query_one("#identity", Static).update(f"{self.device_id}: not (yet) known")
             return
-        caps = tuple(d["capabilities"])
+        caps = (*d["capabilities"], d["link"], bool(d.get("out_of_service")))
         if caps != getattr(self, "_caps", None):
             self._caps = caps
             self.refresh_bindings()  # the footer offers what this device can do
@@ -453,6 +492,11 @@ class DeviceScreen(BaseScreen):
         self.app.push_screen(ConfirmScreen(
             f"Unlock a compartment of {self.device_id}", need_compartment=True),
             lambda r: self.dash.run_command("unlock", self.device_id, r))
+
+    def action_unignore(self) -> None:
+        self.app.push_screen(ConfirmScreen(
+            f"Un-ignore {self.device_id}: back in the inbox, to be adopted"),
+            lambda r: self.dash.run_command("unignore", self.device_id, r))
 
     def action_out_of_service(self) -> None:
         self.app.push_screen(ConfirmScreen(
@@ -534,6 +578,10 @@ class DiagnosticsScreen(BaseScreen):
         super().__init__()
         self.device_id = device_id
         self.rtt: list[float] = []
+
+    @property
+    def crumb(self) -> str:
+        return "Diagnostics"
 
     def body(self) -> ComposeResult:
         yield Static(id="diag-head")
@@ -655,6 +703,9 @@ class EventsScreen(BaseScreen):
         self.shown_version = -1
         super().on_mount()
 
+    def on_resize(self) -> None:
+        self.shown_version = -1  # the reason column's width follows the terminal's
+
     def _match(self, e: AuditRecord) -> bool:
         # The filter text is lowercased, so every value is compared lowercased too
         # (device ids are mixed-case: armoury:WC12-DEMO-1).
@@ -680,6 +731,8 @@ class EventsScreen(BaseScreen):
         if m.events_version == self.shown_version:
             return
         self.shown_version = m.events_version
+        # The reason takes what a wide terminal has beside the other columns (~100).
+        reason_w = max(40, self.size.width - 100)
         evs = [e for e in m.events if self._match(e)][-self.MAX_ROWS:]
         rows = {str(e["seq"]): (str(e["seq"]), times.local(e["ts"], date=False),
                                 e["action"],
@@ -687,7 +740,7 @@ class EventsScreen(BaseScreen):
                                 "" if e["outcome"] == "ok" else e["outcome"],
                                 (e.get("device") or "") + (f"/{e['compartment']}"
                                                            if e.get("compartment") else ""),
-                                e["actor"], (e.get("reason") or "")[:40])
+                                e["actor"], (e.get("reason") or "")[:reason_w])
                 for e in evs}
         t = self.query_one("#events", KeyedTable)
         # Follow the tail only while the cursor is on the newest row (the `less +F`
@@ -892,6 +945,10 @@ class PersonScreen(BaseScreen):
         super().__init__()
         self.officer = officer
 
+    @property
+    def crumb(self) -> str:
+        return self.officer
+
     def body(self) -> ComposeResult:
         yield Static(id="person-head")
         yield Label("Qualifications", classes="heading")
@@ -1076,19 +1133,19 @@ HELP = """\
 [b]edge-agent dashboard[/b] — keyboard first; the mouse is optional.
 
   [b]:[/b]        jump to a screen or device (Tab completes, Enter goes)
-  [b]/[/b]        filter the current table      [b]s[/b]  sort (devices)
+  [b]/[/b]        filter the current table      [b]s S[/b] sort, reverse (devices)
   [b]Enter[/b]    open the selected device      [b]g[/b]  diagnostics of a device
   [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
   [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
   [b]a o[/b]      alarms ([b]k[/b] acknowledge), open doors site-wide (from the overview)
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service  [b]r[/b] return to service
-          (each asks for a reason, which goes into the audit log).
+          [b]n[/b] un-ignore. Each asks for a reason for the audit log.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
   Custody: [b]Enter[/b] the officer  [b]y[/b] deployable per class  [b]u[/b] usage chart.
 
-A red bar on top means the link to the agent is down; the dashboard
-reconnects by itself. Started with --read-only, no action that moves
-hardware is offered.
+The top bar shows where you are (Overview > Devices > …). Red: the
+link to the agent is down; the dashboard reconnects by itself.
+Started with --read-only, no action that moves hardware is offered.
 """
 
 

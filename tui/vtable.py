@@ -9,6 +9,7 @@ change or a keypress costs what the screen shows, whatever the row count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from rich.style import Style
@@ -46,16 +47,42 @@ class VirtualTable(ScrollView, can_focus=True):
         def control(self) -> VirtualTable:
             return self.table
 
-    def __init__(self, columns: Sequence[tuple[str, int]], *, id: str | None = None) -> None:
+    def __init__(self, columns: Sequence[tuple[str, int] | tuple[str, int, int]], *,
+                 id: str | None = None, keep_tail: Sequence[int] = ()) -> None:
+        """``columns``: (label, width[, grow]). A wide terminal's spare columns go to
+        the columns with a ``grow`` share, in proportion. ``keep_tail``: columns cut at
+        the start ("…dev/ttyUSB0") rather than the end (addresses, paths)."""
         super().__init__(id=id)
-        self.columns = list(columns)  # (label, width)
+        self.base = [(c[0], c[1]) for c in columns]
+        self.grow = [c[2] if len(c) > 2 else 0 for c in columns]
+        self.columns = list(self.base)  # (label, width), widened to the terminal
+        self.keep_tail = set(keep_tail)
         self.rows: dict[str, tuple[Cell, ...]] = {}
         self.order: list[str] = []
         self.cursor = 0
         self._sort_col: int | None = None
+        self._reverse = False
         self._filter: Callable[[str], bool] | None = None
         self._width = sum(w + 1 for _, w in self.columns)
         self._user_moved = False
+
+    def fit(self, width: int) -> bool:
+        """Widen the growing columns to use ``width`` cells (never below their base
+        widths). True if the layout changed (the caller redraws its header)."""
+        spare = width - sum(w + 1 for _, w in self.base)
+        shares = sum(self.grow)
+        if spare <= 0 or not shares:
+            cols = list(self.base)
+        else:
+            extra = [spare * g // shares for g in self.grow]
+            cols = [(label, w + e) for (label, w), e in zip(self.base, extra, strict=True)]
+        if cols == self.columns:
+            return False
+        self.columns = cols
+        self._width = sum(w + 1 for _, w in cols)
+        self.virtual_size = Size(self._width, len(self.order))
+        self.refresh()
+        return True
 
     # ------------------------------------------------------------ data
 
@@ -86,19 +113,24 @@ class VirtualTable(ScrollView, can_focus=True):
         self._filter = fn
         self._reorder()
 
-    def sort_by(self, col: int | None) -> None:
+    def sort_by(self, col: int | None, reverse: bool = False) -> None:
         self._sort_col = col
+        self._reverse = reverse
         self._reorder()
+
+    @property
+    def sorting(self) -> tuple[int | None, bool]:
+        return self._sort_col, self._reverse
 
     def _reorder(self) -> None:
         # The cursor follows its row once the user has moved it; before that it stays on top.
         keep = self.cursor_key() if self._user_moved else None
         keys = [k for k in self.rows if self._filter is None or self._filter(k)]
         if self._sort_col is None:
-            keys.sort()
+            keys.sort(reverse=self._reverse)
         else:
             c = self._sort_col
-            keys.sort(key=lambda k: (str(self.rows[k][c]), k))
+            keys.sort(key=lambda k: (_natural(str(self.rows[k][c])), k), reverse=self._reverse)
         self.order = keys
         self.cursor = keys.index(keep) if keep in keys else min(self.cursor, len(keys) - 1)
         if not self._user_moved:
@@ -124,8 +156,10 @@ class VirtualTable(ScrollView, can_focus=True):
             return Strip.blank(width)
         key = self.order[i]
         line = Text(no_wrap=True, overflow="ellipsis")
-        for (_, w), cell in zip(self.columns, self.rows[key], strict=False):
+        for n, ((_, w), cell) in enumerate(zip(self.columns, self.rows[key], strict=False)):
             t = cell.copy() if isinstance(cell, Text) else Text(str(cell))
+            if n in self.keep_tail and t.cell_len > w:
+                t = Text("…") + t[len(t) - w + 1:]
             t.truncate(w, overflow="ellipsis", pad=True)
             line.append_text(t)
             line.append(" ")
@@ -137,9 +171,14 @@ class VirtualTable(ScrollView, can_focus=True):
         return strip.extend_cell_length(width, self.rich_style).crop(0, width)
 
     def header(self) -> Text:
+        """Column names; the sorted one carries ▲ (ascending) or ▼ (descending)."""
         t = Text(style="bold")
-        for label, w in self.columns:
-            t.append(label[:w].ljust(w) + " ")
+        for i, (label, w) in enumerate(self.columns):
+            if i == self._sort_col:
+                label = f"{label} {'▼' if self._reverse else '▲'}"
+                t.append(label[:w].ljust(w) + " ", style="bold reverse")
+            else:
+                t.append(label[:w].ljust(w) + " ")
         return t
 
     # ------------------------------------------------------------ keys
@@ -161,3 +200,9 @@ class VirtualTable(ScrollView, can_focus=True):
         key = self.cursor_key()
         if key is not None:
             self.post_message(self.RowSelected(self, key))
+
+
+def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key that orders "9" before "10" and "bank:2" before "bank:10"."""
+    parts = re.split(r"(\d+)", text.lower())
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p)
