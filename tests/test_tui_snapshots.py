@@ -253,6 +253,24 @@ async def test_sort_marks_its_column_and_reverses_and_columns_use_a_wide_termina
         assert dash.screen.check_action("unignore", ()) is False
 
 
+async def test_help_and_jump_stay_on_the_footer_when_a_device_offers_everything() -> None:
+    """80x24, a device offering every action (identify, return to service): the footer
+    fills up, and '? Help' and ': Jump' must not be what is cut (issue 13, item 10)."""
+    dash = app()
+    d = dash.model.devices["kerong:bank-a:0"]
+    d["capabilities"] = ["identify"]
+    d["out_of_service"] = {"3": {"by": "tech", "reason": "hinge", "since": T0}}
+    async with dash.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d", "enter")
+        await pilot.pause()
+        assert "Return to service" in " ".join(
+            b.binding.description for b in dash.screen.active_bindings.values())
+        keys = {str(k.render()).strip(): k.region for k in dash.screen.query("FooterKey")}
+        for wanted in ("? Help", ": Jump"):
+            region = next(r for text, r in keys.items() if text.startswith(wanted))
+            assert region.width and region.right <= 80, (wanted, region)
+
+
 async def test_the_device_screen_offers_only_what_the_device_can_do() -> None:
     for caps, offered in (([], False), (["identify"], True)):
         dash = app()

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
@@ -80,6 +80,14 @@ class BaseScreen(Screen[None]):
 
     BINDINGS = [Binding("escape", "back", "Back")]
     refresh_interval = 0.25
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """Help and jump first in the footer: at 80 columns a device's actions fill the
+        line, and what is cut must never be the way to find the rest."""
+        bindings = super().active_bindings
+        first = [k for k, b in bindings.items() if b.binding.action in ("help", "jump")]
+        return {**{k: bindings[k] for k in first}, **bindings}
 
     @property
     def crumb(self) -> str:
