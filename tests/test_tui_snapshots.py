@@ -251,6 +251,10 @@ async def test_sort_marks_its_column_and_reverses_and_columns_use_a_wide_termina
         dash.open_device(other)
         await pilot.pause()
         assert dash.screen.check_action("unignore", ()) is False
+        assert dash.screen.check_action("unlock", ()) is True
+        dash.model.devices[other]["compartments"] = []  # a card reader: nothing to open
+        assert dash.screen.check_action("unlock", ()) is False
+        assert dash.screen.check_action("out_of_service", ()) is False
 
 
 async def test_help_and_jump_stay_on_the_footer_when_a_device_offers_everything() -> None:

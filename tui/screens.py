@@ -446,6 +446,10 @@ class DeviceScreen(BaseScreen):
         if action in ("unlock", "identify", "out_of_service", "return_to_service",
                       "unignore") and self.dash.read_only:
             return False  # hidden from the footer and refused
+        if action in ("unlock", "out_of_service"):
+            # A reader or a device with no compartments has nothing to open or take out.
+            d = self.dash.model.devices.get(self.device_id)
+            return d is None or bool(d["compartments"])
         if action == "unignore":
             # Offered only for an ignored device: back to the inbox, for adoption.
             d = self.dash.model.devices.get(self.device_id)
