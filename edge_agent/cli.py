@@ -236,10 +236,23 @@ def _replay_sims(args: argparse.Namespace) -> list[Any]:
     if not args.link:
         raise UsageError("--replay needs --link PATH: the pty path the site config's bus uses")
     try:
-        chunks = pcap.read(Path(args.replay).read_bytes())
-    except (OSError, ValueError, struct.error) as exc:
-        raise UsageError(f"{args.replay}: not a capture from 'edge-agent capture' ({exc})"
-                         ) from exc
+        raw = Path(args.replay).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{args.replay}: {exc.strerror or exc}") from exc
+    if raw[:2] == b"\x1f\x8b":  # gzip: a support bundle from 'edge-agent bundle'
+        from edge_agent.replay import bundle_chunks
+
+        try:
+            chunks, bus = bundle_chunks(raw, args.bus)
+        except ValueError as exc:
+            raise UsageError(f"{args.replay}: {exc}") from exc
+        print(f"replaying bus {bus} from the bundle ({len(chunks)} frames)", flush=True)
+    else:
+        try:
+            chunks = pcap.read(raw)
+        except (ValueError, struct.error) as exc:
+            raise UsageError(f"{args.replay}: not a capture from 'edge-agent capture' nor a "
+                             f"support bundle from 'edge-agent bundle' ({exc})") from exc
     if not any(d == "tx" for _, d, _ in chunks):
         raise UsageError(f"{args.replay}: the capture holds no request to answer")
     sim = ReplaySimulator(chunks, args.link)
@@ -1316,9 +1329,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("simulate", help="run only the simulated hardware of a site config, "
                         "or replay a capture's wire")
     sp.add_argument("--site")
-    sp.add_argument("--replay", metavar="FILE.pcap", help="answer as the site's boards did "
-                    "in this capture (edge-agent capture): reproduce a field fault on a desk")
+    sp.add_argument("--replay", metavar="FILE", help="answer as the site's boards did in "
+                    "this capture (edge-agent capture, .pcap) or support bundle (edge-agent "
+                    "bundle, .tar.gz): reproduce a field fault on a desk")
     sp.add_argument("--link", help="with --replay: the pty symlink to create (the bus port)")
+    sp.add_argument("--bus", help="with --replay of a bundle holding several buses: which")
     sp.add_argument("--control", help="control socket for 'edge-agent sim' (default "
                     "$EDGE_AGENT_RUN_DIR/sim.sock when that is set)")
     sp.set_defaults(func=cmd_simulate)

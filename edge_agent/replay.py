@@ -1,13 +1,14 @@
 """Replaying a site's recorded wire as a simulator (``edge-agent simulate --replay``).
 
 A capture (``edge-agent capture``, pcap with both directions) holds what the agent sent
-and what the boards sent back. The replay answers each request as the site's boards
-answered *that same request*, in the order they did: a board that answered the first
-40 status polls and then fell silent answers the replaying agent's first 40 and then
-never again; a burst of garbage comes back on the poll it came back on. Requests the
-capture never saw get no answer. Bytes only: no protocol knowledge, so it replays any
-vendor's serial protocol; the agent and its plugin under test cannot tell it from the
-site.
+and what the boards sent back; so does a support bundle (``edge-agent bundle``), whose
+``wire/`` files hold each bus's last frames with their timestamps. The replay answers
+each request as the site's boards answered *that same request*, in the order they did:
+a board that answered the first 40 status polls and then fell silent answers the
+replaying agent's first 40 and then never again; a burst of garbage comes back on the
+poll it came back on. Requests the recording never saw get no answer. Bytes only: no
+protocol knowledge, so it replays any vendor's serial protocol; the agent and its
+plugin under test cannot tell it from the site.
 
 It serves one pseudo-terminal; ``link`` is a stable symlink to it for the site config.
 """
@@ -26,6 +27,45 @@ from pathlib import Path
 Chunk = tuple[float, str, bytes]
 
 MAX_REPLY_DELAY = 0.2  # seconds: a recorded reply delay is kept, up to this
+
+
+def bundle_chunks(data: bytes, bus: str | None = None) -> tuple[list[Chunk], str]:
+    """The recorded wire of one bus in a support bundle (``edge-agent bundle``), and
+    that bus's id. ``bus``: which, when the bundle holds several (ValueError names
+    them). Every device on a bus carries the bus's frames: they are taken once."""
+    import io
+    import json
+    import tarfile
+
+    by_bus: dict[str, dict[tuple[float, str, str], bytes]] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                parts = member.name.split("/")
+                if len(parts) < 2 or parts[-2] != "wire" or not member.isfile():
+                    continue
+                f = tar.extractfile(member)
+                doc = json.loads(f.read()) if f is not None else {}
+                if not isinstance(doc, dict) or not doc.get("bus"):
+                    continue  # a network device's exchanges: not a serial bus
+                frames = by_bus.setdefault(str(doc["bus"]), {})
+                for fr in doc.get("frames") or []:
+                    if fr.get("dir") in ("tx", "rx") and fr.get("hex"):
+                        frames[(float(fr["t"]), fr["dir"], fr["hex"])] = bytes.fromhex(
+                            fr["hex"])
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a support bundle ({exc})") from exc
+    if not by_bus:
+        raise ValueError("the bundle holds no serial bus's wire")
+    if bus is None:
+        if len(by_bus) > 1:
+            raise ValueError(f"the bundle holds the wire of buses {', '.join(sorted(by_bus))}:"
+                             " say which with --bus")
+        bus = next(iter(by_bus))
+    if bus not in by_bus:
+        raise ValueError(f"no bus {bus!r} in the bundle (it has {', '.join(sorted(by_bus))})")
+    chunks = [(t, d, raw) for (t, d, _), raw in by_bus[bus].items()]
+    return sorted(chunks, key=lambda c: c[0]), bus
 
 
 class Script:

@@ -73,6 +73,56 @@ async def test_a_recorded_fault_replays_on_a_desk(kerong_bus: Any, tmp_path: Pat
     assert on_desk[0] <= at_site[0] and "kerong:Bank-1:1" in on_desk[1]
 
 
+async def test_a_support_bundle_replays_the_fault_it_recorded(kerong_bus: Any,
+                                                           tmp_path: Path) -> None:
+    """The bundle a technician sends in (its wire rings) is enough: replayed on a desk,
+    a fresh agent sees the site's hook-polarity alarm and the board that dropped off."""
+    sim, pty = kerong_bus({0: 0x00FF, 1: 0x0F0F}, hook_closed_bit=0, pace=False)
+    bundle = tmp_path / "support.tar.gz"
+    async with running_agent(site_toml({"Bank-1": pty.port}), tmp_path / "site") as (
+            agent, client):
+        await wait_device(client, "kerong:Bank-1:1")
+        sim.drop_board(1)
+        await wait_device(client, "kerong:Bank-1:1", lambda d: d["link"] == "offline")
+        await wait_device(client, "kerong:Bank-1:0", lambda d: d["alarms"])
+        at_site = await faults_seen(client)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_agent.cli", "bundle", "--output", str(bundle),
+            "--socket", str(agent.socket_path), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+    with short_tempdir() as d:
+        link = d / "ttyREPLAY"
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "simulate", "--replay", str(bundle),
+             "--link", str(link)], stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL)
+        try:
+            assert replay.stdout is not None
+            said = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                line = replay.stdout.readline()
+                said.append(line)
+                if not line or line.strip() == "ready":
+                    break
+            assert any("replaying bus Bank-1 from the bundle" in s for s in said), said
+            async with running_agent(site_toml({"Bank-1": str(link)}),
+                                     tmp_path / "desk") as (_agent, client):
+                await wait_device(client, "kerong:Bank-1:0", lambda d: d["alarms"],
+                                  timeout=20)
+                await wait_device(client, "kerong:Bank-1:1",
+                                  lambda d: d["link"] == "offline", timeout=30)
+                on_desk = await faults_seen(client)
+        finally:
+            replay.terminate()
+            replay.wait(10)
+    assert ("kerong:Bank-1:0", "hook_polarity") in at_site[0]
+    assert ("kerong:Bank-1:0", "hook_polarity") in on_desk[0]
+    assert "kerong:Bank-1:1" in on_desk[1]
+
+
 def test_replay_refuses_what_is_not_a_capture(tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("locker bank B is dead")
