@@ -477,3 +477,26 @@ async def test_alarms_not_yet_seen_come_first() -> None:
         m.status["alarms"][0]["acked"] = {"by": "tech", "at": T0, "reason": "x", "seq": 9}
         await pilot.pause(1.3)
         assert [str(k.value) for k in table.rows] == ["store", "uplink:refused", "mdns"]
+
+
+def test_diagnostics_timing_from_the_frames() -> None:
+    """Round-trip percentiles and the gap before each request, from the wire's frames
+    (issue 14): a timeout (an empty rx) is not a round trip; the gap counts from the
+    last frame before the request."""
+    from tui.screens import wire_timing
+
+    frames = []
+    t = 0.0
+    for i in range(100):
+        frames.append({"t": t, "dir": "tx", "hex": "02 00 30 03 35"})
+        if i % 10 == 9:
+            frames.append({"t": t + 0.3, "dir": "rx", "hex": "", "note": "timeout"})
+            t += 0.3 + 0.005
+            continue
+        frames.append({"t": t + 0.002 + i * 0.0001, "dir": "rx", "hex": "02 00 35"})
+        t += 0.002 + i * 0.0001 + 0.005
+    got = wire_timing(frames)
+    assert got["n"] == 90
+    assert got["p50"] is not None and abs(got["p50"] - 6.8) < 0.2
+    assert got["p99"] is not None and abs(got["p99"] - 11.8) < 0.2
+    assert got["gap_min"] is not None and abs(got["gap_min"] - 5.0) < 0.01

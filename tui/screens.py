@@ -604,7 +604,7 @@ class DiagnosticsScreen(BaseScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#wire", KeyedTable)
-        for col in ("time", "dir", "hex", "decoded"):
+        for col in WIRE_COLUMNS:
             t.add_column(col, key=col)
         super().on_mount()
 
@@ -642,15 +642,59 @@ class DiagnosticsScreen(BaseScreen):
             f"{vendor_rows or 'no figures from the plugin'}\n"
             f"reconnects {c.get('reconnects', 0)}  bus reopens {bus_c.get('reopens', 0)}  "
             f"plugin faults {c.get('plugin_faults', 0)}\n"
-            f"round trip {f'{rtt:.1f}' if rtt is not None else '-'} ms")
+            + wire_timing_line(wire["frames"], rtt))
         self.query_one("#rtt", Sparkline).data = self.rtt
         rows = {}
-        for i, f in enumerate(wire["frames"][-60:]):
+        frames = wire["frames"][-61:]  # 60 shown, and the one before for the first gap
+        for i in range(1 if len(frames) > 60 else 0, len(frames)):
+            f = frames[i]
             stamp = time.strftime("%H:%M:%S", time.localtime(f["t"]))
+            gap = f"+{(f['t'] - frames[i - 1]['t']) * 1000:.1f}" if i else ""
             rows[f"{f['t']:.6f}-{i}"] = (
-                f"{stamp}.{int(f['t'] % 1 * 1000):03d}", f["dir"], f["hex"][:32],
+                f"{stamp}.{int(f['t'] % 1 * 1000):03d}", gap, f["dir"], f["hex"][:32],
                 (f["decoded"] or f["note"] or "")[:60])
-        self.query_one("#wire", KeyedTable).sync(rows, ("time", "dir", "hex", "decoded"))
+        self.query_one("#wire", KeyedTable).sync(rows, WIRE_COLUMNS)
+
+
+WIRE_COLUMNS = ("time", "gap ms", "dir", "hex", "decoded")
+
+
+def wire_timing(frames: list[Any]) -> dict[str, float | int | None]:
+    """Round trips (a request to the first bytes back) and the idle gap before each
+    request (from the last frame before it), in ms, from the frames on the wire."""
+    rtts: list[float] = []
+    gaps: list[float] = []
+    sent: float | None = None
+    last: float | None = None
+    for f in frames:
+        if f["dir"] == "tx":
+            if last is not None:
+                gaps.append((f["t"] - last) * 1000)
+            sent = f["t"]
+        elif f["dir"] == "rx" and sent is not None and f.get("hex"):
+            rtts.append((f["t"] - sent) * 1000)
+            sent = None
+        last = f["t"]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+    return {"n": len(rtts), "p50": pct(rtts, 0.5), "p95": pct(rtts, 0.95),
+            "p99": pct(rtts, 0.99), "gap_p50": pct(gaps, 0.5), "gap_min": min(gaps)
+            if gaps else None}
+
+
+def wire_timing_line(frames: list[Any], last_rtt: float | None) -> str:
+    t = wire_timing(frames)
+
+    def ms(v: float | int | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    if not t["n"]:
+        return f"round trip {ms(last_rtt)} ms"
+    return (f"round trip p50 {ms(t['p50'])} p95 {ms(t['p95'])} p99 {ms(t['p99'])} ms "
+            f"({t['n']})\ngap before a request p50 {ms(t['gap_p50'])} min "
+            f"{ms(t['gap_min'])} ms")
 
 
 # ------------------------------------------------------------------------ inbox
