@@ -171,7 +171,7 @@ async def test_diagnostics_shows_decoded_frames(kerong_bus, tmp_path: Path) -> N
             assert isinstance(app.screen, DiagnosticsScreen)
             wire = app.screen.query_one("#wire", DataTable)
             await settle(pilot, lambda: wire.row_count > 2, "wire frames", tries=100)
-            decoded = [str(wire.get_row(k.value)[3]) for k in wire.rows]
+            decoded = [str(wire.get_cell(k.value, "decoded")) for k in wire.rows]
             assert any(x.startswith("status? board 0") for x in decoded)
             assert any(x.startswith("status reply board 0") for x in decoded)
             assert "19200 8N1" in text_of(app, "#diag-head")
@@ -211,3 +211,55 @@ async def test_agent_restart_while_dashboard_open(kerong_bus, tmp_path: Path) ->
                              "reconnected", tries=200)
             finally:
                 await agent.stop()
+
+
+async def test_bus_doctor_from_the_dashboard_borrows_scans_and_gives_back(
+        kerong_bus, tmp_path: Path) -> None:
+    """Issue 14: the scan as a dashboard screen (b from the overview). Enter on a bus,
+    a reason, and the agent lends the bus (audited) for `edge-agent scan`; the boards
+    found are listed and the bus comes back to the agent, its boards online again."""
+    _sim, ctx = await started(kerong_bus, tmp_path)
+    async with ctx as (agent, client):
+        await wait_devices(client, ["kerong:bank:0", "kerong:bank:1"])
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.status is not None, "status")
+            await pilot.press("b")
+            await settle(pilot, lambda: app.screen.query("#scan-buses")
+                         and app.screen.query_one("#scan-buses").row_count == 1, "the bus")
+            await pilot.press("enter")
+            await pilot.press(*"bank B dead", "enter")
+            try:
+                await settle(pilot, lambda: app.screen.query_one("#scan-results").row_count,
+                             "scan results", tries=1200)
+            finally:
+                print("SCAN STATE:", text_of(app, "#scan-state"))
+            assert "2 board(s) answer at 19200 8N1 to kerong" in text_of(app, "#scan-state")
+        lent = await wait_event(client, action="bus_lent")
+        assert lent["reason"] == "bank B dead"
+        await wait_event(client, action="bus_returned")
+        await wait_devices(client, ["kerong:bank:0", "kerong:bank:1"],
+                           lambda d: d["link"] == "online", timeout=20)
+
+
+async def test_support_bundle_from_the_dashboard(kerong_bus, tmp_path: Path,
+                                                 monkeypatch: Any) -> None:
+    """Issue 14: B on the overview writes `edge-agent bundle` to the current directory
+    and says where."""
+    import tarfile
+
+    _sim, ctx = await started(kerong_bus, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    async with ctx as (agent, client):
+        await wait_device(client, "kerong:bank:1")
+        app = Dashboard(str(agent.socket_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.model.connected, "the link")
+            await pilot.press("B")
+            await settle(pilot, lambda: list(tmp_path.glob("edge-agent-bundle-*.tar.gz"))
+                         and any("written" in str(n.message)
+                                 for n in app._notifications), "the bundle", tries=600)
+    bundle = next(tmp_path.glob("edge-agent-bundle-*.tar.gz"))
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+    assert "edge-agent-bundle/devices.json" in names and any("wire/" in n for n in names)

@@ -92,7 +92,10 @@ def model() -> Model:
     m.status = checked(Status, {
         "site": {"id": "station-12", "name": "Station 12 equipment room"},
         "agent": {"version": "0.1.0", "pid": 1, "uptime": 60.0}, "devices": {"total": 3},
-        "store": {}, "inbox": 1, "buses": [], "plugins": {"kerong": "loaded"},
+        "store": {}, "inbox": 1, "buses": [
+            {"id": "bank-a", "port": "/dev/serial/by-id/usb-FTDI-if00",
+             "settings": "19200 8N1", "answering": ["b0", "b1", "b2"], "error": ""}],
+        "plugins": {"kerong": "loaded"},
         "health": "ok", "alarms": [], "audit": {"error": None, "last_seq": 6}})
     for d in (device("kerong:bank-a:0", "online", 0x00FF, compartments=comps(0x00FF, (3,))),
               device("kerong:bank-a:1", "degraded", 0x0F0F,
@@ -192,6 +195,7 @@ SCREENS = {
     "person": ["c", "enter"],
     "usage": ["c", "u"],
     "help": ["question_mark"],
+    "scan": ["b"],
 }
 
 

@@ -39,6 +39,7 @@ from tui.screens import (
     JumpScreen,
     OverviewScreen,
     PluginsScreen,
+    ScanScreen,
     UsageScreen,
 )
 from tui.state import Model
@@ -51,7 +52,7 @@ HIGH_CONTRAST = Theme(
 
 SCREENS = {"overview": OverviewScreen, "devices": DevicesScreen, "inbox": InboxScreen,
            "custody": CustodyScreen, "deployable": DeployableScreen, "usage": UsageScreen,
-           "alarms": AlarmsScreen, "doors": DoorsScreen,
+           "alarms": AlarmsScreen, "doors": DoorsScreen, "scan": ScanScreen,
            "events": EventsScreen, "plugins": PluginsScreen}
 
 

@@ -180,6 +180,8 @@ class OverviewScreen(BaseScreen):
         # Not in the footer: at 80 columns it would push out "? Help" and ": Jump".
         Binding("a", "app.goto('alarms')", "Alarms", show=False),
         Binding("o", "app.goto('doors')", "Open doors", show=False),
+        Binding("b", "app.goto('scan')", "Bus doctor", show=False),
+        Binding("B", "bundle", "Support bundle", show=False),
         Binding("enter", "open", "Open device"),
     ]
 
@@ -259,6 +261,27 @@ class OverviewScreen(BaseScreen):
     def action_open(self) -> None:
         if (key := self.query_one("#attention", KeyedTable).cursor_key()) is not None:
             self.dash.open_device(key)
+
+    def action_bundle(self) -> None:
+        """B: a support bundle (``edge-agent bundle``) written to the current directory,
+        for the vendor; nothing personal or secret goes in it."""
+        if not self.dash.model.connected:
+            self.notify("the link to the agent is down: no bundle", severity="error")
+            return
+        name = f"edge-agent-bundle-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz"
+        path = os.path.abspath(name)
+        self.notify(f"writing the support bundle {name}…", timeout=3)
+
+        async def go() -> None:
+            code, _out, err = await run_cli(self.dash.socket_path, "bundle", "--output",
+                                            path, timeout=120)
+            if code == 0:
+                self.notify(f"support bundle written: {path}", timeout=15)
+            else:
+                self.notify(f"support bundle failed: {err.strip()}", severity="error",
+                            timeout=15)
+
+        self.run_worker(go(), group="bundle", exclusive=True)
 
 
 # ------------------------------------------------------------------------ devices
@@ -1194,6 +1217,7 @@ HELP = """\
   [b]Esc[/b]      back                          [b]q[/b]  quit      [b]?[/b]  this help
   [b]d i e p c[/b] devices, inbox, events, plugins, custody (from the overview)
   [b]a o[/b]      alarms ([b]k[/b] acknowledge), open doors site-wide (from the overview)
+  [b]b B[/b]      bus doctor (scan a bus), support bundle (from the overview)
   Device: [b]u[/b] unlock  [b]i[/b] identify  [b]o[/b] out of service  [b]r[/b] return to service
           [b]n[/b] un-ignore. Each asks for a reason for the audit log.
   Inbox:  [b]a[/b] adopt   [b]x[/b] ignore (persists).
@@ -1403,3 +1427,131 @@ class DoorsScreen(BaseScreen):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
             self.dash.open_device(str(event.row_key.value).split("|", 1)[0])
+
+
+# ------------------------------------------------------------------------ bus doctor
+
+SCAN_BUS_COLUMNS = ("bus", "port", "line", "answering")
+SCAN_COLUMNS = ("line", "plugin", "boards", "which", "rtt ms", "silent", "error")
+
+
+async def run_cli(socket_path: str, *args: str, timeout: float = 600) -> tuple[int, str, str]:
+    """An ``edge-agent`` command as its own process (the one implementation of scan and
+    bundle), without blocking the dashboard. Bounded by ``timeout``."""
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", *args, "--socket", socket_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, "", f"gave up after {timeout:g} s"
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class ScanScreen(BaseScreen):
+    """The bus doctor from the dashboard: pick one of the site's buses, give a reason,
+    and the agent lends it for ``edge-agent scan`` (audited; its boards are offline
+    meanwhile and come back after). Every line setting the plugins' probes declare,
+    every address: which boards answer, how fast, to which plugin."""
+
+    BINDINGS = [Binding("enter", "scan", "Scan at its baud"),
+                Binding("f", "scan(True)", "Full sweep")]
+
+    def body(self) -> ComposeResult:
+        yield Label("Enter: scan a bus at its baud · f: at every line setting\n"
+                    "The agent lends the bus (audited); its boards are offline meanwhile.")
+        yield KeyedTable(id="scan-buses", cursor_type="row")
+        yield Static("", id="scan-state")
+        yield KeyedTable(id="scan-results", cursor_type="row")
+
+    def on_mount(self) -> None:
+        for tid, cols in (("#scan-buses", SCAN_BUS_COLUMNS), ("#scan-results", SCAN_COLUMNS)):
+            t = self.query_one(tid, KeyedTable)
+            for col in cols:
+                t.add_column(col, key=col)
+        self.running: str | None = None
+        super().on_mount()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "scan" and self.dash.read_only)
+
+    def render_model(self) -> None:
+        st = self.dash.model.status
+        buses: list[dict[str, Any]] = list(st["buses"]) if st else []
+        rows = {b["id"]: (b["id"], b["port"], b.get("settings", ""),
+                          str(len(b.get("answering") or []))) for b in buses}
+        self.query_one("#scan-buses", KeyedTable).sync(rows, SCAN_BUS_COLUMNS)
+
+    @on(DataTable.RowSelected, "#scan-buses")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_scan()  # Enter on the table (it takes the key before the screen)
+
+    def action_scan(self, full: bool = False) -> None:
+        if self.dash.read_only:
+            return
+        bus = self.query_one("#scan-buses", KeyedTable).cursor_key()
+        if bus is None or self.running:
+            return
+        st = self.dash.model.status
+        info = next((b for b in (st["buses"] if st else []) if b["id"] == bus), {})
+        baud = str(info.get("settings", "")).split(" ")[0]
+        bauds = None if full or not baud.isdigit() else baud
+        what = "every line setting" if bauds is None else f"{bauds} baud"
+        self.app.push_screen(
+            ConfirmScreen(f"Scan bus {bus} at {what}: its boards are offline until the scan "
+                          "is done"),
+            lambda answer: self._start(bus, answer, bauds))
+
+    def _start(self, bus: str, answer: dict[str, Any] | None, bauds: str | None) -> None:
+        if answer is None:
+            return
+        if self.dash.read_only or not self.dash.model.connected:
+            self.notify("nothing was sent: " + ("read-only dashboard" if self.dash.read_only
+                                                 else "the link to the agent is down"),
+                        severity="error")
+            return
+        self.running = bus
+        self.query_one("#scan-state", Static).update(
+            Text(f"scanning {bus}… (every line setting and address; up to a few minutes)",
+                 style="bold yellow"))
+        self.run_worker(self._scan(bus, answer["reason"], bauds), group="scan",
+                        exclusive=True)
+
+    async def _scan(self, bus: str, reason: str, bauds: str | None) -> None:
+        import json
+
+        _code, out, err = await run_cli(self.dash.socket_path, "scan", "--borrow", bus,
+                                        "--reason", reason, "--json",
+                                        *(("--bauds", bauds) if bauds else ()))
+        self.running = None
+        state = self.query_one("#scan-state", Static)
+        try:
+            trials = json.loads(out) if out.strip() else None
+        except ValueError:
+            trials = None
+        if not isinstance(trials, list):
+            state.update(Text(f"scan of {bus} failed: {err.strip() or out.strip()}",
+                              style="bold red"))
+            return
+        rows = {}
+        for i, t in enumerate(trials):
+            rtts = [f["rtt_ms"] for f in t["found"] if f.get("rtt_ms") is not None]
+            rows[str(i)] = (t["settings"], t["plugin"], str(len(t["found"])),
+                            ", ".join(f["identity"] for f in t["found"])[:40] or "-",
+                            f"{min(rtts):.1f}-{max(rtts):.1f}" if rtts else "-",
+                            str(t["timeouts"]), (t["error"] or "")[:40])
+        self.query_one("#scan-results", KeyedTable).sync(rows, SCAN_COLUMNS)
+        best = max(trials, key=lambda t: len(t["found"]), default=None)
+        if best and best["found"]:
+            state.update(Text(f"{bus}: {len(best['found'])} board(s) answer at "
+                              f"{best['settings']} to {best['plugin']}; the bus is back "
+                              "with the agent", style="bold green"))
+        else:
+            state.update(Text(f"{bus}: no board answered at any line setting: check power, "
+                              "wiring (A/B), termination", style="bold red"))
