@@ -50,8 +50,9 @@ class BusOptions:
     hook_closed_bit: int = 1  # HOOK bit value that means "door closed" ([!] in protocols.md)
     unlock_replies: bool = True  # whether 0x31 gets a status reply ([!])
     baudrate: int = 19200
-    pace: bool = True  # hold replies for their wire time at ``baudrate``
+    pace: bool = True  # model the wire at ``baudrate`` (see ``SimBus.wire_schedule``)
     turnaround_ms: float = 1.0  # board's think time between request and reply
+    gap_chars: float = 3.5  # silent characters that end a frame on RS-485 (t3.5)
     auto_close_s: float = 3.0  # a door popped by unlock is pushed shut after this long
     push_changes: bool = False  # firmware that sends a status frame on every change
     users: bool = False  # someone stands at every unlocked door: takes or returns the item
@@ -73,6 +74,7 @@ class SimBus:
         self._rng = random.Random(0x4B52)
         self._pending_close: dict[tuple[int, int], float] = {}
         self.push_out: Any = None  # set by the endpoint: writes bytes onto the wire
+        self._wire_free = 0.0  # monotonic time the paced wire is silent again
 
     # ------------------------------------------------------------ state changes
 
@@ -177,10 +179,27 @@ class SimBus:
                 junk[i] = codec.STX
             return bytes(junk)
 
-    def reply_delay(self, request_len: int, reply_len: int) -> float:
+    def wire_schedule(self, now: float, request_len: int, reply_len: int) -> float:
+        """The half-duplex wire, when paced: a request goes on the wire when it is free
+        (a master that sends too soon waits out the silence), takes its bit time at the
+        baud rate (10 bits a character), ends with the 3.5-character silence the boards
+        frame on, then the board's turnaround and the reply's own bit time; the wire is
+        free again one more gap later. Returns when the reply's last byte arrives
+        (``time.monotonic()``), and keeps the wire busy until then plus the gap."""
         o = self.options
-        wire = (request_len + reply_len) * 10 / o.baudrate if o.pace else 0.0
-        return wire + o.turnaround_ms / 1000 + self.faults.slow_ms / 1000
+        if not o.pace:
+            return now + o.turnaround_ms / 1000 + self.faults.slow_ms / 1000
+        char = 10 / o.baudrate
+        with self.lock:
+            start = max(now, self._wire_free)
+            end_of_request = start + request_len * char + o.gap_chars * char
+            if not reply_len:
+                self._wire_free = end_of_request
+                return end_of_request
+            done = (end_of_request + o.turnaround_ms / 1000 + self.faults.slow_ms / 1000
+                    + reply_len * char)
+            self._wire_free = done + o.gap_chars * char
+            return done
 
     def tick(self) -> None:
         """Close doors whose auto-close time has come (called by the endpoint threads)."""
@@ -232,7 +251,8 @@ class _Endpoint:
                 if not isinstance(frame, codec.Request):
                     continue
                 reply = self.bus.handle(frame)
-                delay = self.bus.reply_delay(codec.REQUEST_LEN, len(reply) if reply else 0)
+                due = self.bus.wire_schedule(time.monotonic(), codec.REQUEST_LEN,
+                                             len(reply) if reply else 0)
                 if reply is None:
                     continue
                 if self.bus.faults.garbage_rate and (
@@ -241,7 +261,7 @@ class _Endpoint:
                     reply = self.bus.garbage() + reply
                 if self.bus.faults.interleave:
                     reply = self.bus.interleaved(frame.board) + reply
-                time.sleep(delay)
+                time.sleep(max(0.0, due - time.monotonic()))
                 try:
                     write(reply)
                 except OSError:
@@ -415,7 +435,7 @@ class KerongSimulator:
         known = {
             "transport", "link", "listen", "boards", "hook_closed_bit", "unlock_replies",
             "pace", "turnaround_ms", "scenario", "scenario_interval", "seed", "auto_close_s",
-            "push_changes", "users", "items",
+            "push_changes", "users", "items", "gap_chars", "baudrate",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -435,6 +455,8 @@ class KerongSimulator:
             unlock_replies=bool(options.get("unlock_replies", True)),
             pace=bool(options.get("pace", True)),
             turnaround_ms=float(options.get("turnaround_ms", 1.0)),
+            gap_chars=float(options.get("gap_chars", 3.5)),
+            baudrate=int(options.get("baudrate", 19200)),
             auto_close_s=float(options.get("auto_close_s", 3.0)),
             push_changes=bool(options.get("push_changes", False)),
             users=bool(options.get("users", False)),
