@@ -27,6 +27,7 @@ import array
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -267,13 +268,14 @@ def index_diff(claimed: SegmentIndex, actual: SegmentIndex, most: int = 3) -> st
 
 @dataclass
 class _Job:
-    """Work that must run on the writer thread (it alone touches the sealer)."""
+    """Work that must run on the writer thread (it alone commits; it and the seal thread
+    take turns with the sealer under ``_seal_lock``)."""
 
     fn: Callable[[], Any]
     done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     event: dict[str, Any]
     future: asyncio.Future[AuditRecord] | None
@@ -357,6 +359,12 @@ class AuditLog:
         self._seal_error: str | None = None
         # Closed segments whose index digest is not in a checkpoint yet (sealed next).
         self._unsealed_segments: list[dict[str, Any]] = []
+        self._seal_lock = threading.Lock()  # the sealer, _sealed_seq, _unsealed_segments
+        self._seal_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="audit-seal")
+        self._seal_futures: collections.deque[concurrent.futures.Future[None]] = \
+            collections.deque()
+        self._seal_asked = (0, time.monotonic())  # the last head a seal was asked for
         # Index files that did not match their segment at open (rebuilt; an alarm).
         self.index_problems: list[str] = []
 
@@ -477,8 +485,11 @@ class AuditLog:
         self.recent.extend(tail)
         if self.sealer.last is not None:
             self._sealed_seq = int(self.sealer.last["seq"])
+        self._seal_asked = (self._sealed_seq, self._sealed_at)
         self._open_segment()
         self._restore_reserve()
+        self._seal_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="audit-seal")
         self._thread = threading.Thread(target=self._writer, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -505,8 +516,9 @@ class AuditLog:
             self._segment.exists() and self._segment.stat().st_size >= self.segment_max_bytes
         ):
             if self._segment is not None and self._segment in self._indexes:
-                self._unsealed_segments.append(
-                    self._write_index(self._segment, self._indexes[self._segment]))
+                entry = self._write_index(self._segment, self._indexes[self._segment])
+                with self._seal_lock:
+                    self._unsealed_segments.append(entry)
             self._segment = self.dir / f"audit-{self.last_seq + 1:012d}.jsonl"
             with self._index_lock:
                 self._indexes[self._segment] = SegmentIndex()
@@ -519,6 +531,7 @@ class AuditLog:
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+        self._seal_pool.shutdown(wait=True)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -603,9 +616,11 @@ class AuditLog:
         log.error("audit log: %s", self.reserve_short)
         return True
 
-    async def append(self, event: dict[str, Any]) -> AuditRecord:
-        """Append one event and wait until it is durable. Raises StoreUnavailable."""
-        return await self.append_nowait(event)
+    def append(self, event: dict[str, Any]) -> asyncio.Future[AuditRecord]:
+        """Append one event; await the result to wait until it is durable (raises
+        StoreUnavailable). A future, not a coroutine: 64 writers gathered cost 64
+        futures, not 64 more tasks (bench/audit_append.py)."""
+        return self.append_nowait(event)
 
     def _build(self, event: dict[str, Any], seq: int, prev: str) -> AuditRecord:
         now = time.time()
@@ -789,15 +804,50 @@ class AuditLog:
     # --------------------------------------------------------------- sealing
 
     def _maybe_checkpoint(self, *, force: bool = False) -> None:
-        if not self.sealer.enabled or self.error or self.last_seq <= self._sealed_seq:
+        """Seal the head when ``checkpoint_every`` records or ``checkpoint_interval``
+        seconds have passed since the last seal asked for (writer thread), exactly where
+        the writer alone would seal. A checkpoint costs three fsyncs (its line, the
+        evolved key, its directory): the seal thread writes it, in order, while the
+        writer goes on committing; the head it seals is already durable. At most two
+        seals wait: beyond that the writer waits too, so the records between
+        checkpoints stay bounded. ``force`` (closing) waits for them and seals the last
+        head here."""
+        if not self.sealer.enabled or self.error:
             return
-        due = (self.last_seq - self._sealed_seq >= self.checkpoint_every
-               or time.monotonic() - self._sealed_at >= self.checkpoint_interval)
-        if not (due or force):
+        if force:
+            self._wait_seal()
+            if self.last_seq > self._sealed_seq:
+                self._seal_head((self.last_seq, self.last_hash, self._head_ts))
             return
+        if self.last_seq <= self._seal_asked[0]:
+            return
+        if not (self.last_seq - self._seal_asked[0] >= self.checkpoint_every
+                or time.monotonic() - self._seal_asked[1] >= self.checkpoint_interval):
+            return
+        while self._seal_futures and self._seal_futures[0].done():
+            self._seal_futures.popleft()
+        while len(self._seal_futures) >= 2:
+            with contextlib.suppress(Exception):
+                self._seal_futures.popleft().result(timeout=60)
+        self._seal_asked = (self.last_seq, time.monotonic())
+        self._seal_futures.append(self._seal_pool.submit(
+            self._seal_head, (self.last_seq, self.last_hash, self._head_ts)))
+
+    def _wait_seal(self) -> None:
+        while self._seal_futures:
+            with contextlib.suppress(Exception):
+                self._seal_futures.popleft().result(timeout=60)
+
+    def _seal_head(self, head: tuple[int, str, str | None]) -> None:
+        seq, head_hash, head_ts = head
         try:
-            self._seal()
+            with self._seal_lock:
+                if seq <= self._sealed_seq:
+                    return
+                self._seal_at(seq, head_hash, head_ts)
         except (OSError, StoreError) as exc:
+            # Asked again by the next commit: the head stays unsealed until it works.
+            self._seal_asked = (self._sealed_seq, self._sealed_at)
             if self._seal_error is None:  # once per outage, not once per commit
                 log.error("audit log: checkpoint failed: %s; retrying", exc)
             self._seal_error = str(exc)
@@ -806,15 +856,27 @@ class AuditLog:
             log.warning("audit log: checkpoints written again")
             self._seal_error = None
 
-    def _seal(self, **extra: Any) -> dict[str, Any]:
-        """Seal the head (writer thread only), with the digests of indexes not yet sealed."""
-        if self._unsealed_segments:
-            extra["segments"] = list(self._unsealed_segments)
-        cp = self.sealer.seal(self.last_seq, self.last_hash, self.boot_id,
-                              rec_ts=self._head_ts, extra=extra)
-        self._unsealed_segments.clear()
-        self._sealed_seq = self.last_seq
+    def _seal_at(self, seq: int, head_hash: str, head_ts: str | None,
+                 **extra: Any) -> dict[str, Any]:
+        """Seal the record ``seq`` (durable already) with the digests of indexes not yet
+        sealed. Under ``_seal_lock``: the writer's and the seal thread's seals never
+        overlap, and a sealed segment digest is taken off the list exactly once."""
+        segments = list(self._unsealed_segments)
+        if segments:
+            extra["segments"] = segments
+        cp = self.sealer.seal(seq, head_hash, self.boot_id, rec_ts=head_ts, extra=extra)
+        self._unsealed_segments = [e for e in self._unsealed_segments
+                                   if not any(e is x for x in segments)]
+        self._sealed_seq = seq
         self._sealed_at = time.monotonic()
+        return cp
+
+    def _seal(self, **extra: Any) -> dict[str, Any]:
+        """Seal the head now (writer thread), after any seal in flight."""
+        self._wait_seal()
+        with self._seal_lock:
+            cp = self._seal_at(self.last_seq, self.last_hash, self._head_ts, **extra)
+        self._seal_asked = (self._sealed_seq, self._sealed_at)
         return cp
 
     # --------------------------------------------------------------- retention
@@ -878,8 +940,10 @@ class AuditLog:
         horizon = {"first_seq": last_idx.last_seq + 1, "prev_hash": after["hash"],
                    "cutoff": cutoff, "last_removed_ts": max(i.last_ts or "" for _, i in victims),
                    "retention_days": self.retention_days, "removed": removed}
-        self._unsealed_segments = [e for e in self._unsealed_segments
-                                   if e["segment"] not in removed]
+        self._wait_seal()
+        with self._seal_lock:
+            self._unsealed_segments = [e for e in self._unsealed_segments
+                                       if e["segment"] not in removed]
         cp = self._seal(kind="retention", horizon=horizon)
         atomic_write(self.dir / "horizon.json",
                      canonical_json({**horizon, "epoch": cp["epoch"]}))
