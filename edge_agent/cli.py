@@ -15,7 +15,7 @@ import re
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -561,9 +561,10 @@ def cmd_events(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             out = (stack.enter_context(open(args.output, "wb")) if args.output
                    else sys.stdout.buffer)
-            with _client(args) as c:
-                n = c.download(path("events_export"), out, format=args.format,
-                               **_event_params(args))
+            with _client(args) as c, _progress_bar(
+                    "exporting", enabled=bool(args.output)) as progress:
+                n = c.download(path("events_export"), out, progress=progress,
+                               format=args.format, **_event_params(args))
         if args.output:
             print(f"wrote {n} bytes to {args.output}", file=sys.stderr)
         return EXIT_OK
@@ -609,6 +610,27 @@ def _audit_dir(args: argparse.Namespace) -> Path:
     return audit
 
 
+@contextlib.contextmanager
+def _progress_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while a long walk runs, only when stderr is a terminal
+    (nothing extra when piped, logged or with --json). Yields the callback to feed it
+    (done, total) in bytes, or None."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(f"[bold]{what}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)  # 0: not known
+
+        yield update
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from edge_agent.store.verify import load_key, verify
 
@@ -639,8 +661,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.checkpoint} does not hold a checkpoint")
     from edge_agent.store.audit import MIN_RETENTION_DAYS
 
-    report = verify(audit, key=key, exported=exported,
-                    min_retention_days=args.min_retention_days or MIN_RETENTION_DAYS)
+    with _progress_bar("verifying", enabled=not args.json) as progress:
+        report = verify(audit, key=key, exported=exported,
+                        min_retention_days=args.min_retention_days or MIN_RETENTION_DAYS,
+                        progress=progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -167,8 +167,10 @@ class SocketClient:
         url = path(route, id=urllib.parse.quote(id, safe="")) if id is not None else r.path
         return self.request(r.method, url, body, **query)
 
-    def download(self, url: str, out: IO[bytes], **params: Any) -> int:
-        """Copy a streamed answer into the binary file ``out``; return the bytes copied."""
+    def download(self, url: str, out: IO[bytes], progress: Callable[[int, int], None] | None
+                 = None, **params: Any) -> int:
+        """Copy a streamed answer into the binary file ``out``; return the bytes copied.
+        ``progress``: told (bytes so far, 0: total unknown) as chunks arrive."""
         resp = self._open("GET", self._target(url, params), None, self.timeout)
         if resp.status >= 400:
             text = resp.read().decode("utf-8", "replace")
@@ -182,6 +184,8 @@ class SocketClient:
             while chunk := resp.read1(65536):
                 out.write(chunk)
                 n += len(chunk)
+                if progress is not None:
+                    progress(n, 0)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise unreachable(self.socket_path, exc) from exc

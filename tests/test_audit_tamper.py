@@ -543,3 +543,45 @@ async def test_a_torn_checkpoint_line_is_set_aside_at_start_up(sealed_log: Path,
     assert (state / "audit" / "checkpoints.damaged").exists()
     code, rep = run_verify(state)
     assert code == 0 and not [f for f in rep["findings"] if f["kind"] == "crash"], rep
+
+
+def test_verify_shows_progress_on_a_terminal_and_nothing_when_piped(sealed_log: Path) -> None:
+    """Issue 17: a progress bar while a large log is walked, on a terminal only; piped
+    or with --json, the output is exactly the report."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "edge_agent.cli", "audit", "verify", "--state-dir",
+            str(sealed_log), "--key", str(exported_key(sealed_log))]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    assert piped.stdout.splitlines()[-1].startswith("OK: chain intact")
+    as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+    assert as_json.stderr == "" and json.loads(as_json.stdout)["verdict"] == "intact"
+    # On a terminal: stderr is a pty; the bar is drawn there (and cleared at the end).
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=slave, env={**os.environ, "COLUMNS": "80",
+                                               "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0 and b"OK: chain intact" in out
+    assert b"verifying" in seen, seen[:200]

@@ -186,17 +186,22 @@ class SegmentIndex:
         default_factory=lambda: {k: {} for k in INDEXED})
 
     def add(self, rec: AuditRecord, offset: int) -> None:
+        seq, ts = rec["seq"], rec["ts"]
         if self.first_seq is None:
-            self.first_seq, self.first_ts = rec["seq"], rec["ts"]
-        self.last_seq, self.last_ts = rec["seq"], rec["ts"]
+            self.first_seq, self.first_ts = seq, ts
+        self.last_seq, self.last_ts = seq, ts
         self.count += 1
         self.offsets.append(offset)
-        for k in INDEXED:
-            v = rec.get(k)
+        keys = self.keys
+        get = rec.get
+        for k in INDEXED:  # the writer and verify run this for every record: kept lean
+            v = get(k)
             if v is not None:
-                bucket = self.keys[k].get(str(v))
+                values = keys[k]
+                sv = v if v.__class__ is str else str(v)
+                bucket = values.get(sv)
                 if bucket is None:
-                    bucket = self.keys[k][str(v)] = array.array("q")
+                    bucket = values[sv] = array.array("q")
                 bucket.append(offset)
 
     def candidates(self, q: Query) -> Sequence[int]:
@@ -290,8 +295,8 @@ def _parse_line(raw: bytes) -> AuditRecord | None:
     if not raw.endswith(b"\n"):
         return None
     try:
-        rec = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        rec = orjson.loads(raw)  # records are orjson's own output: a fifth of json's cost
+    except ValueError:
         return None
     if not isinstance(rec, dict) or "seq" not in rec or "hash" not in rec:
         return None

@@ -25,9 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from edge_agent.store.audit import (
     GENESIS,
@@ -124,9 +127,11 @@ class _Walk:
 
 def verify(audit_dir: Path, *, key: bytes | None = None,
            exported: dict[str, Any] | None = None,
-           min_retention_days: float = MIN_RETENTION_DAYS) -> VerifyReport:
+           min_retention_days: float = MIN_RETENTION_DAYS,
+           progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Verify the audit log in ``audit_dir``. ``key``: the exported epoch-0 key (never one
-    read from the box); ``exported``: a checkpoint exported earlier."""
+    read from the box); ``exported``: a checkpoint exported earlier; ``progress``: told
+    (bytes read, bytes in all segments) as the chain is walked."""
     report = VerifyReport(macs_checked=key is not None,
                           copy=(audit_dir / "COPY.json").exists())
     checkpoints, cp_torn = read_checkpoints(audit_dir / "checkpoints.jsonl")
@@ -148,7 +153,7 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
             report.add("tamper", None, "horizon.json (retention marker) is unreadable")
             horizon = None
     sealed_seq = max((int(c["seq"]) for c in checkpoints if "seq" in c), default=0)
-    walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq)
+    walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq, progress)
     last = report.last_seq or (report.horizon_first - 1)
     retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last)
     _check_horizon(report, horizon, retention, key, min_retention_days)
@@ -165,16 +170,36 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
     return report
 
 
+def _segment_lines(seg: Path, limit: int | None) -> Iterator[tuple[int, bytes, bool]]:
+    """Each line of a segment as (offset, bytes without the newline, whether it had
+    one), read a buffer at a time (memory stays flat however large the log), up to
+    ``limit`` bytes (a torn tail is not read)."""
+    with open(seg, "rb", buffering=1 << 20) as f:
+        offset = 0
+        for raw in f:
+            if limit is not None and offset + len(raw) > limit:
+                raw = raw[:limit - offset]
+                if not raw:
+                    return
+            ended = raw.endswith(b"\n")
+            yield offset, raw[:-1] if ended else raw, ended
+            offset += len(raw)
+            if limit is not None and offset >= limit:
+                return
+
+
 def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] | None,
-                pinned: set[int], sealed_seq: int) -> _Walk:
+                pinned: set[int], sealed_seq: int,
+                progress: Callable[[int, int], None] | None = None) -> _Walk:
     walk = _Walk()
     expected = report.horizon_first
     prev = str(horizon["prev_hash"]) if horizon else GENESIS
     segments = sorted(audit_dir.glob(AuditLog.SEGMENT_GLOB))
+    total = sum(seg.stat().st_size for seg in segments)
+    done = 0
     for si, seg in enumerate(segments):
         closed = si < len(segments) - 1
         idx = SegmentIndex()
-        data = seg.read_bytes()
         tear = None if closed else find_torn_tail(seg, sealed_seq)
         if tear is not None:
             # The same rule start-up uses: it cuts these bytes off and records it.
@@ -182,20 +207,22 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
                        f"{seg.name} was torn by a crash at byte {tear.offset} ({tear.bytes_dropped}"
                        f" bytes after seq {tear.last_seq}, past the last checkpoint): the "
                        "last write never completed; not tampering")
-            data = data[:tear.offset]
-        lines = data.split(b"\n")
-        trailing_partial = lines[-1] != b""
-        body = lines if trailing_partial else lines[:-1]
-        offset = 0
-        for li, raw in enumerate(body):
-            line_offset, offset = offset, offset + len(raw) + 1
-            is_last_line = si == len(segments) - 1 and li == len(body) - 1
+        lines = _segment_lines(seg, tear.offset if tear is not None else None)
+        current = next(lines, None)
+        li = -1
+        while current is not None:
+            line_offset, raw, ended = current
+            current = next(lines, None)
+            li += 1
+            if progress is not None and li % 8192 == 0:
+                progress(done + line_offset, total)
+            is_last_line = not closed and current is None
             try:
-                rec = json.loads(raw)
+                rec = orjson.loads(raw)
                 if not isinstance(rec, dict) or "seq" not in rec:
                     raise ValueError("not a record")
-            except (ValueError, UnicodeDecodeError):
-                if is_last_line and trailing_partial:
+            except ValueError:
+                if is_last_line and not ended:
                     report.add("crash", expected,
                                f"torn last record in {seg.name} ({len(raw)} bytes after "
                                f"seq {expected - 1}): a crash mid-write, not tampering")
@@ -205,17 +232,20 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
                                "(bytes altered)")
                     expected += 1
                 continue
-            if is_last_line and trailing_partial:
+            if is_last_line and not ended:
                 report.add("crash", rec.get("seq"), f"last record in {seg.name} has no "
                            "newline: a crash mid-write")
             else:
                 idx.add(rec, line_offset)
-            seq = int(rec["seq"])
+            seq = rec["seq"]
+            if seq.__class__ is not int:
+                seq = int(seq)
             if seq < report.horizon_first:
                 continue  # below the horizon: retention was cut short by a crash
             if report.first_seq is None:
                 report.first_seq = seq
             report.records += 1
+            this_hash = rec.get("hash")
             if seq != expected:
                 if seq > expected:
                     report.add("tamper", expected,
@@ -224,16 +254,21 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
                 else:
                     report.add("tamper", seq, f"record {seq} appears after record "
                                f"{expected - 1}: records reordered or duplicated")
-            elif record_hash(rec) != rec.get("hash"):
+            elif record_hash(rec) != this_hash:
                 report.add("tamper", seq, f"record {seq} was altered after it was written "
                            "(its hash does not match its contents)")
             elif rec.get("prev") != prev:
                 report.add("tamper", seq, f"record {seq} does not chain to the record "
                            "before it (a record was removed, inserted or replaced)")
+            prev = this_hash if this_hash.__class__ is str else str(this_hash)
             if seq in pinned:
-                walk.hash_at[seq] = str(rec.get("hash"))
-            expected, prev = max(expected, seq) + 1, str(rec.get("hash"))
-            report.last_seq = max(report.last_seq or 0, seq)
+                walk.hash_at[seq] = prev
+            expected = (seq if seq > expected else expected) + 1
+            if report.last_seq is None or seq > report.last_seq:
+                report.last_seq = seq
+        done += seg.stat().st_size
+        if progress is not None:
+            progress(done, total)
         if closed:
             _check_index(report, seg, idx)
     return walk
