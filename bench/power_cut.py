@@ -72,7 +72,8 @@ def main() -> None:
     show("control (eatmydata)", ctl, took)
     share = rep.lost_records / max(1, rep.acked_records)
     ctl_share = ctl.lost_records / max(1, ctl.acked_records)
-    print(json.dumps({"figure": rep.lost_records, "unit": "acknowledged records lost",
+    print(json.dumps({"figure": "power_cut", "lost": rep.lost_records,
+                      "target": "0 acknowledged records or decisions lost, no false tamper",
                       "cuts": rep.cuts, "torn": rep.torn, "acked": rep.acked_records,
                       "decisions_lost": rep.lost_decisions, "tampered": rep.tampered,
                       "ratio": round(share / ctl_share, 4) if ctl_share else None,

@@ -17,6 +17,7 @@ Bounded: a fixed number of repetitions, best of them reported.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from collections.abc import Callable
@@ -75,16 +76,21 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'input':<16} {'per byte':>10} {'floor':>8} {'bulk':>8} {'vs floor':>9} "
           f"{'vs bulk':>8}  target < {TARGET_MS:g} ms")
-    worst = 0.0
+    worst, worst_floor = 0.0, 1.0
     for name, data in inputs().items():
         pb = per_byte(codec.Decoder, data, args.reps)
         fl = per_byte(Floor, data, args.reps)
         bk = bulk(data, args.reps)
-        worst = max(worst, pb)
+        if pb > worst:
+            worst, worst_floor = pb, fl
         print(f"{name:<16} {pb:>8.1f}ms {fl:>6.1f}ms {bk:>6.1f}ms {pb / fl:>8.2f}x "
               f"{pb / bk:>7.2f}x")
     print(f"worst per-byte cost: {worst:.1f} ms per 64 KiB "
           f"({'met' if worst < TARGET_MS else 'MISSED'}: target < {TARGET_MS:g} ms)")
+    print(json.dumps({"figure": "serial_parse", "ratio": round(worst / worst_floor, 3),
+                      "target": f"< {TARGET_MS:g} ms per 64 KiB fed a byte per call",
+                      "baseline": "the same one-byte calls into a bytearray append (floor)",
+                      "worst_ms": round(worst, 1)}))
 
 
 if __name__ == "__main__":

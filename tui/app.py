@@ -346,4 +346,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As `python -m tui.app`: run the imported module's main, not this __main__ copy
+    # (the screens check their app against tui.app.Dashboard).
+    from tui.app import main as _main
+
+    sys.exit(_main())
