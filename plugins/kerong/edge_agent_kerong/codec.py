@@ -118,11 +118,17 @@ class Decoder:
         self.garbage_bytes = 0
         self.checksum_errors = 0
         self.overflows = 0
+        self._need = 0  # bytes the buffer must hold before a frame can complete
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data
         n = len(buf)
+        if n < self._need:
+            # The per-byte path inside a frame whose length is known: nothing to decide
+            # until its last byte is in (a read that returns one byte at a time).
+            return []
+        self._need = 0
         if n < 3:
             # The per-byte path (a bus read that returns one byte): nothing can be decided
             # until the command byte is in, except garbage in front of the first STX.
@@ -145,6 +151,7 @@ class Decoder:
             self.garbage_bytes += start - pos
             pos = start
             if n - start < 3:
+                self._need = 3  # the frame start is at 0 once pos is dropped below
                 break  # need the command byte to know the length
             length = _FRAME_LEN.get(buf[start + 2])
             if length is None:
@@ -152,6 +159,7 @@ class Decoder:
                 self.garbage_bytes += 1
                 continue
             if n - start < length:
+                self._need = length  # counted from the frame start, at 0 below
                 break  # wait for the rest
             if buf[start + length - 2] != ETX or (
                     sum(buf[start:start + length - 1]) & 0xFF) != buf[start + length - 1]:
@@ -167,6 +175,7 @@ class Decoder:
             del buf[:drop]
             self.garbage_bytes += drop
             self.overflows += 1
+            self._need = 0
         return frames
 
     def reset(self) -> None:
@@ -174,6 +183,7 @@ class Decoder:
         a reply cut short is never glued to the next one)."""
         self.garbage_bytes += len(self._buf)
         self._buf.clear()
+        self._need = 0
 
 
 def _parse(frame: bytes) -> Frame:
