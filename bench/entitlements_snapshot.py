@@ -113,7 +113,7 @@ def main() -> None:
                                   "the same bytes written and fsynced",
                       "agent_load_s": round(a["load_s"], 3), "agent_peak_mb": round(
                           a["peak_mb"], 1), "card_p99_ms": round(a["p99_ms"], 4),
-                      "targets": "load <= 2 s, <= 150 MB, decision p99 <= 5 ms"}))
+                      "target": "load <= 2 s, <= 150 MB, decision p99 <= 5 ms"}))
 
 
 if __name__ == "__main__":
