@@ -323,14 +323,24 @@ def _comp_summary(comps: list[schema.Compartment]) -> str:
     return f"{len(comps)} comps, {opened} open, {items} with item"
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
+def _listing(args: argparse.Namespace, route: str, empty: str) -> list[Any] | None:
+    """A one-shot list from the agent: printed as JSON with --json, a line when it is
+    empty; the rows to print as a table otherwise (None: already answered)."""
     with _client(args) as c:
-        devices: list[schema.Device] = c.call("devices")
+        items: list[Any] = c.call(route)
     if args.json:
-        print(json.dumps(devices, indent=2))
-        return EXIT_OK
-    if not devices:
-        print("no devices discovered yet")
+        print(json.dumps(items, indent=2))
+        return None
+    if not items:
+        print(empty)
+        return None
+    return items
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    devices: list[schema.Device] | None = _listing(args, "devices",
+                                                   "no devices discovered yet")
+    if devices is None:
         return EXIT_OK
     rows = [(d["id"], d["vendor"] or d["plugin"], d["model"], d["link"], d["address"],
              _fmt_time(d["last_seen"]), _comp_summary(d["compartments"])) for d in devices]
@@ -752,13 +762,9 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     ignore take."""
     from edge_agent.api.times import local
 
-    with _client(args) as c:
-        items: list[schema.InboxItem] = c.call("inbox")
-    if args.json:
-        print(json.dumps(items, indent=2))
-        return EXIT_OK
-    if not items:
-        print("the inbox is empty: every device found is adopted or ignored")
+    items: list[schema.InboxItem] | None = _listing(
+        args, "inbox", "the inbox is empty: every device found is adopted or ignored")
+    if items is None:
         return EXIT_OK
     print(_table([[i["id"], i["what"], local(i["since"]), i["why"]] for i in items],
                  ["ITEM", "FOUND", "SINCE", "WHY"]))

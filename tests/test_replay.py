@@ -24,6 +24,39 @@ async def faults_seen(client: Any) -> tuple[set[tuple[str, str]], set[str]]:
             {e["device"] for e in offline})
 
 
+async def replay_on_desk(recording: Path, state: Path
+                         ) -> tuple[tuple[set[tuple[str, str]], set[str]], list[str]]:
+    """`edge-agent simulate --replay` of a capture or bundle on a fresh pty, a fresh
+    agent on it until board 0 alarms and board 1 is offline: the faults it saw, and what
+    the replay printed while starting."""
+    with short_tempdir() as d:
+        link = d / "ttyREPLAY"
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "simulate", "--replay", str(recording),
+             "--link", str(link)], stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL)
+        try:
+            assert replay.stdout is not None
+            said = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                line = replay.stdout.readline()
+                said.append(line)
+                if not line or line.strip() == "ready":
+                    break
+            assert link.exists()
+            async with running_agent(site_toml({"Bank-1": str(link)}), state) as (
+                    _agent, client):
+                await wait_device(client, "kerong:Bank-1:0", lambda d: d["alarms"],
+                                  timeout=20)
+                await wait_device(client, "kerong:Bank-1:1",
+                                  lambda d: d["link"] == "offline", timeout=30)
+                return await faults_seen(client), said
+        finally:
+            replay.terminate()
+            replay.wait(10)
+
+
 async def test_a_recorded_fault_replays_on_a_desk(kerong_bus: Any, tmp_path: Path) -> None:
     # The site: two boards; the bus reads HOOK bit 0 as closed while the site says 1.
     sim, pty = kerong_bus({0: 0x00FF, 1: 0x0F0F}, hook_closed_bit=0, pace=False)
@@ -45,30 +78,7 @@ async def test_a_recorded_fault_replays_on_a_desk(kerong_bus: Any, tmp_path: Pat
     assert "kerong:Bank-1:1" in at_site[1]
 
     # The desk: the capture answers a fresh agent as the site's boards did.
-    with short_tempdir() as d:
-        link = d / "ttyREPLAY"
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "simulate", "--replay", str(capture),
-             "--link", str(link)], stdout=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL)
-        try:
-            assert replay.stdout is not None
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                line = replay.stdout.readline()
-                if not line or line.strip() == "ready":
-                    break
-            assert link.exists()
-            async with running_agent(site_toml({"Bank-1": str(link)}),
-                                     tmp_path / "desk") as (_agent, client):
-                await wait_device(client, "kerong:Bank-1:0", lambda d: d["alarms"],
-                                  timeout=20)
-                await wait_device(client, "kerong:Bank-1:1",
-                                  lambda d: d["link"] == "offline", timeout=30)
-                on_desk = await faults_seen(client)
-        finally:
-            replay.terminate()
-            replay.wait(10)
+    on_desk, _said = await replay_on_desk(capture, tmp_path / "desk")
     assert ("kerong:Bank-1:0", "hook_polarity") in on_desk[0]
     assert on_desk[0] <= at_site[0] and "kerong:Bank-1:1" in on_desk[1]
 
@@ -92,32 +102,8 @@ async def test_a_support_bundle_replays_the_fault_it_recorded(kerong_bus: Any,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err
-    with short_tempdir() as d:
-        link = d / "ttyREPLAY"
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "simulate", "--replay", str(bundle),
-             "--link", str(link)], stdout=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL)
-        try:
-            assert replay.stdout is not None
-            said = []
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                line = replay.stdout.readline()
-                said.append(line)
-                if not line or line.strip() == "ready":
-                    break
-            assert any("replaying bus Bank-1 from the bundle" in s for s in said), said
-            async with running_agent(site_toml({"Bank-1": str(link)}),
-                                     tmp_path / "desk") as (_agent, client):
-                await wait_device(client, "kerong:Bank-1:0", lambda d: d["alarms"],
-                                  timeout=20)
-                await wait_device(client, "kerong:Bank-1:1",
-                                  lambda d: d["link"] == "offline", timeout=30)
-                on_desk = await faults_seen(client)
-        finally:
-            replay.terminate()
-            replay.wait(10)
+    on_desk, said = await replay_on_desk(bundle, tmp_path / "desk")
+    assert any("replaying bus Bank-1 from the bundle" in line for line in said), said
     assert ("kerong:Bank-1:0", "hook_polarity") in at_site[0]
     assert ("kerong:Bank-1:0", "hook_polarity") in on_desk[0]
     assert "kerong:Bank-1:1" in on_desk[1]
