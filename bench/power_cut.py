@@ -8,8 +8,8 @@ during start-up. After every cut the agent restarts on what is left.
 
 Prints the counts and, as the baseline that proves the soak can fail, the same run
 with fsync made a no-op (Debian's eatmydata), then one JSON line:
-``{"figure": lost acknowledged records, "ratio": lost share vs the control's,
-"baseline": ...}``. Needs root, /dev/fuse, fuse3, eatmydata (./run installs them).
+``{"figure": "power_cut", "lost": acknowledged records lost, "ratio": lost share vs
+the control's, "baseline": ...}``. Needs root, /dev/fuse, fuse3, eatmydata (./run installs them).
 Bounded: a fixed number of cuts, each a few seconds at most.
 """
 
