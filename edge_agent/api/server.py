@@ -337,18 +337,24 @@ class ApiServer:
         limit = _int_query(request, "limit", 100, 1, 10_000)
         if bus is None:
             return await self._driver_wire(dev, limit)
-        records = bus.wire_snapshot(limit)
+        frames, diagnostics = await self._frames(dev, bus.wire_snapshot(limit))
+        return _json({"bus": bus.bus_id, "address": bus.address,
+                      "diagnostics": diagnostics,
+                      "bus_info": self.agent.bus_info.get(bus.bus_id),
+                      "settings": bus.settings.describe(),
+                      "counters": bus.counters.to_json(), "frames": frames})
+
+    async def _frames(self, dev: Any, records: list[Any]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Wire records as the API gives them, each decoded by the device's plugin (off
+        the loop), and the plugin's reading figures for the same device."""
         decoded = await asyncio.get_running_loop().run_in_executor(
             None, self.agent.describe_wire, dev, [w.data for w in records])
         frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
                    "decoded": text} for w, text in zip(records, decoded, strict=True)]
         diagnostics = [row for row in dev.to_json().get("diagnostics", [])
                        if row["source"] == "reading"]
-        return _json({"bus": bus.bus_id, "address": bus.address,
-                      "diagnostics": diagnostics,
-                      "bus_info": self.agent.bus_info.get(bus.bus_id),
-                      "settings": bus.settings.describe(),
-                      "counters": bus.counters.to_json(), "frames": frames})
+        return frames, diagnostics
 
     async def _driver_wire(self, dev: Any, limit: int) -> web.Response:
         """A driver-owned transport's chunks (contract 1.4 ``DeviceDriver.wire``)."""
@@ -361,12 +367,7 @@ class ApiServer:
                 records = [r for r in got if isinstance(r, WireRecord)][-limit:]
             except Exception as exc:  # a plugin's, not ours: isolate it, answer anyway
                 self.agent.plugins.isolate(dev.candidate.plugin, f"wire() raised {exc!r}")
-        decoded = await asyncio.get_running_loop().run_in_executor(
-            None, self.agent.describe_wire, dev, [w.data for w in records])
-        frames = [{"t": w.t, "dir": w.direction, "hex": w.data.hex(" "), "note": w.note,
-                   "decoded": text} for w, text in zip(records, decoded, strict=True)]
-        diagnostics = [row for row in dev.to_json().get("diagnostics", [])
-                       if row["source"] == "reading"]
+        frames, diagnostics = await self._frames(dev, records)
         return _json({"bus": None, "transport": dev.candidate.address,
                       "diagnostics": diagnostics, "frames": frames})
 
