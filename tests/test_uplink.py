@@ -364,6 +364,20 @@ async def test_uplink_status_from_the_shell(kerong_bus: Any, broker: Broker,
         broker.start()
 
 
+def station_with_uplink(site: Any, broker: Broker) -> tuple[str, Any, dict[str, Any]]:
+    """Station-12's config with its uplink to ``broker``, headquarters' signing key, and
+    a signed lockdown of its armoury."""
+    from edge_agent import entitlements as ent
+
+    toml = site.toml().replace('id = "test-site"', 'id = "Station-12"') + f"""
+[uplink]
+broker = "{broker.url}"
+status_interval = 1
+"""
+    key = ent.load_private(site.keys / "signing.key")
+    return toml, key, ent.sign_command(key, "lockdown", ["Station-12"], "firearms incident")
+
+
 async def test_a_signed_lockdown_from_headquarters_stops_weapon_issue(
         kerong_bus: Any, broker: Broker, tmp_path: Path) -> None:
     """Headquarters locks the armoury down with a signed command over the broker: a
@@ -378,13 +392,7 @@ async def test_a_signed_lockdown_from_headquarters_stops_weapon_issue(
 
     site = Site(tmp_path, kerong_bus)
     try:
-        toml = site.toml().replace('id = "test-site"', 'id = "Station-12"') + f"""
-[uplink]
-broker = "{broker.url}"
-status_interval = 1
-"""
-        key = ent.load_private(site.keys / "signing.key")
-        lockdown = ent.sign_command(key, "lockdown", ["Station-12"], "firearms incident")
+        toml, key, lockdown = station_with_uplink(site, broker)
         async with running_agent(toml, tmp_path / "state") as (agent, client), \
                 aiomqtt.Client("127.0.0.1", broker.port, identifier="hq") as hq:
             await ready(client, site)
@@ -436,13 +444,7 @@ async def test_a_retained_lockdown_reaches_a_site_that_was_offline_and_is_not_a_
 
     site = Site(tmp_path, kerong_bus)
     try:
-        toml = site.toml().replace('id = "test-site"', 'id = "Station-12"') + f"""
-[uplink]
-broker = "{broker.url}"
-status_interval = 1
-"""
-        key = ent.load_private(site.keys / "signing.key")
-        lockdown = ent.sign_command(key, "lockdown", ["Station-12"], "firearms incident")
+        toml, _key, lockdown = station_with_uplink(site, broker)
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="hq") as hq:
             await hq.publish("edge-agent/Station-12/command", ent.canonical(lockdown), qos=1,
                              retain=True)
