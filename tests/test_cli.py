@@ -148,11 +148,13 @@ async def test_decisions_from_the_shell_like_the_dashboard(kerong_bus, tmp_path:
 def test_one_shot_commands_import_no_framework() -> None:
     """A one-shot command answers like a native tool: importing the CLI entry point pulls
     in neither aiohttp, pydantic (the config models), asyncio, the plugin host nor the
-    store; only the commands that need them import them."""
+    store; only the commands that need them import them. Nor http.client, which brings
+    the email package and ssl: the one-shot client speaks HTTP/1.1 itself."""
     import subprocess
 
     heavy = ["aiohttp", "pydantic", "edge_agent.config", "asyncio", "pluggy", "tinydb",
-             "edge_agent.plugins", "edge_agent.store.audit", "textual", "zeroconf"]
+             "edge_agent.plugins", "edge_agent.store.audit", "textual", "zeroconf",
+             "http.client", "email", "ssl"]
     code = ("import sys, edge_agent.cli\n"
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
