@@ -466,6 +466,65 @@ async def test_a_lying_index_is_rebuilt_and_raises_an_alarm(sealed_log: Path,
     assert code == 0, rep
 
 
+def test_sealed_indexes_are_matched_to_their_seal_not_rebuilt(sealed_log: Path,
+                                                              tmp_path: Path) -> None:
+    """With the exported key, an index file whose digest is the one sealed when its
+    segment closed is checked against its seal and the walked positions; without the key
+    every index is rebuilt."""
+    state = copy(sealed_log, tmp_path)
+    code, rep = run_verify(state)
+    assert code == 0 and rep["indexes_checked"] >= 3
+    assert rep["indexes_by_seal"] == rep["indexes_checked"], rep
+    code, rep = run_verify(state, keyed=False)
+    assert rep["indexes_checked"] >= 3 and rep["indexes_by_seal"] == 0, rep
+
+
+def test_an_old_index_resealed_with_the_box_key_is_still_a_lie(sealed_log: Path,
+                                                                tmp_path: Path) -> None:
+    """Root holds the current sealing key: it edits segment 1's index and seals a new
+    checkpoint naming the edited file's digest. The first sealing of a segment is the one
+    that counts, so the index is rebuilt and the lie found."""
+    import hashlib
+
+    state = copy(sealed_log, tmp_path)
+    seg0 = lines_of(state)[0][0]
+    idx = json.loads(seg0.with_suffix(".idx").read_text())
+    idx["keys"]["device"].pop("kerong:bank:3")
+    lie = json.dumps(idx).encode()
+    seg0.with_suffix(".idx").write_bytes(lie)
+    sk = seal_key(state)
+    key, epoch = bytes.fromhex(sk["key"]), int(sk["epoch"])
+    last = checkpoints(state)[-1]
+    forged = {**{k: v for k, v in last.items() if k != "mac"}, "epoch": epoch,
+              "ts": time.time(), "segments": [
+                  {"segment": seg0.name, "idx_sha256": hashlib.sha256(lie).hexdigest()}]}
+    forged["mac"] = mac(key, forged)
+    write_checkpoints(state, [*checkpoints(state), forged])
+    write_seal_key(state, epoch + 1, evolve(key))
+    code, rep = run_verify(state)
+    assert code == 1, rep
+    assert [f["message"] for f in rep["findings"] if f["kind"] == "tamper"] == [
+        f"index {seg0.with_suffix('.idx').name} does not match its segment (device "
+        "kerong:bank:3: 0 of "
+        f"{sum(1 for ln in lines_of(state)[0][1] if b'kerong:bank:3' in ln)} records "
+        "indexed): queries and exports would miss records"], rep
+
+
+def test_a_segment_rewritten_with_the_same_records_shows_in_its_sealed_index(
+        sealed_log: Path, tmp_path: Path) -> None:
+    """The same records written with other spacing keep every hash and the chain, but
+    not the offsets their sealed index holds: queries would read the wrong bytes."""
+    state = copy(sealed_log, tmp_path)
+    seg, lines = lines_of(state)[1]
+    seg.write_bytes(b"".join(json.dumps(json.loads(ln)).encode() + b"\n" for ln in lines))
+    code, rep = run_verify(state)
+    assert code == 1, rep
+    tampers = [f["message"] for f in rep["findings"] if f["kind"] == "tamper"]
+    assert len(tampers) == 1 and tampers[0].startswith(
+        f"index {seg.with_suffix('.idx').name} does not match its segment"), rep
+    assert rep["indexes_by_seal"] == rep["indexes_checked"] - 1
+
+
 # ------------------------------------------------------------------------------------
 # Writes torn by a power cut: the pages and sectors of the last (unsynced) write reach
 # the disk in any order. verify and start-up must agree it is a crash, wherever the

@@ -12,7 +12,14 @@ that attacker could not have recomputed:
 * history removed at the start: a sealed retention checkpoint naming the exact horizon,
   with a window and times that a real retention run could have had; an exported
   checkpoint older than the horizon must be covered by one;
-* lying indexes: every closed segment's index is rebuilt and compared.
+* lying indexes: every closed segment's index is rebuilt from its records and compared
+  with its file. With the exported key, an index file whose SHA-256 is the one the
+  *first* MAC-valid checkpoint naming its segment sealed is the agent's own, written
+  when the segment closed: it is not rebuilt, only its positions (record count, first
+  and last seq and time, every record's offset) are compared with the walked segment,
+  which catches a segment rewritten line by line with the same records. Whoever holds
+  the current sealing key cannot re-seal an old segment's index (the first sealing
+  counts), and an index that does not match its seal is rebuilt and compared in full.
 
 Without the exported key nothing can be *authenticated*: the report then says what was
 checked (hashes, structure) and what was not, and its verdict is "not proven", never the
@@ -22,10 +29,12 @@ A torn last record or checkpoint after a crash is reported as a crash, not tampe
 
 from __future__ import annotations
 
+import array
 import datetime as dt
+import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +49,6 @@ from edge_agent.store.audit import (
     find_torn_tail,
     index_bytes,
     index_diff,
-    record_hash,
 )
 from edge_agent.store.seal import derive, evolve, mac, read_checkpoints
 
@@ -68,6 +76,7 @@ class VerifyReport:
     macs_checked: bool = False
     horizon_first: int = 1
     indexes_checked: int = 0
+    indexes_by_seal: int = 0  # of those, matched to their sealed digest (not rebuilt)
     copy: bool = False  # headquarters' copy (fleet ingest): the sealing key stays on the box
     findings: list[Finding] = field(default_factory=list)
 
@@ -101,6 +110,7 @@ class VerifyReport:
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "horizon_first_seq": self.horizon_first, "checkpoints": self.checkpoints,
                 "macs_checked": self.macs_checked, "indexes_checked": self.indexes_checked,
+                "indexes_by_seal": self.indexes_by_seal,
                 "first_bad_seq": self.first_bad_seq, "copy": self.copy,
                 "findings": [f.to_json() for f in self.findings]}
 
@@ -153,7 +163,8 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
             report.add("tamper", None, "horizon.json (retention marker) is unreadable")
             horizon = None
     sealed_seq = max((int(c["seq"]) for c in checkpoints if "seq" in c), default=0)
-    walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq, progress)
+    sealed = _sealed_indexes(checkpoints, key) if key is not None else {}
+    walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq, sealed, progress)
     last = report.last_seq or (report.horizon_first - 1)
     retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last)
     _check_horizon(report, horizon, retention, key, min_retention_days)
@@ -170,26 +181,33 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
     return report
 
 
-def _segment_lines(seg: Path, limit: int | None) -> Iterator[tuple[int, bytes, bool]]:
-    """Each line of a segment as (offset, bytes without the newline, whether it had
-    one), read a buffer at a time (memory stays flat however large the log), up to
-    ``limit`` bytes (a torn tail is not read)."""
-    with open(seg, "rb", buffering=1 << 20) as f:
-        offset = 0
-        for raw in f:
-            if limit is not None and offset + len(raw) > limit:
-                raw = raw[:limit - offset]
-                if not raw:
-                    return
-            ended = raw.endswith(b"\n")
-            yield offset, raw[:-1] if ended else raw, ended
-            offset += len(raw)
-            if limit is not None and offset >= limit:
-                return
+def _sealed_indexes(cps: list[dict[str, Any]], k0: bytes) -> dict[str, str]:
+    """Segment name -> index SHA-256 as the *first* MAC-valid checkpoint naming the
+    segment sealed it. (Every checkpoint is checked again, with its findings, after the
+    walk; this only decides which indexes need not be rebuilt.)"""
+    out: dict[str, str] = {}
+    key, want = k0, 0
+    for cp in cps:
+        try:
+            epoch = int(cp["epoch"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if epoch < want:
+            continue  # repeated or out of order: reported by the checkpoint checks
+        while want < epoch:
+            key, want = evolve(key), want + 1
+        if hmac.compare_digest(mac(key, cp), str(cp.get("mac"))):
+            try:
+                for entry in cp.get("segments") or ():
+                    out.setdefault(str(entry["segment"]), str(entry["idx_sha256"]))
+            except (KeyError, TypeError):
+                pass
+        key, want = evolve(key), epoch + 1
+    return out
 
 
 def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] | None,
-                pinned: set[int], sealed_seq: int,
+                pinned: set[int], sealed_seq: int, sealed: dict[str, str],
                 progress: Callable[[int, int], None] | None = None) -> _Walk:
     walk = _Walk()
     expected = report.horizon_first
@@ -199,7 +217,17 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
     done = 0
     for si, seg in enumerate(segments):
         closed = si < len(segments) - 1
-        idx = SegmentIndex()
+        # A closed segment's index: rebuilt (idx), or its positions only when its file
+        # is the sealed one (by_seal); the open segment has no index file to check.
+        idx_file = _read_index(seg) if closed else None
+        by_seal = idx_file is not None and sealed.get(seg.name) == \
+            hashlib.sha256(idx_file).hexdigest()
+        idx = SegmentIndex() if closed and not by_seal else None
+        idx_add = idx.add if idx is not None else None
+        positions = array.array("q")
+        pos_add = positions.append if by_seal else None
+        first_rec: dict[str, Any] | None = None
+        last_rec: dict[str, Any] | None = None
         tear = None if closed else find_torn_tail(seg, sealed_seq)
         if tear is not None:
             # The same rule start-up uses: it cuts these bytes off and records it.
@@ -207,81 +235,139 @@ def _walk_chain(report: VerifyReport, audit_dir: Path, horizon: dict[str, Any] |
                        f"{seg.name} was torn by a crash at byte {tear.offset} ({tear.bytes_dropped}"
                        f" bytes after seq {tear.last_seq}, past the last checkpoint): the "
                        "last write never completed; not tampering")
-        lines = _segment_lines(seg, tear.offset if tear is not None else None)
-        current = next(lines, None)
+        limit = tear.offset if tear is not None else None
+        loads, dumps, sha256, SORT_KEYS = (orjson.loads, orjson.dumps, hashlib.sha256,
+                                           orjson.OPT_SORT_KEYS)
         li = -1
-        while current is not None:
-            line_offset, raw, ended = current
-            current = next(lines, None)
-            li += 1
-            if progress is not None and li % 8192 == 0:
-                progress(done + line_offset, total)
-            is_last_line = not closed and current is None
-            try:
-                rec = orjson.loads(raw)
-                if not isinstance(rec, dict) or "seq" not in rec:
-                    raise ValueError("not a record")
-            except ValueError:
-                if is_last_line and not ended:
-                    report.add("crash", expected,
-                               f"torn last record in {seg.name} ({len(raw)} bytes after "
-                               f"seq {expected - 1}): a crash mid-write, not tampering")
-                else:
-                    report.add("tamper", expected,
-                               f"record {expected} in {seg.name} line {li + 1} is unreadable "
-                               "(bytes altered)")
-                    expected += 1
-                continue
-            if is_last_line and not ended:
-                report.add("crash", rec.get("seq"), f"last record in {seg.name} has no "
-                           "newline: a crash mid-write")
-            else:
-                idx.add(rec, line_offset)
-            seq = rec["seq"]
-            if seq.__class__ is not int:
-                seq = int(seq)
-            if seq < report.horizon_first:
-                continue  # below the horizon: retention was cut short by a crash
-            if report.first_seq is None:
-                report.first_seq = seq
-            report.records += 1
-            this_hash = rec.get("hash")
-            if seq != expected:
-                if seq > expected:
-                    report.add("tamper", expected,
-                               f"expected record {expected}, found {seq}: record(s) "
-                               f"{expected}-{seq - 1} deleted or records reordered")
-                else:
-                    report.add("tamper", seq, f"record {seq} appears after record "
-                               f"{expected - 1}: records reordered or duplicated")
-            elif record_hash(rec) != this_hash:
-                report.add("tamper", seq, f"record {seq} was altered after it was written "
-                           "(its hash does not match its contents)")
-            elif rec.get("prev") != prev:
-                report.add("tamper", seq, f"record {seq} does not chain to the record "
-                           "before it (a record was removed, inserted or replaced)")
-            prev = this_hash if this_hash.__class__ is str else str(this_hash)
-            if seq in pinned:
-                walk.hash_at[seq] = prev
-            expected = (seq if seq > expected else expected) + 1
-            if report.last_seq is None or seq > report.last_seq:
-                report.last_seq = seq
+        line_offset = 0
+        # Only a file's last line can lack its newline (or be cut at a torn tail), so
+        # "the open segment's last line, unterminated" needs no look-ahead.
+        with open(seg, "rb", buffering=1 << 20) as f:
+            for raw in f:
+                size = len(raw)
+                if limit is not None and line_offset + size > limit:
+                    raw = raw[:limit - line_offset]
+                    size = len(raw)
+                    if not size:
+                        break
+                li += 1
+                if progress is not None and not li & 8191:
+                    progress(done + line_offset, total)
+                unended_last = raw[-1] != 10 and not closed  # 10: b"\n"
+                try:
+                    rec = loads(raw)
+                    if rec.__class__ is not dict or "seq" not in rec:
+                        raise ValueError("not a record")
+                except ValueError:
+                    if unended_last:
+                        report.add("crash", expected,
+                                   f"torn last record in {seg.name} ({size} bytes after "
+                                   f"seq {expected - 1}): a crash mid-write, not tampering")
+                    else:
+                        report.add("tamper", expected,
+                                   f"record {expected} in {seg.name} line {li + 1} is "
+                                   "unreadable (bytes altered)")
+                        expected += 1
+                    line_offset += size
+                    continue
+                if unended_last:
+                    report.add("crash", rec.get("seq"), f"last record in {seg.name} has no "
+                               "newline: a crash mid-write")
+                elif idx_add is not None:
+                    idx_add(rec, line_offset)
+                elif pos_add is not None:
+                    pos_add(line_offset)
+                    if first_rec is None:
+                        first_rec = rec
+                    last_rec = rec
+                line_offset += size
+                seq = rec["seq"]
+                if seq.__class__ is not int:
+                    seq = int(seq)
+                if seq < report.horizon_first:
+                    continue  # below the horizon: retention was cut short by a crash
+                if report.first_seq is None:
+                    report.first_seq = seq
+                report.records += 1
+                this_hash = rec.get("hash")
+                if seq != expected:
+                    if seq > expected:
+                        report.add("tamper", expected,
+                                   f"expected record {expected}, found {seq}: record(s) "
+                                   f"{expected}-{seq - 1} deleted or records reordered")
+                    else:
+                        report.add("tamper", seq, f"record {seq} appears after record "
+                                   f"{expected - 1}: records reordered or duplicated")
+                elif sha256(dumps({k: v for k, v in rec.items() if k != "hash"},
+                                  option=SORT_KEYS)).hexdigest() != this_hash:
+                    # record_hash(rec), inlined: this line runs a million times
+                    report.add("tamper", seq, f"record {seq} was altered after it was "
+                               "written (its hash does not match its contents)")
+                elif rec.get("prev") != prev:
+                    report.add("tamper", seq, f"record {seq} does not chain to the record "
+                               "before it (a record was removed, inserted or replaced)")
+                prev = this_hash if this_hash.__class__ is str else str(this_hash)
+                if seq in pinned:
+                    walk.hash_at[seq] = prev
+                expected = (seq if seq > expected else expected) + 1
+                if report.last_seq is None or seq > report.last_seq:
+                    report.last_seq = seq
+                if limit is not None and line_offset >= limit:
+                    break
         done += seg.stat().st_size
         if progress is not None:
             progress(done, total)
-        if closed:
-            _check_index(report, seg, idx)
+        if idx_file is None:
+            continue
+        report.indexes_checked += 1
+        if by_seal and _positions_match(idx_file, positions, first_rec, last_rec):
+            report.indexes_by_seal += 1
+            continue
+        if idx is None:  # sealed, but its positions are not this segment's: rebuild
+            idx = _rebuild_index(seg)
+        _check_index(report, seg, idx, idx_file)
     return walk
 
 
-def _check_index(report: VerifyReport, seg: Path, actual: SegmentIndex) -> None:
+def _read_index(seg: Path) -> bytes | None:
+    try:
+        return AuditLog.index_path(seg).read_bytes()
+    except FileNotFoundError:
+        return None  # the agent rebuilds a missing index; nothing lies
+
+
+def _positions_match(raw: bytes, positions: array.array[int], first: dict[str, Any] | None,
+                     last: dict[str, Any] | None) -> bool:
+    try:
+        doc = orjson.loads(raw)
+        return bool(
+            doc["count"] == len(positions) and doc["offsets"] == positions.tolist()
+            and (first is None or (doc["first_seq"], doc["first_ts"])
+                 == (first["seq"], first["ts"]))
+            and (last is None or (doc["last_seq"], doc["last_ts"])
+                 == (last["seq"], last["ts"])))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _rebuild_index(seg: Path) -> SegmentIndex:
+    idx = SegmentIndex()
+    offset = 0
+    with open(seg, "rb", buffering=1 << 20) as f:
+        for raw in f:  # the records the walk would have indexed
+            try:
+                rec = orjson.loads(raw)
+                if isinstance(rec, dict) and "seq" in rec:
+                    idx.add(rec, offset)
+            except ValueError:
+                pass
+            offset += len(raw)
+    return idx
+
+
+def _check_index(report: VerifyReport, seg: Path, actual: SegmentIndex, raw: bytes) -> None:
     """A closed segment's index must be exactly the one its records give."""
     p = AuditLog.index_path(seg)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        return  # the agent rebuilds a missing index; nothing lies
-    report.indexes_checked += 1
     if raw == index_bytes(actual):
         return
     try:
