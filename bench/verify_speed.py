@@ -5,8 +5,9 @@ verify's peak memory.
 The bare loop: every segment read line by line, each record parsed (orjson), its body
 without the hash serialised canonically and SHA-256'd, and compared with its hash and
 the previous record's. The verify does that and everything else it owes a reviewer:
-sequence numbers, the rebuilt index of every closed segment compared with its file,
-checkpoint MACs with the exported key, the horizon, the sealing key's epoch.
+sequence numbers, every closed segment's index (matched to the digest its first
+checkpoint sealed and to the walked offsets, or rebuilt and compared when it is not the
+sealed one), checkpoint MACs with the exported key, the horizon, the sealing key's epoch.
 
 Each side runs in its own child process, so each peak RSS (VmHWM) is its own. Targets:
 time <= 1.5x the bare loop; peak <= 64 MiB. Bounded: one log of a fixed size.
