@@ -6,8 +6,9 @@
    identity confirmed over its own protocol and its first reading taken), as a ratio to
    a bare loop doing the same work in the same run: a zeroconf browser that resolves the
    announcement, asks the device for its identity and its state over the same TCP
-   protocol, and delivers the record to a client over a Unix socket. Target: ratio <=
-   1.2 (issue 17); p50 and p95 printed.
+   protocol, and delivers the record to a client over a Unix socket. The bare loop runs
+   in its own process (as the agent is one), so neither side's work queues behind the
+   other's on one event loop. Target: ratio <= 1.2 (issue 17); p50 and p95 printed.
 
 mDNS traffic stays inside a private network namespace: the script re-runs itself under
 ``unshare -rn`` (loopback only) when it can, else it binds zeroconf to 127.0.0.1 only.
@@ -30,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "mdns"))
@@ -101,35 +102,28 @@ def _svc(i: int, port: int) -> AsyncServiceInfo:
         server=f"bench-{i}.local.")
 
 
-async def mdns_latency(rounds: int) -> tuple[list[float], list[float], list[float]]:
-    serials: dict[int, str] = {}
+BARE_CHILD = r"""
+import asyncio, json, socket, sys, tempfile, time
+from pathlib import Path
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+SERVICE = sys.argv[1]
 
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        # The edgetest protocol: INFO -> serial, STATE -> compartments (one line each).
-        line = (await r.readline()).decode().strip()
-        port = w.get_extra_info("sockname")[1]
-        if line == "INFO":
-            w.write(json.dumps({"serial": serials.get(port, "?")}).encode() + b"\n")
-        else:
-            w.write(json.dumps({"compartments": [{"door": "closed", "item": "present"}]})
-                    .encode() + b"\n")
-        await w.drain()
-        w.close()
-
-    # The bare side delivers each record to a client over a Unix socket, as the agent
-    # delivers to an API client.
-    bare_seen: dict[str, float] = {}
-    bare_tasks: set[asyncio.Task[None]] = set()
+async def main() -> None:
+    seen: dict[str, float] = {}
+    tasks: set[asyncio.Task[None]] = set()
     tmp = Path(tempfile.mkdtemp(prefix="ea-disc-"))
 
     async def client_side(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while line := await r.readline():
-            rec = json.loads(line)
-            bare_seen.setdefault(rec["name"], time.monotonic())
+            name = json.loads(line)["name"]
+            if name not in seen:
+                seen[name] = time.monotonic()
+                print(json.dumps({"name": name, "t": seen[name]}), flush=True)
 
     uds = await asyncio.start_unix_server(client_side, str(tmp / "bare.sock"))
     _r, to_client = await asyncio.open_unix_connection(str(tmp / "bare.sock"))
-    bare_zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
 
     async def ask(host: str, port: int, line: str) -> dict[str, object]:
         r, w = await asyncio.open_connection(host, port)
@@ -137,11 +131,11 @@ async def mdns_latency(rounds: int) -> tuple[list[float], list[float], list[floa
         await w.drain()
         got = json.loads(await r.readline())
         w.close()
-        return got  # type: ignore[no-any-return]
+        return got
 
     async def resolve(name: str) -> None:
-        info = AsyncServiceInfo(edgetest_plugin.SERVICE, name)
-        if not await info.async_request(bare_zc.zeroconf, 3000):
+        info = AsyncServiceInfo(SERVICE, name)
+        if not await info.async_request(zc.zeroconf, 3000):
             return
         host, port = info.parsed_scoped_addresses()[0], int(info.port or 0)
         ident = await ask(host, port, "INFO")  # the same identity probe as the driver's
@@ -156,52 +150,99 @@ async def mdns_latency(rounds: int) -> tuple[list[float], list[float], list[floa
                   state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Added:
             t = asyncio.get_running_loop().create_task(resolve(name))
-            bare_tasks.add(t)
-            t.add_done_callback(bare_tasks.discard)
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
 
-    browser = AsyncServiceBrowser(bare_zc.zeroconf, [edgetest_plugin.SERVICE],
-                                  handlers=[on_change])
+    browser = AsyncServiceBrowser(zc.zeroconf, [SERVICE], handlers=[on_change])
+    print(json.dumps({"ready": True}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # until told
+    await browser.async_cancel()
+    await zc.async_close()
+    to_client.close()
+    uds.close()
+
+asyncio.run(main())
+"""
+
+
+async def mdns_latency(rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Each announcement is taken up by the agent (this process) and by the bare loop
+    (its own process, so neither side's work waits behind the other's on one event loop;
+    CLOCK_MONOTONIC is one clock for both)."""
+    serials: dict[int, str] = {}
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        # The edgetest protocol: INFO -> serial, STATE -> compartments (one line each).
+        line = (await r.readline()).decode().strip()
+        port = w.get_extra_info("sockname")[1]
+        if line == "INFO":
+            w.write(json.dumps({"serial": serials.get(port, "?")}).encode() + b"\n")
+        else:
+            w.write(json.dumps({"compartments": [{"door": "closed", "item": "present"}]})
+                    .encode() + b"\n")
+        await w.drain()
+        w.close()
+
+    bare_seen: dict[str, float] = {}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BARE_CHILD, edgetest_plugin.SERVICE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdin is not None
+    first = json.loads(await asyncio.wait_for(child.stdout.readline(), 30))
+    assert first.get("ready"), first
+
+    async def read_child() -> None:
+        assert child.stdout is not None
+        while line := await child.stdout.readline():
+            rec = json.loads(line)
+            bare_seen.setdefault(rec["name"], rec["t"])
+
+    reader = asyncio.get_running_loop().create_task(read_child())
     advertiser = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     toml = ('[site]\nid = "bench"\n[agent]\npoll_interval = 1.0\n'
             '[discovery.mdns]\nenabled = true\ninterfaces = ["127.0.0.1"]\n')
     bare, agent_lat, hub_lat = [], [], []
-    with tempfile.TemporaryDirectory() as d:
-        async with running_agent(toml, Path(d), extra_plugins={"edgetest": edgetest_plugin},
-                                 load_entry_points=False) as (agent, _c):
-            watch = StreamWatch(agent.socket_path, link="online")
-            watch.start()
-            hub_seen: dict[str, float] = {}
-            sub = agent.hub.subscribe()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            async with running_agent(toml, Path(d),
+                                     extra_plugins={"edgetest": edgetest_plugin},
+                                     load_entry_points=False) as (agent, _c):
+                watch = StreamWatch(agent.socket_path, link="online")
+                watch.start()
+                hub_seen: dict[str, float] = {}
+                sub = agent.hub.subscribe()
 
-            async def drain_hub() -> None:
-                while True:
-                    kind, data = await sub.queue.get()
-                    if kind == "device" and data.get("link") == "online":
-                        hub_seen.setdefault(data["id"], time.monotonic())
+                async def drain_hub() -> None:
+                    while True:
+                        kind, data = await sub.queue.get()
+                        if kind == "device" and data.get("link") == "online":
+                            hub_seen.setdefault(data["id"], time.monotonic())
 
-            hub_task = asyncio.get_running_loop().create_task(drain_hub())
-            await asyncio.sleep(1.0)
-            for i in range(rounds):
-                server = await asyncio.start_server(serve, "127.0.0.1", 0)
-                port = server.sockets[0].getsockname()[1]
-                serials[port] = f"SN-{i}"
-                info = _svc(i, port)
-                announce = await advertiser.async_register_service(info)
-                t0 = time.monotonic()  # probing done; the announcement goes out now
-                await announce
-                await wait_until(lambda i=i, name=info.name: f"edgetest:SN-{i}" in watch.seen
-                                 and name in bare_seen, timeout=10,
-                                 what=f"service {i} online on both sides")
-                bare.append(bare_seen[info.name] - t0)
-                agent_lat.append(watch.seen[f"edgetest:SN-{i}"] - t0)
-                hub_lat.append(hub_seen[f"edgetest:SN-{i}"] - t0)
-            await watch.stop()
-            hub_task.cancel()
-    await browser.async_cancel()
-    await advertiser.async_close()
-    await bare_zc.async_close()
-    to_client.close()
-    uds.close()
+                hub_task = asyncio.get_running_loop().create_task(drain_hub())
+                await asyncio.sleep(1.0)
+                for i in range(rounds):
+                    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+                    port = server.sockets[0].getsockname()[1]
+                    serials[port] = f"SN-{i}"
+                    info = _svc(i, port)
+                    announce = await advertiser.async_register_service(info)
+                    t0 = time.monotonic()  # probing done; the announcement goes out now
+                    await announce
+                    await wait_until(lambda i=i, name=info.name: f"edgetest:SN-{i}" in
+                                     watch.seen and name in bare_seen, timeout=10,
+                                     what=f"service {i} online on both sides")
+                    bare.append(bare_seen[info.name] - t0)
+                    agent_lat.append(watch.seen[f"edgetest:SN-{i}"] - t0)
+                    hub_lat.append(hub_seen[f"edgetest:SN-{i}"] - t0)
+                    await asyncio.sleep(0.3)  # the pins restart and first polls settle
+                await watch.stop()
+                hub_task.cancel()
+    finally:
+        await advertiser.async_close()
+        child.stdin.write(b"stop\n")
+        await child.stdin.drain()
+        await asyncio.wait_for(child.wait(), 20)
+        reader.cancel()
     return bare, hub_lat, agent_lat
 
 

@@ -25,8 +25,11 @@ Rules the core enforces:
 * Each plugin's hook is called on its own: one that raises or hangs is isolated and
   reported by ``edge-agent plugins``; other plugins and their devices carry on.
 * Hooks are plain (synchronous) functions and must return quickly; they run in a worker
-  thread under a deadline. Device I/O belongs in the async :class:`DeviceDriver` they
-  return, which the core awaits under a deadline per call.
+  thread under a deadline. The event loop waits up to 2 ms for that thread (a hook that
+  returns in microseconds costs no trip through the loop), then awaits it: a slow hook
+  costs every device on the site those 2 ms, a hung one isolates its plugin. Device I/O
+  belongs in the async :class:`DeviceDriver` they return, which the core awaits under a
+  deadline per call.
 
 Each hook below says the contract version it appeared in.
 """

@@ -446,16 +446,30 @@ class ApiServer:
         self._streams.add(resp)
         try:
             await resp.write(b": edge-agent event stream\n\n")
-            while True:
-                try:
-                    kind, data = await asyncio.wait_for(sub.queue.get(), 15)
-                except TimeoutError:
-                    await resp.write(b": keepalive\n\n")
-                    continue
-                payload = orjson.dumps(data, default=str).decode()
-                await resp.write(f"event: {kind}\ndata: {payload}\n\n".encode())
-                if kind == "overflow":
-                    break
+            queue = sub.queue
+            ended = False
+            while not ended:
+                events: list[tuple[str, Any]] = []
+                if queue.empty():
+                    try:
+                        # asyncio.timeout, not wait_for: no task per event.
+                        async with asyncio.timeout(15):
+                            events.append(await queue.get())
+                    except TimeoutError:
+                        await resp.write(b": keepalive\n\n")
+                        continue
+                # Everything queued so far goes out in one write (a burst of changes on
+                # a busy site is one syscall, not one per event).
+                while not queue.empty():
+                    events.append(queue.get_nowait())
+                out = bytearray()
+                for kind, data in events:
+                    out += b"event: %s\ndata: %s\n\n" % (
+                        kind.encode(), orjson.dumps(data, default=str))
+                    if kind == "overflow":
+                        ended = True
+                        break
+                await resp.write(bytes(out))
         except ConnectionResetError:
             pass
         finally:
