@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import yarl
 
 from edge_agent.contract import (
     CompartmentState,
@@ -68,6 +69,22 @@ class GatewayDriver:
         self.events = events
         self._reader: asyncio.Task[None] | None = None
         self._reader_after: int | None = None
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _url(self, path: str) -> yarl.URL:
+        url = self._urls.get(path)
+        if url is None:  # parsed once: the poll asks for the same path every second
+            url = yarl.URL(self.base + path)
+            if len(self._urls) < 64:
+                self._urls[path] = url
+        return url
+
+    def _client_timeout(self, total: float) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get(total)
+        if t is None:
+            t = self._timeouts[total] = aiohttp.ClientTimeout(total=total)
+        return t
 
     async def _request(self, method: str, path: str, *, json: Any = None,
                        timeout: float | None = None) -> Any:
@@ -78,12 +95,13 @@ class GatewayDriver:
         self._wire.append(WireRecord(time.time(), "tx", sent[:WIRE_BYTES]))
         try:
             async with self._session.request(
-                method, self.base + path, json=json, ssl=self._ssl,
-                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                method, self._url(path), json=json, ssl=self._ssl,
+                timeout=self._client_timeout(timeout or self.timeout),
             ) as resp:
                 body = await resp.read()
-                self._wire.append(WireRecord(time.time(), "rx", (
-                    f"{resp.status} ".encode() + body)[:WIRE_BYTES]))
+                status = f"{resp.status} ".encode()
+                self._wire.append(WireRecord(time.time(), "rx", status + body[
+                    :WIRE_BYTES - len(status)]))
                 if resp.status >= 500:
                     raise DriverError(f"gateway answered {resp.status} to {method} {path}")
                 if resp.status >= 400:
