@@ -122,6 +122,37 @@ class Decoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
+        if len(data) == 1:
+            # A read that returns one byte at a time (a pty, a TCP bridge): decide what
+            # that byte does without rescanning the buffer. Counters and frames are the
+            # same as the general path's (tests feed both ways).
+            n = len(buf)
+            if n == 0:
+                if data[0] != STX:
+                    self.garbage_bytes += 1  # noise between frames
+                    return []
+                buf += data
+                self._need = 3  # the command byte tells the length
+                return []
+            if n + 1 < self._need:
+                buf += data  # inside a frame whose length is known
+                return []
+            if n == 2 and buf[0] == STX and _FRAME_LEN.get(data[0]) is None:
+                # That STX began no frame: resync on the next STX after it.
+                self.garbage_bytes += 1
+                if buf[1] == STX:
+                    buf[1] = data[0]  # [STX, byte]: a frame start with its address
+                    self._need = 3
+                    return []
+                self.garbage_bytes += 1
+                buf.clear()
+                if data[0] == STX:
+                    buf += data
+                    self._need = 3
+                else:
+                    self.garbage_bytes += 1
+                    self._need = 0
+                return []
         buf += data
         n = len(buf)
         if n < self._need:
@@ -137,6 +168,8 @@ class Decoder:
                 drop = n if start < 0 else start
                 self.garbage_bytes += drop
                 del buf[:drop]
+            if buf:
+                self._need = 3  # a frame start: the command byte tells the length
             return []
         # Parse everything first, then cap what is left over: capping first would throw
         # away whole frames at the start of a large read.

@@ -70,6 +70,30 @@ def test_resync_garbage_frame_garbage_yields_exactly_the_frame(
     assert codec.Decoder().feed(g1 + frame + g2) == [codec.StatusReply(board, hooks, ir)]
 
 
+frames_and_noise = st.lists(st.one_of(
+    garbage,
+    st.builds(codec.encode_status, st.integers(0, 15), st.integers(0, 0xFFFF),
+              st.integers(0, 0xFFFF)),
+    st.builds(codec.encode_request, st.integers(0, 15), st.integers(0, 15),
+              st.sampled_from([codec.CMD_STATUS, codec.CMD_UNLOCK])),
+    st.sampled_from([bytes([codec.STX]) * 3, bytes([codec.STX, codec.STX, 0x35]),
+                     bytes([codec.STX, 0x00])]),
+), max_size=12).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=frames_and_noise)
+def test_a_byte_at_a_time_gives_what_one_read_gives(data: bytes) -> None:
+    """The one-byte fast path (a pty read) decides each byte as the general path does:
+    the same frames and the same garbage and checksum counts."""
+    whole, single = codec.Decoder(), codec.Decoder()
+    expect = whole.feed(data)
+    got = [f for b in data for f in single.feed(bytes([b]))]
+    assert got == expect
+    assert (single.garbage_bytes + len(single._buf), single.checksum_errors) == (
+        whole.garbage_bytes + len(whole._buf), whole.checksum_errors)
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=4096), chunks=st.lists(st.integers(1, 64), max_size=50))
 def test_never_raises_and_caps_buffer(data: bytes, chunks: list[int]) -> None:
