@@ -137,7 +137,12 @@ class Decoder:
             if n + 1 < self._need:
                 buf += data  # inside a frame whose length is known
                 return []
-            if n == 2 and buf[0] == STX and _FRAME_LEN.get(data[0]) is None:
+            if n == 2 and buf[0] == STX:
+                length = _FRAME_LEN.get(data[0])
+                if length is not None:
+                    buf += data  # the command byte: the frame's length is known
+                    self._need = length
+                    return []
                 # That STX began no frame: resync on the next STX after it.
                 self.garbage_bytes += 1
                 if buf[1] == STX:
@@ -153,6 +158,15 @@ class Decoder:
                     self.garbage_bytes += 1
                     self._need = 0
                 return []
+            if n > 2 and n + 1 == self._need and buf[0] == STX:
+                # The last byte of a frame: whole and valid is the usual case.
+                buf += data
+                if buf[-2] == ETX and (sum(buf[:-1]) & 0xFF) == buf[-1]:
+                    frame = _parse(bytes(buf))
+                    buf.clear()
+                    self._need = 0
+                    return [frame]
+                del buf[-1]  # not valid: the general path resyncs (and counts)
         buf += data
         n = len(buf)
         if n < self._need:

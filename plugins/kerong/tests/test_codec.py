@@ -78,6 +78,10 @@ frames_and_noise = st.lists(st.one_of(
               st.sampled_from([codec.CMD_STATUS, codec.CMD_UNLOCK])),
     st.sampled_from([bytes([codec.STX]) * 3, bytes([codec.STX, codec.STX, 0x35]),
                      bytes([codec.STX, 0x00])]),
+    st.builds(codec.encode_status, st.integers(0, 15), st.integers(0, 0xFFFF),
+              st.integers(0, 0xFFFF)).map(lambda f: f[:-1] + bytes([f[-1] ^ 0x01])),
+    st.builds(codec.encode_status, st.integers(0, 15), st.integers(0, 0xFFFF),
+              st.integers(0, 0xFFFF)).map(lambda f: f[:-2] + b"\x00" + f[-1:]),
 ), max_size=12).map(b"".join)
 
 
