@@ -4,6 +4,7 @@ screen back, and see a compartment change after the simulator changes it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from edge_agent.testing import short_tempdir
 pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not installed "
                                 "(./run installs it)")
 TUI = Path(sys.executable).with_name("edge-agent-tui")
+REVERSE = re.compile(r"\x1b\[(?:[0-9;]*;)?7(?:;[0-9;]*)?m")  # SGR 7 (reverse), e.g. 1;7
 
 
 def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
-    sim, pty = kerong_bus({0: 0x0002})
+    sim, pty = kerong_bus({0: 0x0002, 1: 0})
     cfg = tmp_path / "site.toml"
     cfg.write_text(site_toml({"bank": pty.port}))
     term = Tmux("ea-test", "tui")
@@ -33,9 +35,24 @@ def test_dashboard_in_tmux(kerong_bus, tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             term.start(f"{TUI} --socket {sock}", {**os.environ, "TERM": "xterm-256color"})
-            term.screen_until("online 1")
+            term.screen_until("online 2")
             term.keys("d")
-            term.screen_until("kerong:bank:0")
+            term.screen_until("kerong:bank:1")
+            # The cursor row is drawn in reverse video: after Down it is the second row,
+            # and the first is drawn plain again (only the two changed lines are redrawn,
+            # so a stale highlight would stay on the terminal).
+            for key, on, off in (("Down", "kerong:bank:1", "kerong:bank:0"),
+                                 ("Up", "kerong:bank:0", "kerong:bank:1")):
+                term.keys(key)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    lines = term("capture-pane", "-p", "-e", "-t", "tui").splitlines()
+                    row = {k: next(ln for ln in lines if k in ln) for k in (on, off)}
+                    if REVERSE.search(row[on]) and not REVERSE.search(row[off]):
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise AssertionError(f"after {key}: {row!r}")
             term.keys("Enter")
             text = term.screen_until(" 2 locked item")
             assert " 1 locked empty" in text

@@ -102,8 +102,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows[key] = cells
         if new or self._sort_col is not None:
             self._reorder()
-        elif self._visible(key):
-            self.refresh()
+        elif (i := self._visible(key)) is not None:
+            self.refresh_line(i)  # that line only: a busy site changes rows all the time
 
     def remove_row(self, key: str) -> None:
         if self.rows.pop(key, None) is not None:
@@ -139,13 +139,14 @@ class VirtualTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self._width, len(keys))
         self.refresh()
 
-    def _visible(self, key: str) -> bool:
+    def _visible(self, key: str) -> int | None:
+        """The row's index if it is on screen."""
         try:
             i = self.order.index(key)
         except ValueError:
-            return False
+            return None
         top = int(self.scroll_offset.y)
-        return top <= i < top + self.size.height
+        return i if top <= i < top + self.size.height else None
 
     # ------------------------------------------------------------ drawing
 
@@ -187,14 +188,20 @@ class VirtualTable(ScrollView, can_focus=True):
         if not self.order:
             return
         self._user_moved = True
+        old = self.cursor
         self.cursor = max(0, min(len(self.order) - 1, self.cursor + delta))
         top = int(self.scroll_offset.y)
         h = max(1, self.size.height)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False)
+            self.refresh()
         elif self.cursor >= top + h:
             self.scroll_to(y=self.cursor - h + 1, animate=False)
-        self.refresh()
+            self.refresh()
+        elif self.cursor != old:
+            # Only the two lines that changed: a key costs two lines, not the screen.
+            self.refresh_line(old)
+            self.refresh_line(self.cursor)
 
     def action_select(self) -> None:
         key = self.cursor_key()
