@@ -75,6 +75,25 @@ class LinkBar(Static):
             self.set_class(not m.connected, "down")
 
 
+class KeysFooter(Footer):
+    """Textual's footer, recomposed only when the keys it shows change.
+
+    The footer rebuilds all its key widgets on every bindings signal, and a screen change
+    sends several (focus, screen stack, app focus) with the same keys: at 200 columns that
+    was most of the time from Enter on a device to its screen drawn."""
+
+    _shown_keys: tuple[tuple[str, str, str, bool], ...] | None = None
+
+    def bindings_changed(self, screen: Screen[object]) -> None:
+        keys = tuple((k, b.binding.action, b.binding.description, b.enabled)
+                     for k, b in screen.active_bindings.items() if b.binding.show)
+        if keys == self._shown_keys and self._bindings_ready:
+            return
+        super().bindings_changed(screen)
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            self._shown_keys = keys  # a recompose is on its way with these keys
+
+
 class BaseScreen(Screen[None]):
     """Link bar on top, footer with this screen's keys below, periodic refresh."""
 
@@ -104,7 +123,7 @@ class BaseScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield LinkBar(id="linkbar")
         yield from self.body()
-        yield Footer()
+        yield KeysFooter()
 
     def body(self) -> ComposeResult:
         yield from ()
