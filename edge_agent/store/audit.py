@@ -204,6 +204,29 @@ class SegmentIndex:
                     bucket = values[sv] = array.array("q")
                 bucket.append(offset)
 
+    def add_batch(self, recs: Sequence[AuditRecord], offsets: Sequence[int]) -> None:
+        """``add`` for a committed batch (the writer's hot path): the same result, the
+        lookups made once per batch instead of once per record."""
+        if not recs:
+            return
+        if self.first_seq is None:
+            self.first_seq, self.first_ts = recs[0]["seq"], recs[0]["ts"]
+        self.last_seq, self.last_ts = recs[-1]["seq"], recs[-1]["ts"]
+        self.count += len(recs)
+        self.offsets.extend(offsets)
+        for k in INDEXED:
+            values = self.keys[k]
+            get = values.get
+            for rec, offset in zip(recs, offsets, strict=True):
+                v = rec.get(k)
+                if v is None:
+                    continue
+                sv = v if v.__class__ is str else str(v)
+                bucket = get(sv)
+                if bucket is None:
+                    bucket = values[sv] = array.array("q")
+                bucket.append(offset)
+
     def candidates(self, q: Query) -> Sequence[int]:
         """Offsets that can match ``q`` by its indexed fields (all offsets if none)."""
         sets: list[Sequence[int]] = [self.keys[k].get(str(getattr(q, k)), array.array("q"))
@@ -748,12 +771,15 @@ class AuditLog:
         self._head_ts = built[-1][1]["ts"]
         self.commits += 1
         idx = self._indexes[self._segment] if self._segment else None
-        with self._index_lock:
-            for _, rec, line in built:
-                if idx is not None:
-                    idx.add(rec, offset)
+        recs = [rec for _, rec, _ in built]
+        if idx is not None:
+            offsets = []
+            for _, _, line in built:
+                offsets.append(offset)
                 offset += len(line)
-        self.recent.extend(rec for _, rec, _ in built)
+            with self._index_lock:
+                idx.add_batch(recs, offsets)
+        self.recent.extend(recs)
         # One wake-up of each waiting event loop per batch, not one per record.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, AuditRecord]]] = {}
         for p, rec, _ in built:
