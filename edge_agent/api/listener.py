@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -192,10 +194,32 @@ class BoundedListener:
                             "%d timed out so far)", self.evicted, self.refused,
                             self.timed_out)
 
-    async def start(self, path: Path) -> None:
+    async def start(self, path: Path, mode: int = 0o660) -> None:
+        """Listen on ``path``. The socket is bound and listening under a temporary name,
+        given its mode, then renamed into place: whoever waits for the path to exist
+        (a test, a script, systemd) can connect at once. A bind straight to the path
+        leaves a moment where it exists but refuses connections."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._factory, path=str(path),
-                                                     backlog=128)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tmp = path.with_name(path.name + ".new")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            try:
+                sock.bind(str(tmp))
+                bound = tmp
+            except OSError:  # a path near the sun_path limit: no room for the suffix
+                sock.bind(str(path))
+                bound = path
+            os.chmod(bound, mode)
+            sock.listen(128)
+            sock.setblocking(False)
+            self._server = await loop.create_unix_server(self._factory, sock=sock)
+            if bound != path:
+                os.replace(bound, path)
+        except BaseException:
+            sock.close()
+            raise
         self._sweeper = loop.create_task(self._sweep(), name="api-sweeper")
 
     async def stop(self) -> None:

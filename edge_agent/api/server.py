@@ -297,8 +297,7 @@ class ApiServer:
         await self.runner.setup()
         self.listener = BoundedListener(self.runner, max_connections=max_connections,
                                         request_timeout=request_timeout)
-        await self.listener.start(path)
-        os.chmod(path, 0o660)
+        await self.listener.start(path, mode=0o660)
 
     async def stop(self) -> None:
         for resp in list(self._streams):
