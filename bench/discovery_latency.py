@@ -103,7 +103,7 @@ def _svc(i: int, port: int) -> AsyncServiceInfo:
 
 
 BARE_CHILD = r"""
-import asyncio, json, socket, sys, tempfile, time
+import asyncio, json, shutil, socket, sys, tempfile, time
 from pathlib import Path
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -160,6 +160,7 @@ async def main() -> None:
     await zc.async_close()
     to_client.close()
     uds.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 asyncio.run(main())
 """
