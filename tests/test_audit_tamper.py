@@ -644,3 +644,53 @@ def test_verify_shows_progress_on_a_terminal_and_nothing_when_piped(sealed_log: 
     os.close(master)
     assert proc.returncode == 0 and b"OK: chain intact" in out
     assert b"verifying" in seen, seen[:200]
+
+
+async def test_verify_of_a_live_log_that_seals_while_it_reads_is_not_tampering(
+        kerong_bus, tmp_path: Path) -> None:
+    """A technician runs `audit verify` on the box while the agent works. The agent seals
+    a checkpoint for every record here, so each verify reads checkpoints.jsonl and
+    seal.key while seals land between the two reads: that is not "checkpoints deleted"
+    (found by bench/power_cut.py, which verifies the restarted agent while it runs)."""
+    import sys
+
+    from edge_agent.testing import wait_device
+
+    _sim, pty = kerong_bus({0: 0xFFFF}, pace=False)
+    toml = site_toml({"Bank-1": pty.port}, extra="[audit]\ncheckpoint_every = 1\n")
+    state = tmp_path / "state"
+    async with running_agent(toml, state) as (_agent, client):
+        dev = "kerong:Bank-1:0"
+        await wait_device(client, dev)
+        key = tmp_path / "verify.key"  # exported at installation, then gone from the box
+        shutil.copy(state / "audit" / "verify.key", key)
+        (state / "audit" / "verify.key").unlink()
+        stop = asyncio.Event()
+
+        async def unlock_all_the_time() -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:  # bounded
+                n += 1
+                await client.call("unlock", id=dev, body={"compartment": n % 16 + 1,
+                                                          "reason": f"live {n}"})
+
+        sealed = state / "audit" / "checkpoints.jsonl"
+        before = len(sealed.read_bytes().splitlines())
+        busy = asyncio.get_running_loop().create_task(unlock_all_the_time())
+        verdicts = []
+        try:
+            for _ in range(12):  # on the old verify, one in five or six said "deleted"
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edge_agent.cli", "audit", "verify", "--state-dir",
+                    str(state), "--key", str(key), "--json",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                out, _ = await asyncio.wait_for(proc.communicate(), 120)
+                rep = json.loads(out)
+                verdicts.append((rep["verdict"], [f["message"] for f in rep["findings"]
+                                                  if f["kind"] == "tamper"]))
+        finally:
+            stop.set()
+            await busy
+        # The agent sealed all along (else the test proves nothing).
+        assert len(sealed.read_bytes().splitlines()) > before + 20
+    assert all(v == "intact" for v, _ in verdicts), verdicts

@@ -144,7 +144,7 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
     (bytes read, bytes in all segments) as the chain is walked."""
     report = VerifyReport(macs_checked=key is not None,
                           copy=(audit_dir / "COPY.json").exists())
-    checkpoints, cp_torn = read_checkpoints(audit_dir / "checkpoints.jsonl")
+    checkpoints, cp_torn, seal_key = _sealed_state(audit_dir)
     if cp_torn:
         report.add("crash", None, "torn last checkpoint line (crash while sealing)")
     pinned = {int(c["seq"]) for c in checkpoints if "seq" in c}
@@ -166,7 +166,8 @@ def verify(audit_dir: Path, *, key: bytes | None = None,
     sealed = _sealed_indexes(checkpoints, key) if key is not None else {}
     walk = _walk_chain(report, audit_dir, horizon, pinned, sealed_seq, sealed, progress)
     last = report.last_seq or (report.horizon_first - 1)
-    retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last)
+    retention = _check_checkpoints(report, audit_dir, checkpoints, key, walk.hash_at, last,
+                                   seal_key)
     _check_horizon(report, horizon, retention, key, min_retention_days)
     if exported:
         _check_exported(report, exported, key, walk.hash_at, last, retention)
@@ -391,8 +392,8 @@ def _key_epoch(k0: bytes, start: int, stored: bytes) -> int | None:
 
 
 def _check_checkpoints(report: VerifyReport, audit_dir: Path, cps: list[dict[str, Any]],
-                       k0: bytes | None, hash_at: dict[int, str], last: int
-                       ) -> list[dict[str, Any]]:
+                       k0: bytes | None, hash_at: dict[int, str], last: int,
+                       seal_key: bytes | None) -> list[dict[str, Any]]:
     """Check every checkpoint and the sealing key; return the retention checkpoints
     (authenticated ones only when there is a key)."""
     key = k0
@@ -431,7 +432,7 @@ def _check_checkpoints(report: VerifyReport, audit_dir: Path, cps: list[dict[str
         if key is not None:
             key = evolve(key)
     if not report.copy:  # a copy never holds the box's sealing key
-        _check_seal_key(report, audit_dir, k0, want_epoch, sealed_seq, bool(cps))
+        _check_seal_key(report, seal_key, k0, want_epoch, sealed_seq, bool(cps))
     # Every checkpoint left below the horizon sealed a record that retention removed: a
     # real retention run only removes records older than its cutoff. (An attacker with
     # the current key can seal a fake retention run, but not back-date these.)
@@ -452,18 +453,41 @@ def _check_covered(report: VerifyReport, cp: dict[str, Any], retention: list[dic
                    "was removed")
 
 
-def _check_seal_key(report: VerifyReport, audit_dir: Path, k0: bytes | None,
+def _sealed_state(audit_dir: Path) -> tuple[list[dict[str, Any]], bool, bytes | None]:
+    """The checkpoints, whether the last is torn, and seal.key's bytes (None: no file),
+    as one consistent snapshot of a log that may be live.
+
+    A running agent seals by appending checkpoint ``e`` and then replacing seal.key with
+    epoch ``e + 1``. Read one after the other while it seals, the two disagree (the key
+    a checkpoint ahead of the file read before it: "checkpoints deleted"; or behind one
+    read after it: "stepped back"). So the checkpoints are read again after the key, until
+    they are the same twice (bounded: a log that seals faster than this reads is told
+    apart by the epochs it then shows)."""
+    cp_file, key_file = audit_dir / "checkpoints.jsonl", audit_dir / "seal.key"
+    checkpoints, torn = read_checkpoints(cp_file)
+    for _ in range(20):
+        try:
+            key: bytes | None = key_file.read_bytes()
+        except FileNotFoundError:
+            key = None
+        again, torn_again = read_checkpoints(cp_file)
+        if again == checkpoints and torn_again == torn:
+            return checkpoints, torn, key
+        checkpoints, torn = again, torn_again
+    return checkpoints, torn, key
+
+
+def _check_seal_key(report: VerifyReport, seal_key: bytes | None, k0: bytes | None,
                     want_epoch: int, sealed_seq: int, have_cps: bool) -> None:
     """The on-box sealing key is evidence: it must be the key of the epoch it claims, and
     every epoch below that must have its checkpoint."""
-    seal = audit_dir / "seal.key"
-    if not seal.exists():
+    if seal_key is None:
         if have_cps or report.records:
             report.add("tamper", None, "seal.key is missing: the sealing key was removed, "
                        "so its epoch cannot vouch that no checkpoint was deleted")
         return
     try:
-        doc = json.loads(seal.read_text())
+        doc = json.loads(seal_key)
         cur, stored = int(doc["epoch"]), bytes.fromhex(doc["key"])
     except (ValueError, KeyError, TypeError):
         report.add("tamper", None, "seal.key is unreadable")
