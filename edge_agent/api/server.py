@@ -98,6 +98,11 @@ def peer_user(request: web.Request) -> tuple[str, int | None]:
 ROLES = ("viewer", "technician", "armourer")
 
 
+# What _authorise learns about the caller, kept on the request for the handlers.
+CALLER_USER = web.RequestKey("user", str)
+CALLER_ROLES = web.RequestKey("roles", frozenset)
+
+
 def caller_roles(uid: int | None, roles: Any) -> frozenset[str]:
     """The roles of the socket's peer: every role when the site config has no
     ``[roles]`` (the socket's 0660 mode is then the only boundary); else those whose Unix
@@ -279,7 +284,7 @@ class ApiServer:
         route = request.match_info.route.name
         user, uid = peer_user(request)
         roles = caller_roles(uid, self.agent.config.roles)
-        request["user"], request["roles"] = user, roles
+        request[CALLER_USER], request[CALLER_ROLES] = user, roles
         need = (ROUTES[route].role if route in ROUTES else "") or "viewer"
         if not roles & set(need.split("|")):
             await self.agent.access_refused(user, route or request.path, need)
@@ -376,7 +381,7 @@ class ApiServer:
         comp = _compartment(body.get("compartment"))
         reason = body["reason"]
         return await self._command(request, lambda u: self.agent.unlock(
-            dev.id, comp, actor=u, reason=reason, roles=request["roles"]))
+            dev.id, comp, actor=u, reason=reason, roles=request[CALLER_ROLES]))
 
     @staticmethod
     def _query(request: web.Request, default_limit: int | None) -> Query:
@@ -554,7 +559,7 @@ class ApiServer:
                 or not 1 <= minutes <= 60:
             return _error(400, "minutes must be a number from 1 to 60")
         return await self._command(request, lambda u: self.agent.break_glass(
-            actor=u, roles=request["roles"], reason=body["reason"], minutes=float(minutes)))
+            actor=u, roles=request[CALLER_ROLES], reason=body["reason"], minutes=float(minutes)))
 
     async def deployable(self, request: web.Request) -> web.Response:
         equipment = request.query.get("equipment", "")
